@@ -1,0 +1,76 @@
+"""Process environment for pyiqa: weight caches and offline mode.
+
+pyiqa fixes its checkpoint directory (``torch.hub.get_dir()/pyiqa``) at ``import pyiqa``,
+so every cache setting must be applied before the first import. ``configure()`` is
+called by the CLI before anything imports pyiqa; library users call it themselves.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+WEIGHTS_DIR_ENV = "IQA_STUDY_WEIGHTS_DIR"
+OFFLINE_ENV = "IQA_STUDY_OFFLINE"
+_PROBE_HOST = ("huggingface.co", 443)
+
+
+@dataclass(frozen=True)
+class CacheDirs:
+    torch_home: Path
+    hf_home: Path
+
+    @property
+    def pyiqa(self) -> Path:
+        return self.torch_home / "hub" / "pyiqa"
+
+    @property
+    def torchvision(self) -> Path:
+        return self.torch_home / "hub" / "checkpoints"
+
+    @property
+    def clip(self) -> Path:
+        return self.torch_home / "hub" / "clip"
+
+    @property
+    def hf_hub(self) -> Path:
+        return self.hf_home / "hub"
+
+
+def configure(weights_dir: str | os.PathLike | None = None) -> CacheDirs:
+    """Point TORCH_HOME / HF_HOME at ``weights_dir`` (or $IQA_STUDY_WEIGHTS_DIR).
+
+    A weights dir is laid out like TORCH_HOME: ``hub/pyiqa/<file>``, ``hub/checkpoints/<file>``,
+    plus ``huggingface/hub/models--<org>--<repo>`` for timm/transformers models.
+    """
+    chosen = weights_dir or os.environ.get(WEIGHTS_DIR_ENV)
+    if chosen:
+        root = Path(chosen).expanduser().resolve()
+        os.environ["TORCH_HOME"] = str(root)
+        os.environ["HF_HOME"] = str(root / "huggingface")
+        os.environ[WEIGHTS_DIR_ENV] = str(root)
+    return cache_dirs()
+
+
+def cache_dirs() -> CacheDirs:
+    """Where pyiqa, torchvision and HF look, honouring TORCH_HOME, XDG_CACHE_HOME and HF_HOME."""
+    xdg = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    torch_home = Path(os.environ.get("TORCH_HOME", xdg / "torch"))
+    hf_home = Path(os.environ.get("HF_HOME", xdg / "huggingface"))
+    return CacheDirs(torch_home=torch_home, hf_home=hf_home)
+
+
+def network_available(timeout: float = 2.0) -> bool:
+    """True when the weight host answers within ``timeout`` seconds.
+
+    Offline is declared with IQA_STUDY_OFFLINE=1 or HF_HUB_OFFLINE=1, which skips the probe.
+    """
+    if os.environ.get(OFFLINE_ENV, "") == "1" or os.environ.get("HF_HUB_OFFLINE", "") == "1":
+        return False
+    try:
+        with socket.create_connection(_PROBE_HOST, timeout=timeout):
+            return True
+    except OSError:
+        return False

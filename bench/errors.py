@@ -1,0 +1,22 @@
+"""User-facing errors: one line, naming the file/field and what was expected."""
+
+
+class StudyError(Exception):
+    """Base class; the CLI prints ``str(exc)`` on one line and exits with status 2."""
+
+
+class ManifestError(StudyError):
+    pass
+
+
+class WeightsMissing(StudyError):
+    pass
+
+
+class UnknownMetric(StudyError, KeyError):
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0])
+
+
+class StoreError(StudyError):
+    pass

@@ -1,0 +1,92 @@
+"""Create pyiqa metrics: always through ``pyiqa.create_metric``, once per process.
+
+The suite never re-implements a metric. This module only (1) checks weights before pyiqa
+tries a download, (2) caches metric objects, (3) builds random-initialised networks for
+plumbing tests when explicitly asked (such output is never a quality score and is refused
+by the scoring engine).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from typing import Any
+
+import torch
+
+from bench.metrics import weights
+from bench.metrics.table import MetricSpec
+
+_CACHE: dict[tuple, Any] = {}
+
+
+def config_of(spec: MetricSpec, kwargs: dict | None = None) -> dict:
+    """The metric configuration that identifies its scores (hashed into the store key)."""
+    return {"metric": spec.name, "kwargs": dict(sorted((kwargs or {}).items()))}
+
+
+def config_hash(config: dict) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def _no_backbone_download():
+    """Make timm / torchvision backbones build random-init instead of downloading (plumbing only)."""
+    import timm
+    import torchvision.models._api as tv_api
+
+    orig_create, orig_verify = timm.create_model, tv_api.WeightsEnum.verify
+
+    def create(name, pretrained=False, *args, **kwargs):
+        return orig_create(name, *args, pretrained=False, **kwargs)
+
+    timm.create_model = create
+    tv_api.WeightsEnum.verify = classmethod(lambda cls, obj: None)
+    try:
+        yield
+    finally:
+        timm.create_model = orig_create
+        tv_api.WeightsEnum.verify = orig_verify
+
+
+def create(
+    spec: MetricSpec,
+    device: str | torch.device = "cpu",
+    *,
+    as_loss: bool = False,
+    random_init: bool = False,
+    kwargs: dict | None = None,
+):
+    """Return a cached ``pyiqa`` InferenceModel for ``spec`` on ``device``.
+
+    ``random_init=True`` builds the architecture with random weights (plumbing and gradient
+    tests, AMO/FT smoke runs); it is only allowed for entries whose table row says how.
+    """
+    kwargs = dict(kwargs or {})
+    key = (spec.name, str(device), as_loss, random_init, json.dumps(kwargs, sort_keys=True, default=str))
+    if key in _CACHE:
+        return _CACHE[key]
+    import pyiqa
+
+    if random_init:
+        if spec.offline == "random-init":
+            kwargs = {**(spec.random_init_kwargs or {}), **kwargs}
+            ctx = contextlib.nullcontext()
+        elif spec.offline == "random-init-patched":
+            kwargs = {"pretrained": False, **kwargs}
+            ctx = _no_backbone_download()
+        else:
+            raise ValueError(f"metric '{spec.name}' has no random-init route (metrics.yaml offline={spec.offline})")
+        with ctx:
+            metric = pyiqa.create_metric(spec.name, as_loss=as_loss, device=device, **kwargs)
+    else:
+        if "pretrained_model_path" not in kwargs:
+            weights.preflight(spec)
+        if spec.offline == "package" and "pretrained_model_path" not in kwargs:
+            kwargs["pretrained_model_path"] = str(weights.locate(spec.weights[0]))
+        metric = pyiqa.create_metric(spec.name, as_loss=as_loss, device=device, **kwargs)
+    metric.iqa_study_random_init = random_init
+    _CACHE[key] = metric
+    return metric
