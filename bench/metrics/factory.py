@@ -25,10 +25,14 @@ def config_of(spec: MetricSpec, kwargs: dict | None = None) -> dict:
     return {"metric": spec.name, "kwargs": dict(sorted((kwargs or {}).items()))}
 
 
+def json_config(config: dict) -> str:
+    return json.dumps(config, sort_keys=True, default=str)
+
+
 def config_hash(config: dict) -> str:
     import hashlib
 
-    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return hashlib.sha256(json_config(config).encode()).hexdigest()[:16]
 
 
 @contextlib.contextmanager

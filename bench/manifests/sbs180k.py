@@ -1,0 +1,70 @@
+"""SBS180K (Neural Side-by-Side, Khrulkov & Babenko, CVPR 2021) importer.
+
+The dataset's real on-disk layout is undocumented (its repository has no loader and no file
+list; docs: datasets.md 2.2). Until the zip is inspected, this importer accepts one
+**documented expected layout** and refuses anything else:
+
+    SBS180K_ROOT/
+      pairs.parquet  or  pairs.csv     one row per unordered pair, columns:
+          pair_id, left_path, right_path, votes_left, votes_right, split
+          (optional: source_image_id, method_left, method_right, label)
+      <the images at the relative paths named by left_path / right_path>
+
+``label`` ('left'/'right'/'tie') is used only when votes are absent. On a mismatch the error
+names the expected entries, what was found and the docs section (datasets.md 2.3) to update.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from bench.errors import ManifestError
+from bench.manifests.schema import finalize, pref_from_votes
+
+EXPECTED = ["pair_id", "left_path", "right_path", "votes_left", "votes_right", "split"]
+
+
+def _layout_error(root: Path, why: str) -> ManifestError:
+    listing = sorted(p.name for p in root.iterdir())[:10] if root.is_dir() else "no such folder"
+    return ManifestError(
+        f"{root}: not the expected SBS180K layout ({why}); expected pairs.parquet or pairs.csv with columns "
+        f"{EXPECTED} and images at the paths it names; found {listing}. "
+        f"If this is the real unzipped NeuralSBS_dataset, add a converter and update docs datasets.md 2.3"
+    )
+
+
+def sbs180k(root: str | os.PathLike) -> pd.DataFrame:
+    root = Path(root)
+    if not root.is_dir():
+        raise _layout_error(root, "root folder missing")
+    if (root / "pairs.parquet").is_file():
+        table, src = pd.read_parquet(root / "pairs.parquet"), root / "pairs.parquet"
+    elif (root / "pairs.csv").is_file():
+        table, src = pd.read_csv(root / "pairs.csv"), root / "pairs.csv"
+    else:
+        raise _layout_error(root, "no pairs.parquet / pairs.csv")
+    absent = [c for c in EXPECTED if c not in table.columns]
+    if absent:
+        raise _layout_error(root, f"{src.name} lacks column(s) {absent}, has {list(table.columns)[:12]}")
+    votes_known = table["votes_left"].notna() & table["votes_right"].notna()
+    if (~votes_known).any() and "label" not in table.columns:
+        row = int((~votes_known).idxmax())
+        raise ManifestError(f"{src}: row {row + 2}: votes missing and no 'label' column to fall back on")
+    pref = []
+    for i, r in table.iterrows():
+        if votes_known[i]:
+            pref.append(pref_from_votes(int(r["votes_left"]), int(r["votes_right"])))
+        else:
+            lab = str(r["label"])
+            if lab not in ("left", "right", "tie"):
+                raise ManifestError(f"{src}: row {i + 2}: label {lab!r}, expected left/right/tie")
+            pref.append({"left": "a", "right": "b", "tie": "tie"}[lab])
+    out = table.rename(columns={"left_path": "image_a", "right_path": "image_b", "votes_left": "votes_a",
+                                "votes_right": "votes_b", "method_left": "method_a", "method_right": "method_b"})
+    out["pref"] = pref
+    out["dataset"] = "sbs180k"
+    out["group"] = out["source_image_id"].astype(str) if "source_image_id" in out.columns else out["image_a"]
+    return finalize(out, root, dataset="sbs180k", importer="sbs180k", synthetic=False, source=str(src))

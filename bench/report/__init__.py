@@ -1,0 +1,1 @@
+"""Reports: Markdown + PNG (+ CSV of each figure's data), with provenance."""
