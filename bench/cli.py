@@ -166,7 +166,7 @@ def cmd_score(a) -> None:
     metrics = select(a.metrics)
     run, summaries = score_manifest(manifest, metrics, Store(a.store), device=a.device, batch_size=a.batch_size,
                                     workers=a.workers, shard=Shard.parse(a.shard), max_pixels=a.max_pixels,
-                                    retry_failed=a.retry_failed)
+                                    retry_failed=a.retry_failed, flush_rows=a.flush_rows)
     print(f"run {run['run_id']} on {run['device_name']}: {len(manifest)} pairs, store {a.store}")
     print("\n".join(_summary_lines(summaries)))
     failures = sum(s.error + s.nan for s in summaries)
@@ -262,6 +262,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--shard", help="i/n (default: RANK/WORLD_SIZE from torchrun, else 0/1)")
     s.add_argument("--max-pixels", type=int, help="downscale larger images to this many pixels (recorded in the key)")
     s.add_argument("--retry-failed", action="store_true", help="re-score keys whose stored row failed")
+    s.add_argument("--flush-rows", type=int, default=1000, help="rows per Parquet part (work at risk on a kill)")
     s.set_defaults(fn=cmd_score)
 
     s = sub.add_parser("query", help="SQL over the store (views: scores, scores_raw, pairs, pair_scores, agreement, runs)")

@@ -16,7 +16,10 @@ PACKAGES = ("iqa-study", "torch", "torchvision", "pyiqa", "numpy", "timm", "tran
 
 
 def versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
+    import torch
+    import torchvision
+
+    out = {"python": platform.python_version(), "torch_build": torch.__version__, "torchvision_build": torchvision.__version__}
     for pkg in PACKAGES:
         try:
             out[pkg] = md.version(pkg)

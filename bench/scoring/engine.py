@@ -191,7 +191,7 @@ def score_manifest(manifest, metrics: list[MetricSpec], store: Store, **kwargs) 
     manifest_id = store.register_manifest(manifest)
     config = {"metrics": [m.name for m in metrics], "manifest": manifest.attrs["iqa_study"].get("path", ""),
               "manifest_id": manifest_id, "shard": f"{shard.index}/{shard.count}",
-              **{k: v for k, v in kwargs.items() if k in ("batch_size", "workers", "max_pixels", "retry_failed")}}
+              **{k: v for k, v in kwargs.items() if k in ("batch_size", "workers", "max_pixels", "retry_failed", "flush_rows")}}
     run = provenance.new_run("score", config, device=device, seed=None)
     store.write_run(run)
     summaries = score_refs(refs_from_manifest(manifest), metrics, store, run=run, device=device, shard=shard, **kwargs)

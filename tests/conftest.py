@@ -1,0 +1,59 @@
+"""Test environment: no network (pytest-socket, see pyproject addopts), empty private caches."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+# Before anything imports pyiqa: private, empty weight caches and offline mode.
+_CACHE = Path(tempfile.mkdtemp(prefix="iqa-study-tests-"))
+os.environ["TORCH_HOME"] = str(_CACHE / "torch")
+os.environ["HF_HOME"] = str(_CACHE / "hf")
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["IQA_STUDY_OFFLINE"] = "1"
+os.environ.pop("IQA_STUDY_WEIGHTS_DIR", None)
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("IQA_STUDY_SHARED", REPO.parent / "shared"))
+
+
+def shared_path(*parts: str) -> Path:
+    path = SHARED.joinpath("data", *parts)
+    if not path.exists():
+        pytest.skip(f"real test data not found at {path} (set IQA_STUDY_SHARED)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def sr2afc_root() -> Path:
+    return shared_path("sr-preference-2afc")
+
+
+@pytest.fixture(scope="session")
+def niqe_params() -> list[Path]:
+    """Real NIQE parameters (shared/data/niqe, byte-identical to BasicSR's) seeded into the test cache."""
+    from bench.metrics.weights import seed_niqe
+
+    return seed_niqe(shared_path("niqe", "niqe_pris_params.npz"))
+
+
+@pytest.fixture(scope="session")
+def sample_manifest(tmp_path_factory) -> Path:
+    from bench.manifests import sample, schema
+
+    out = tmp_path_factory.mktemp("sample")
+    return schema.write(sample.build_sample(out), out / "manifest.parquet")
+
+
+@pytest.fixture
+def store_dir(tmp_path) -> Path:
+    return tmp_path / "store"
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(_CACHE, ignore_errors=True)

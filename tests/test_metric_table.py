@@ -1,0 +1,72 @@
+"""The metric table against pyiqa itself, and the `metrics list` contract."""
+
+import json
+import subprocess
+import sys
+
+import pyiqa
+import pytest
+from pyiqa.default_model_configs import DEFAULT_CONFIGS
+
+from bench.errors import UnknownMetric
+from bench.metrics.table import get, load_table, select
+
+
+def test_every_pyiqa_nr_metric_is_in_the_table():
+    names = {m.name for m in load_table().metrics}
+    missing = set(pyiqa.list_models(metric_mode="NR")) - names
+    assert not missing, f"pyiqa NR metrics missing from metrics.yaml: {sorted(missing)}"
+    assert load_table().pyiqa_version == pyiqa.__version__
+
+
+@pytest.mark.parametrize("spec", load_table().metrics, ids=lambda m: m.name)
+def test_entry_matches_pyiqa(spec):
+    cfg = DEFAULT_CONFIGS[spec.name]
+    assert spec.mode == cfg["metric_mode"]
+    assert spec.lower_better == bool(cfg.get("lower_better", False))
+    lo, hi = [t.strip().lstrip("~") for t in cfg["score_range"].split(",")]
+    assert spec.score_min == (float(lo) if lo else None)
+    assert spec.score_max == (float(hi) if hi else None)
+    assert spec.range_approx == ("~" in cfg["score_range"] or not hi or not lo)
+
+
+def test_study_set_is_the_reconstructed_42():
+    study = [m for m in load_table().metrics if m.study]
+    assert len(study) == 42
+    assert all(m.mode == "NR" for m in study)
+    paper_top7 = {"paq2piq", "nima", "musiq", "liqe", "arniqa", "qalign", "topiq_nr"}
+    assert paper_top7 <= {m.name for m in study}
+    assert {"niqe", "ilniqe", "brisque", "pi"} <= {m.name for m in study if m.lower_better}
+
+
+def test_fr_metrics_of_the_evaluation_are_present():
+    for name in ("psnr", "ssim", "lpips", "stlpips"):
+        assert get(name).mode == "FR"
+    assert get("stlpips").lower_better and get("stlpips").offline == "package"
+
+
+def test_unknown_metric_suggests():
+    with pytest.raises(UnknownMetric, match="did you mean musiq"):
+        get("musiqq")
+    with pytest.raises(UnknownMetric):
+        select("piqe,not_a_metric")
+
+
+def test_available_offline_set_is_real_only(niqe_params):
+    names = {m.name for m in select("available")}
+    assert {"piqe", "entropy", "niqe", "niqe_matlab"} <= names
+    assert "musiq" not in names  # random-init is never "available"
+
+
+def test_cli_metrics_list_json(niqe_params):
+    out = subprocess.run([sys.executable, "-m", "bench.cli", "metrics", "list", "--json"],
+                         capture_output=True, text=True, check=True).stdout
+    rows = json.loads(out)
+    nr = [r for r in rows if r["mode"] == "NR"]
+    assert len(nr) == len(pyiqa.list_models(metric_mode="NR"))
+    for key in ("name", "mode", "study", "lower_better", "differentiable", "weights_available"):
+        assert all(key in r for r in rows), key
+    assert sum(r["study"] for r in rows) >= 42
+    by_name = {r["name"]: r for r in rows}
+    assert by_name["niqe"]["weights_available"] is True
+    assert by_name["musiq"]["weights_available"] is False
