@@ -184,11 +184,13 @@ def score_refs(refs: list[ImageRef], metrics: list[MetricSpec], store: Store, *,
     return summaries
 
 
-def score_manifest(manifest, metrics: list[MetricSpec], store: Store, **kwargs) -> tuple[dict, list[MetricSummary]]:
-    """Register the manifest's pairs, score its images, record the run. Returns (run, summaries)."""
+def score_manifest(manifest, metrics: list[MetricSpec], store: Store, register: bool = True,
+                   **kwargs) -> tuple[dict, list[MetricSummary]]:
+    """Register the manifest's pairs (unless ``register=False``: e.g. a subset of a registered
+    manifest), score its images, record the run. Returns (run, summaries)."""
     device = pick_device(kwargs.pop("device", None))
     shard = kwargs.pop("shard", Shard())
-    manifest_id = store.register_manifest(manifest)
+    manifest_id = store.register_manifest(manifest) if register else "subset"
     config = {"metrics": [m.name for m in metrics], "manifest": manifest.attrs["iqa_study"].get("path", ""),
               "manifest_id": manifest_id, "shard": f"{shard.index}/{shard.count}",
               **{k: v for k, v in kwargs.items() if k in ("batch_size", "workers", "max_pixels", "retry_failed", "flush_rows")}}

@@ -1,0 +1,1 @@
+"""The metric-selection study: phases, complementarity, ensemble, selection."""
