@@ -37,7 +37,7 @@ def run_demo(out: Path, metrics: str = "piqe,entropy,niqe") -> None:
                 print(f"      niqe unavailable: {exc}")
     print(f"[2/4] scoring {len(manifest)} pairs with {', '.join(s.name for s in specs)}")
     store = Store(out / "store")
-    _, summaries = score_manifest(manifest, specs, store, batch_size=8, workers=2)
+    _, summaries = score_manifest(manifest, specs, store, workers=2)
     print("\n".join(_summary_lines(summaries)))
     print("[3/4] agreement (SYNTHETIC preferences, see bench/manifests/sample.py)")
     table = agreement(store)

@@ -25,7 +25,7 @@ def main() -> None:
     ap.add_argument("--out", default="reports/perf")
     ap.add_argument("--metrics", default="piqe,niqe,entropy")
     ap.add_argument("--sr2afc", help="also benchmark on this sr2afc folder (1020x676 images)")
-    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--batch-size", type=int, help="default: the engine's (1 on CPU, 8 on GPU)")
     ap.add_argument("--workers", type=int, default=2)
     a = ap.parse_args()
 
@@ -34,7 +34,7 @@ def main() -> None:
     from bench.metrics.factory import create
     from bench.metrics.table import select
     from bench.metrics.weights import missing, seed_niqe
-    from bench.scoring.engine import score_refs
+    from bench.scoring.engine import auto_batch_size, score_refs
     from bench.scoring.images import refs_from_manifest
     from bench.store import Store
 
@@ -65,7 +65,8 @@ def main() -> None:
                 rows.append({"images": set_name, "metric": spec.name, "n_images": len(refs) - 1,
                              "bare_img_per_s": round(bare, 2), "harness_img_per_s": round(harness, 2),
                              "ratio_harness_over_bare": round(harness / bare, 3),
-                             "batch_size": a.batch_size if spec.batchable else 1, "workers": a.workers})
+                             "batch_size": (a.batch_size or auto_batch_size("cpu")) if spec.batchable else 1,
+                             "workers": a.workers})
                 print(rows[-1])
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -55,5 +55,21 @@ def store_dir(tmp_path) -> Path:
     return tmp_path / "store"
 
 
+@pytest.fixture(scope="session")
+def sr2afc_scored(tmp_path_factory, sr2afc_root, niqe_params) -> tuple[Path, Path]:
+    """(store, manifest): the real sr2afc votes scored with piqe, entropy, niqe through the CLI."""
+    import subprocess
+    import sys
+
+    from bench.manifests import schema, votes
+
+    tmp = tmp_path_factory.mktemp("sr2afc")
+    manifest = schema.write(votes.sr2afc(sr2afc_root), tmp / "sr2afc.parquet")
+    subprocess.run([sys.executable, "-m", "bench.cli", "score", "--manifest", str(manifest), "--metrics",
+                    "piqe,entropy,niqe", "--store", str(tmp / "store"), "--workers", "2"],
+                   check=True, capture_output=True, text=True)
+    return tmp / "store", manifest
+
+
 def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(_CACHE, ignore_errors=True)

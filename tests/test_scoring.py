@@ -34,13 +34,8 @@ def _cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def sr2afc_store(tmp_path_factory, sr2afc_root):
-    """sr2afc scored with piqe + entropy through the CLI (the user path)."""
-    tmp = tmp_path_factory.mktemp("sr2afc")
-    manifest = schema.write(votes.sr2afc(sr2afc_root), tmp / "sr2afc.parquet")
-    _cli("score", "--manifest", str(manifest), "--metrics", "piqe,entropy", "--store", str(tmp / "store"),
-         "--workers", "2", "--batch-size", "4")
-    return tmp / "store", manifest
+def sr2afc_store(sr2afc_scored):
+    return sr2afc_scored
 
 
 def _independent_agreement(sr2afc_root: Path, metric: str) -> dict:
@@ -172,13 +167,13 @@ def test_kill9_then_rerun_gives_the_uninterrupted_table(tmp_path, sample_manifes
         time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    partial = connect(Store(target)).execute("SELECT count(*) FROM scores_raw").fetchone()[0]
+    partial = connect(Store(target)).execute("SELECT count(*) FROM scores_raw").fetchall()[0][0]
     assert 0 < partial < len(ref), "the kill must land mid-run for this test to mean anything"
     _cli(*args)
     con = connect(Store(target))
-    assert con.execute("SELECT count(*) FROM scores_raw").fetchone()[0] == len(ref)
+    assert con.execute("SELECT count(*) FROM scores_raw").fetchall()[0][0] == len(ref)
     dup = con.execute("SELECT count(*) FROM (SELECT image_id, metric, config_hash FROM scores_raw GROUP BY ALL "
-                      "HAVING count(*) > 1)").fetchone()[0]
+                      "HAVING count(*) > 1)").fetchall()[0][0]
     assert dup == 0
     got = con.execute("SELECT image_id, metric, score FROM scores ORDER BY ALL").df()
     pd.testing.assert_frame_equal(got, ref)
@@ -191,9 +186,9 @@ def test_shards_cover_everything_once_without_merge(tmp_path, sample_manifest):
     for i in range(3):
         score_manifest(m, [get("piqe")], sharded, workers=0, shard=Shard(i, 3))
     con = connect(sharded)
-    per_rank = con.execute("SELECT count(DISTINCT run_id) FROM scores_raw").fetchone()[0]
+    per_rank = con.execute("SELECT count(DISTINCT run_id) FROM scores_raw").fetchall()[0][0]
     assert per_rank == 3
-    assert con.execute("SELECT count(*) = count(DISTINCT image_id) FROM scores_raw").fetchone()[0]
+    assert con.execute("SELECT count(*) = count(DISTINCT image_id) FROM scores_raw").fetchall()[0][0]
     a, b = agreement(single), agreement(sharded)
     pd.testing.assert_frame_equal(a.drop(columns=["config_hash"]), b.drop(columns=["config_hash"]))
 

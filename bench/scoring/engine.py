@@ -128,13 +128,19 @@ def _score_items(metric, items: list[dict], device: str) -> list[tuple[str, floa
     return out
 
 
+def auto_batch_size(device: str) -> int:
+    """Batch 8 on GPUs; 1 on CPU, where batching large images is slower per image (reports/perf)."""
+    return 8 if str(device).startswith("cuda") else 1
+
+
 def score_refs(refs: list[ImageRef], metrics: list[MetricSpec], store: Store, *, run: dict, device: str = "cpu",
-               batch_size: int = 8, workers: int = 2, shard: Shard = Shard(), max_pixels: int | None = None,
+               batch_size: int | None = None, workers: int = 2, shard: Shard = Shard(), max_pixels: int | None = None,
                retry_failed: bool = False, flush_rows: int = 1000, flush_seconds: float = 30.0,
                metric_kwargs: dict[str, dict] | None = None, progress: bool = True) -> list[MetricSummary]:
     import pyiqa
 
     mine = [r for r in refs if shard.owns(r.image_id)]
+    batch_size = batch_size or auto_batch_size(device)
     writer = _Writer(store, run["run_id"], shard.index, flush_rows, flush_seconds)
     summaries = []
     for spec in metrics:

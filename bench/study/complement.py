@@ -18,10 +18,10 @@ def default_best(store: Store) -> str:
     if "phase2_ranking" in store.study_tables():
         p2 = read_study(store, "phase2_ranking", latest_key(store, "phase2_ranking", "phase2_key"))
         return str(p2.loc[p2["is_best"], "metric"].iloc[0])
-    row = connect(store).execute("SELECT metric FROM agreement ORDER BY strict_acc DESC, metric LIMIT 1").fetchone()
-    if row is None:
+    rows = connect(store).execute("SELECT metric FROM agreement ORDER BY strict_acc DESC, metric LIMIT 1").fetchall()
+    if not rows:
         raise StudyError(f"{store.root}: nothing scored yet")
-    return row[0]
+    return rows[0][0]
 
 
 def complement(store: Store, best: str | None = None, *, datasets: list[str] | None = None,

@@ -91,7 +91,7 @@ def latest_key(store: Store, table: str, key_column: str) -> str:
 
     if table not in store.study_tables():
         raise StudyError(f"{store.root}: no study table '{table}' yet (run the earlier study step first)")
-    return connect(store).execute(f"SELECT {key_column} FROM study_{table} ORDER BY created_at DESC LIMIT 1").fetchone()[0]
+    return connect(store).execute(f"SELECT {key_column} FROM study_{table} ORDER BY created_at DESC LIMIT 1").fetchall()[0][0]
 
 
 def read_study(store: Store, table: str, key: str) -> pd.DataFrame:
