@@ -1,0 +1,1 @@
+"""Perceptual SR training with IQA-driven ground-truth sampling (HGGT recipe)."""

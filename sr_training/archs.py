@@ -1,0 +1,54 @@
+"""Generators from spandrel (SwinIR, RRDBNet/ESRGAN), in the paper's sizes and tiny test sizes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from bench.errors import StudyError
+from sr_training.config import ArchConfig
+
+# HGGT's SwinIR: embed 180, 6x6 depths/heads, window 8, mlp 2, pixelshuffle, 1conv (method.md 5)
+SWINIR = {"full": dict(embed_dim=180, depths=[6] * 6, num_heads=[6] * 6, window_size=8, mlp_ratio=2.0),
+          "tiny": dict(embed_dim=24, depths=[2], num_heads=[2], window_size=4, mlp_ratio=2.0)}
+# Real-ESRGAN's RRDBNet: 64 features, 23 blocks (growth 32 is fixed in spandrel's ESRGAN)
+RRDB = {"full": dict(num_filters=64, num_blocks=23), "tiny": dict(num_filters=16, num_blocks=2)}
+SPANDREL_ID = {"swinir": "SwinIR", "rrdb": "ESRGAN"}
+
+
+def build_generator(cfg: ArchConfig) -> torch.nn.Module:
+    if cfg.type == "swinir":
+        from spandrel.architectures.SwinIR import SwinIR
+
+        net = SwinIR(img_size=64, upscale=cfg.scale, img_range=1.0, upsampler="pixelshuffle", resi_connection="1conv",
+                     drop_path_rate=cfg.drop_path_rate, **SWINIR[cfg.size])
+    else:
+        from spandrel.architectures.ESRGAN import ESRGAN
+
+        net = ESRGAN(in_nc=3, out_nc=3, scale=cfg.scale, **RRDB[cfg.size])
+    if cfg.pretrained:
+        load_pretrained(net, cfg)
+    return net
+
+
+def load_pretrained(net: torch.nn.Module, cfg: ArchConfig) -> None:
+    """Load a user's official weights (e.g. SwinIR / RealESRGAN x4, incl. BasicSR 'params_ema') via spandrel."""
+    from spandrel import ModelLoader, UnsupportedModelError
+
+    path = Path(cfg.pretrained)
+    if not path.is_file():
+        raise StudyError(f"arch.pretrained: {path} does not exist")
+    try:
+        desc = ModelLoader().load_from_file(path)
+    except (UnsupportedModelError, RuntimeError, KeyError, ValueError) as exc:
+        raise StudyError(f"arch.pretrained {path}: spandrel cannot read it as a model ({type(exc).__name__}: {exc})") from None
+    if desc.architecture.id != SPANDREL_ID[cfg.type] or desc.scale != cfg.scale:
+        raise StudyError(f"arch.pretrained {path}: file holds {desc.architecture.id} x{desc.scale}, "
+                         f"config expects {SPANDREL_ID[cfg.type]} x{cfg.scale}")
+    try:
+        net.load_state_dict(desc.model.state_dict(), strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
+        raise StudyError(f"arch.pretrained {path}: {desc.architecture.id} weights do not fit the configured "
+                         f"'{cfg.size}' {cfg.type} ({first})") from None

@@ -1,0 +1,1 @@
+"""Multi-GT data, degradations, synthetic HGGT-layout builder."""

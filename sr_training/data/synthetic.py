@@ -1,0 +1,82 @@
+"""A small SYNTHETIC multi-GT set in the exact HGGT layout, for the demo and the tests.
+
+Originals: crops of the photographs scikit-image ships. "Enhanced" GTs 01..04 are made by
+documented operators of different strength (PIL):
+
+    01  mild sharpening      UnsharpMask(radius 2, 80 %, threshold 2)      designed label: Positive
+    02  strong sharpening    UnsharpMask(radius 2, 250 %) + contrast x1.15  designed label: Similar
+    03  softening            GaussianBlur(1.2)                              designed label: Negative
+    04  vivid colour         Color x1.4 + contrast x1.1                     designed label: Positive
+
+Three synthetic annotators (A, B, C) each give the designed label with probability 0.8, else
+a random one. Nothing here is a human judgement: the folder holds SYNTHETIC.md saying so, and
+the label JSONs use HGGT's real structure (Picture_1..5, Time_cost).
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageEnhance, ImageFilter
+
+PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png", "camera.png")
+DESIGNED = {"01": "Positive", "02": "Similar", "03": "Negative", "04": "Positive"}
+LABELS = ("Positive", "Similar", "Negative")
+
+
+def enhance(img: Image.Image, k: str) -> Image.Image:
+    if k == "01":
+        return img.filter(ImageFilter.UnsharpMask(radius=2, percent=80, threshold=2))
+    if k == "02":
+        return ImageEnhance.Contrast(img.filter(ImageFilter.UnsharpMask(radius=2, percent=250, threshold=0))).enhance(1.15)
+    if k == "03":
+        return img.filter(ImageFilter.GaussianBlur(1.2))
+    if k == "04":
+        return ImageEnhance.Contrast(ImageEnhance.Color(img).enhance(1.4)).enhance(1.1)
+    raise ValueError(k)
+
+
+def _label_doc(stem: str, labels: list[str]) -> dict:
+    doc = {"Picture_1": {"Name": f"{stem}.png", "File": "original", "Label": None}}
+    for i, (k, lab) in enumerate(zip(DESIGNED, labels), start=2):
+        doc[f"Picture_{i}"] = {"Name": f"{stem}_{k}.png", "File": k, "Label": lab}
+    doc["Time_cost"] = {"Start": "synthetic", "End": "synthetic", "Total": 0}
+    return doc
+
+
+def build_synthetic_hggt(out: str | Path, groups_per_photo: int = 4, size: int = 128, seed: int = 0) -> Path:
+    """Write ``out/images/{original,01..04}``, ``out/labels/{A,B,C}`` and ``out/val/{hr,lr_blind_x4}``."""
+    out = Path(out)
+    rng = np.random.default_rng(seed)
+    for sub in ["original", *DESIGNED]:
+        (out / "images" / sub).mkdir(parents=True, exist_ok=True)
+    for ann in "ABC":
+        (out / "labels" / ann).mkdir(parents=True, exist_ok=True)
+    val_hr, val_lr = out / "val" / "hr", out / "val" / "lr_blind_x4"
+    val_hr.mkdir(parents=True, exist_ok=True)
+    val_lr.mkdir(parents=True, exist_ok=True)
+    for p, name in enumerate(PHOTOS):
+        with resources.files("skimage.data").joinpath(name).open("rb") as fh:
+            photo = Image.open(fh).convert("RGB")
+        for g in range(groups_per_photo):
+            top = int(rng.integers(0, photo.height - size + 1))
+            left = int(rng.integers(0, photo.width - size + 1))
+            crop = photo.crop((left, top, left + size, top + size))
+            stem = f"{p + 1:04d}-{top}-{left}"  # HGGT naming: {source}-{x = top row}-{y = left column}
+            crop.save(out / "images" / "original" / f"{stem}.png")
+            for k in DESIGNED:
+                enhance(crop, k).save(out / "images" / k / f"{stem}_{k}.png")
+            for ann in "ABC":
+                labels = [DESIGNED[k] if rng.random() < 0.8 else LABELS[int(rng.integers(0, 3))] for k in DESIGNED]
+                (out / "labels" / ann / f"{stem}.json").write_text(json.dumps(_label_doc(stem, labels), indent=1))
+        val = photo.crop((0, 0, size, size))
+        val.save(val_hr / f"{Path(name).stem}.png")
+        val.resize((size // 4, size // 4), Image.Resampling.BICUBIC).save(val_lr / f"{Path(name).stem}.png")
+    (out / "SYNTHETIC.md").write_text(
+        "# SYNTHETIC multi-GT set\n\nBuilt by sr_training/data/synthetic.py from scikit-image photographs. The "
+        "'enhanced' GTs are fixed PIL operators and the A/B/C labels are synthetic annotators, not people.\n"
+        "val/ holds bicubic x4 LR inputs for visual validation.\n")
+    return out

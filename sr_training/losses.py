@@ -1,0 +1,100 @@
+"""HGGT's base loss: L1 + VGG19 perceptual + vanilla GAN with a U-Net discriminator (spectral norm)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.utils import spectral_norm
+
+from bench.errors import StudyError
+
+# torchvision vgg19().features indices of conv1_2, conv2_2, conv3_4, conv4_4, conv5_4 (outputs before ReLU)
+VGG_LAYERS = {"conv1_2": 2, "conv2_2": 7, "conv3_4": 16, "conv4_4": 25, "conv5_4": 34}
+HGGT_LAYER_WEIGHTS = {"conv1_2": 0.1, "conv2_2": 0.1, "conv3_4": 1.0, "conv4_4": 1.0, "conv5_4": 1.0}
+VGG19_FILE = "vgg19-dcbb9e9d.pth"
+
+
+def _vgg19_features(weights: str) -> nn.Sequential:
+    import torchvision
+
+    from bench.env import cache_dirs, network_available
+
+    if weights == "random":
+        return torchvision.models.vgg19(weights=None).features
+    if weights == "imagenet":
+        cached = cache_dirs().torchvision / VGG19_FILE
+        if not cached.is_file() and not network_available():
+            raise StudyError(f"perceptual loss: ImageNet VGG19 weights '{VGG19_FILE}' missing and the network is "
+                             f"unreachable; put it in {cached.parent} or set loss.perceptual_weights to a .pth path")
+        return torchvision.models.vgg19(weights=torchvision.models.VGG19_Weights.IMAGENET1K_V1).features
+    path = Path(weights)
+    if not path.is_file():
+        raise StudyError(f"loss.perceptual_weights: {path} does not exist (or use 'imagenet' / 'random')")
+    net = torchvision.models.vgg19(weights=None)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise StudyError(f"loss.perceptual_weights {path}: not a torchvision VGG19 state dict ({str(exc).splitlines()[0]})") from None
+    return net.features
+
+
+class PerceptualLoss(nn.Module):
+    """sum_l w_l * L1(phi_l(x), phi_l(y)) with ImageNet-normalised inputs (BasicSR PerceptualLoss settings)."""
+
+    def __init__(self, weights: str = "imagenet", layer_weights: dict[str, float] = HGGT_LAYER_WEIGHTS):
+        super().__init__()
+        last = max(VGG_LAYERS[n] for n in layer_weights)
+        self.features = _vgg19_features(weights)[: last + 1].eval()
+        for p in self.features.parameters():
+            p.requires_grad_(False)
+        self.taps = {VGG_LAYERS[n]: w for n, w in layer_weights.items()}
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.features.eval()  # frozen feature extractor
+        return self
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        x, y = (x - self.mean) / self.std, (y.detach() - self.mean) / self.std
+        loss = x.new_zeros(())
+        for i, layer in enumerate(self.features):
+            x, y = layer(x), layer(y)
+            if i in self.taps:
+                loss = loss + self.taps[i] * F.l1_loss(x, y)
+        return loss
+
+
+class UNetDiscriminatorSN(nn.Module):
+    """Per-pixel real/fake logits: a 3-level U-Net with skip connections and spectral norm."""
+
+    def __init__(self, in_ch: int = 3, nf: int = 64):
+        super().__init__()
+        sn = spectral_norm
+        self.conv0 = nn.Conv2d(in_ch, nf, 3, 1, 1)
+        self.down = nn.ModuleList([sn(nn.Conv2d(nf * 2 ** i, nf * 2 ** (i + 1), 4, 2, 1, bias=False)) for i in range(3)])
+        self.up = nn.ModuleList([sn(nn.Conv2d(nf * 2 ** (i + 1), nf * 2 ** i, 3, 1, 1, bias=False)) for i in (2, 1, 0)])
+        self.extra = nn.Sequential(sn(nn.Conv2d(nf, nf, 3, 1, 1, bias=False)), nn.LeakyReLU(0.2, True),
+                                   sn(nn.Conv2d(nf, nf, 3, 1, 1, bias=False)), nn.LeakyReLU(0.2, True),
+                                   nn.Conv2d(nf, 1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = [F.leaky_relu(self.conv0(x), 0.2)]
+        for conv in self.down:
+            skips.append(F.leaky_relu(conv(skips[-1]), 0.2))
+        h = skips.pop()
+        for conv in self.up:
+            h = F.interpolate(h, scale_factor=2, mode="bilinear", align_corners=False)
+            h = F.leaky_relu(conv(h), 0.2) + skips.pop()
+        return self.extra(h)
+
+
+def gan_loss(logits: torch.Tensor, real: bool) -> torch.Tensor:
+    """Vanilla GAN (BCE with logits), real label 1.0 / fake 0.0."""
+    target = torch.ones_like(logits) if real else torch.zeros_like(logits)
+    return F.binary_cross_entropy_with_logits(logits, target)
