@@ -134,7 +134,12 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> TrainConfig:
     path = Path(path)
     if not path.is_file():
         raise StudyError(f"{path}: config file does not exist")
-    tree = yaml.safe_load(path.read_text()) or {}
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark else ""
+        raise StudyError(f"{path}{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
     for item in overrides:
         _apply_override(tree, item, str(path))
     tree = _expand(tree, str(path))
