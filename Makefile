@@ -25,6 +25,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python scripts/bench_harness.py --out reports/perf
 	HF_HUB_OFFLINE=1 $(BIN)/python scripts/bench_agree.py --out reports/perf
+	HF_HUB_OFFLINE=1 $(BIN)/python scripts/bench_train.py --out reports/perf
 
 clean-demo:
 	rm -rf runs/demo

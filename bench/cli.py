@@ -178,10 +178,12 @@ def cmd_query(a) -> None:
     from bench.store import Store
     from bench.store.views import connect
 
+    import duckdb
+
     con = connect(Store(a.store, create=False))
     try:
         df = con.execute(a.sql).df()
-    except Exception as exc:  # duckdb raises many error types; report them as one line
+    except duckdb.Error as exc:
         raise StudyError(f"query failed: {str(exc).splitlines()[0]}") from None
     _print_table(df, a.json)
 

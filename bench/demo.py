@@ -55,9 +55,15 @@ def run_demo(out: Path, metrics: str = "piqe,entropy,niqe", train_iters: int = 2
     _, p2 = phase2(manifest, store, workers=0, progress=False)
     complement(store)
     ensemble(store, n_splits=3)
-    selection = write_selection(build_selection(store), out / "selection.json")
-    print(summary_text(build_selection(store)))
-    print(f"      {selection}")
+    try:
+        chosen = build_selection(store)
+    except StudyError as exc:  # e.g. NIQE parameters could not be fetched: no differentiable metric here
+        chosen = None
+        print(f"      selection.json not written: {exc}")
+    if chosen:
+        selection = write_selection(chosen, out / "selection.json")
+        print(summary_text(chosen))
+        print(f"      {selection}")
 
     report_dir = out / "report"
     if report_dir.exists():
@@ -65,6 +71,9 @@ def run_demo(out: Path, metrics: str = "piqe,entropy,niqe", train_iters: int = 2
     path = write_study_report(store, report_dir, title="iqa-study demo: embedded SYNTHETIC sample")
     print(f"[5/7] report: {path} and {path.with_suffix('.html')}")
 
+    if chosen is None:
+        print("[6/7] [7/7] training skipped: it needs a differentiable metric with weights (see above)")
+        return
     print(f"[6/7] SYNTHETIC multi-GT set (HGGT layout) for training in {out / 'synthetic_hggt'}")
     from sr_training.config import load_config
     from sr_training.data.synthetic import build_synthetic_hggt

@@ -17,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 
@@ -27,6 +28,7 @@ def main() -> None:
     ap.add_argument("--sr2afc", help="also benchmark on this sr2afc folder (1020x676 images)")
     ap.add_argument("--batch-size", type=int, help="default: the engine's (1 on CPU, 8 on GPU)")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3, help="alternating bare/harness runs; medians are reported")
     a = ap.parse_args()
 
     from bench import provenance
@@ -53,18 +55,23 @@ def main() -> None:
             for spec in specs:
                 metric = create(spec, "cpu")
                 metric(refs[0].path)  # warm-up
-                t0 = time.perf_counter()
-                for r in refs[1:]:
-                    metric(r.path)
-                bare = (len(refs) - 1) / (time.perf_counter() - t0)
-                store = Store(tmp / f"store-{set_name.split()[0]}-{spec.name}")
-                run = provenance.new_run("bench", {})
-                t0 = time.perf_counter()
-                score_refs(refs[1:], [spec], store, run=run, batch_size=a.batch_size, workers=a.workers, progress=False)
-                harness = (len(refs) - 1) / (time.perf_counter() - t0)
+                bares, harnesses = [], []
+                for rep in range(a.repeats):
+                    t0 = time.perf_counter()
+                    for r in refs[1:]:
+                        metric(r.path)
+                    bares.append((len(refs) - 1) / (time.perf_counter() - t0))
+                    store = Store(tmp / f"store-{set_name.split()[0]}-{spec.name}-{rep}")  # empty: no resume skips
+                    run = provenance.new_run("bench", {})
+                    t0 = time.perf_counter()
+                    score_refs(refs[1:], [spec], store, run=run, batch_size=a.batch_size, workers=a.workers,
+                               progress=False)
+                    harnesses.append((len(refs) - 1) / (time.perf_counter() - t0))
+                bare, harness = float(np.median(bares)), float(np.median(harnesses))
                 rows.append({"images": set_name, "metric": spec.name, "n_images": len(refs) - 1,
                              "bare_img_per_s": round(bare, 2), "harness_img_per_s": round(harness, 2),
                              "ratio_harness_over_bare": round(harness / bare, 3),
+                             "repeats": a.repeats,
                              "batch_size": (a.batch_size or auto_batch_size("cpu")) if spec.batchable else 1,
                              "workers": a.workers})
                 print(rows[-1])

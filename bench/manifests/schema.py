@@ -51,12 +51,13 @@ def file_hash(path: Path) -> str:
 
 
 def _describe(path: Path) -> tuple[str, int, int]:
+    """(hash, width, height); an unreadable header gives size -1 x -1 and the scoring engine then
+    records the decode error for that image (the pair is kept, nothing is dropped silently)."""
     try:
         with Image.open(path) as im:
             width, height = im.size
-    except (OSError, ValueError) as exc:  # PIL raises UnidentifiedImageError (OSError) on corrupt files
+    except (OSError, ValueError):  # PIL raises UnidentifiedImageError (an OSError) on corrupt files
         width = height = -1
-        _ = exc
     return file_hash(path), width, height
 
 
