@@ -232,3 +232,18 @@ def test_pretrained_weights_must_match_the_arch(tmp_path):
         build_generator(ArchConfig(type="rrdb", size="tiny", pretrained=str(tmp_path / "swinir_tiny.pth")))
     with pytest.raises(StudyError, match="do not fit the configured 'full' swinir"):
         build_generator(ArchConfig(type="swinir", size="full", pretrained=str(tmp_path / "swinir_tiny.pth")))
+
+
+def test_validation_on_real_set5_writes_images_and_psnr(synth_root, tmp_path):
+    from tests.conftest import shared_path
+
+    set5 = shared_path("set5")
+    cfg = _cfg(synth_root, "smoke_swinir_amo.yaml", "sampling.strategy=original", f"val.dir={set5}")
+    tr = Trainer(cfg, tmp_path, "cpu")
+    scores = tr.validate(0)
+    assert sorted(scores) == ["baby", "bird", "butterfly", "head", "woman"]
+    assert all(np.isfinite(v) and 3 < v < 40 for v in scores.values())
+    from PIL import Image
+
+    with Image.open(tmp_path / "val" / "iter_00000000" / "woman.png") as im:
+        assert im.size == (216, 336)  # x4 of the 54x84 blind LR = the HR size
