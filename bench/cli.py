@@ -404,22 +404,22 @@ def parser() -> argparse.ArgumentParser:
     scoring_opts(s)
     s.set_defaults(fn=cmd_phase2)
 
+    def study_scope(sp):
+        sp.add_argument("--store", required=True)
+        sp.add_argument("--dataset", action="append", help="restrict to this dataset (repeatable)")
+        sp.add_argument("--split", help="restrict to this split")
+        sp.add_argument("--json", action="store_true")
+
     s = sub.add_parser("complement", help="which metrics are right where the best one is wrong")
-    s.add_argument("--store", required=True)
+    study_scope(s)
     s.add_argument("--best", help="default: the latest Phase II winner")
-    s.add_argument("--dataset", action="append")
-    s.add_argument("--split")
-    s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_complement)
 
     s = sub.add_parser("ensemble", help="logistic combination of metric scores, grouped cross-validation")
-    s.add_argument("--store", required=True)
+    study_scope(s)
     s.add_argument("--metrics", help="comma-separated (default: every metric scored on the pairs)")
-    s.add_argument("--dataset", action="append")
-    s.add_argument("--split")
     s.add_argument("--folds", type=int, default=5)
     s.add_argument("--C", type=float, default=1.0)
-    s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_ensemble)
 
     s = sub.add_parser("select", help="write selection.json (consumed by sr_training)")
