@@ -247,3 +247,14 @@ def test_validation_on_real_set5_writes_images_and_psnr(synth_root, tmp_path):
 
     with Image.open(tmp_path / "val" / "iter_00000000" / "woman.png") as im:
         assert im.size == (216, 336)  # x4 of the 54x84 blind LR = the HR size
+
+
+def test_synthetic_builder_handles_group_sizes_larger_than_a_photo(tmp_path):
+    from PIL import Image
+
+    from sr_training.data.synthetic import build_synthetic_hggt
+
+    root = build_synthetic_hggt(tmp_path / "big", groups_per_photo=1, size=512)
+    sizes = {Image.open(p).size for p in (root / "images").rglob("*.png")}
+    assert sizes == {(512, 512)}
+    assert len(MultiGTDataset(str(root), gt_size=256)) == 6

@@ -1,6 +1,7 @@
 """A small SYNTHETIC multi-GT set in the exact HGGT layout, for the demo and the tests.
 
-Originals: crops of the photographs scikit-image ships. "Enhanced" GTs 01..04 are made by
+Originals: crops of the photographs scikit-image ships (a photograph smaller than the requested
+group size is first upscaled with Lanczos). "Enhanced" GTs 01..04 are made by
 documented operators of different strength (PIL):
 
     01  mild sharpening      UnsharpMask(radius 2, 80 %, threshold 2)      designed label: Positive
@@ -61,6 +62,10 @@ def build_synthetic_hggt(out: str | Path, groups_per_photo: int = 4, size: int =
     for p, name in enumerate(PHOTOS):
         with resources.files("skimage.data").joinpath(name).open("rb") as fh:
             photo = Image.open(fh).convert("RGB")
+        if min(photo.size) < size:  # e.g. 512 px groups from chelsea (451x300): upscale, Lanczos
+            f = size / min(photo.size)
+            photo = photo.resize((max(size, round(photo.width * f)), max(size, round(photo.height * f))),
+                                 Image.Resampling.LANCZOS)
         for g in range(groups_per_photo):
             top = int(rng.integers(0, photo.height - size + 1))
             left = int(rng.integers(0, photo.width - size + 1))
