@@ -129,8 +129,14 @@ def cmd_manifest_build(a) -> None:
     from bench.manifests import schema
     from bench.store import Store
 
-    df = build_manifest(a.importer_args, a.config)
-    out = a.output or (Path(a.importer_args[1]) / "manifest.parquet" if a.importer_args[:1] == ["sample"] else None)
+    # -o / --store may also follow the importer's own arguments (`manifest build sr2afc ROOT -o OUT`)
+    trailing = argparse.ArgumentParser(add_help=False)
+    trailing.add_argument("-o", "--output")
+    trailing.add_argument("--store")
+    late, importer_args = trailing.parse_known_args(a.importer_args)
+    a.output, a.store = a.output or late.output, a.store or late.store
+    df = build_manifest(importer_args, a.config)
+    out = a.output or (Path(importer_args[1]) / "manifest.parquet" if importer_args[:1] == ["sample"] else None)
     if out is None:
         raise StudyError("manifest build: -o OUT.parquet is required")
     schema.write(df, out)

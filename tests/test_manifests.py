@@ -185,3 +185,18 @@ def test_sample_is_marked_synthetic(sample_manifest):
     assert len(df) == 78 and (df["pref"] == "tie").sum() == 6
     gap2 = df[df["gap"] == 2]
     assert set(zip(gap2["votes_a"].clip(lower=0), gap2["votes_b"])) <= {(9, 1), (1, 9)}
+
+
+def test_cli_manifest_build_accepts_output_after_the_importer(tmp_path, sr2afc_root):
+    import subprocess
+    import sys
+
+    out = tmp_path / "m.parquet"
+    done = subprocess.run([sys.executable, "-m", "bench.cli", "manifest", "build", "sr2afc", str(sr2afc_root),
+                           "-o", str(out), "--store", str(tmp_path / "store")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "60 pairs of dataset 'sr2afc'" in done.stdout and "registered in" in done.stdout
+    assert len(schema.read(out)) == 60
+    bad = subprocess.run([sys.executable, "-m", "bench.cli", "manifest", "build", "sr2afc", str(tmp_path),
+                          "-o", str(out)], capture_output=True, text=True)
+    assert bad.returncode == 2 and "votes.csv: file does not exist" in bad.stderr
