@@ -258,3 +258,29 @@ def test_synthetic_builder_handles_group_sizes_larger_than_a_photo(tmp_path):
     sizes = {Image.open(p).size for p in (root / "images").rglob("*.png")}
     assert sizes == {(512, 512)}
     assert len(MultiGTDataset(str(root), gt_size=256)) == 6
+
+
+def test_committed_config_schema_is_current():
+    import json
+
+    from sr_training.config import json_schema
+
+    assert json.loads((SMOKE / "schema.json").read_text()) == json_schema(), \
+        "regenerate sr_training/configs/schema.json from sr_training.config.json_schema()"
+
+
+def test_perceptual_loss_from_a_local_vgg19_file(tmp_path):
+    import torchvision
+
+    from sr_training.losses import PerceptualLoss
+
+    torch.manual_seed(0)
+    torch.save(torchvision.models.vgg19(weights=None).state_dict(), tmp_path / "vgg19.pth")
+    loss = PerceptualLoss(str(tmp_path / "vgg19.pth"))
+    x = torch.rand(1, 3, 32, 32)
+    assert loss(x, x).item() == 0.0 and loss(x, x.flip(-1)).item() > 0
+    torch.save({"not": torch.zeros(1)}, tmp_path / "bad.pth")
+    with pytest.raises(StudyError, match="not a torchvision VGG19 state dict"):
+        PerceptualLoss(str(tmp_path / "bad.pth"))
+    with pytest.raises(StudyError, match="ImageNet VGG19 weights 'vgg19-dcbb9e9d.pth' missing"):
+        PerceptualLoss("imagenet")
