@@ -15,7 +15,7 @@ from bench.errors import StudyError
 
 
 def run_demo(out: Path, metrics: str = "piqe,entropy,niqe", train_iters: int = 20) -> None:
-    from bench.cli import _print_table, _summary_lines
+    from bench.cli.common import _print_table, _summary_lines
     from bench.manifests import sample, schema
     from bench.metrics.table import select
     from bench.metrics.weights import missing, seed_niqe

@@ -32,7 +32,7 @@ def main() -> None:
     a = ap.parse_args()
 
     from bench import provenance
-    from bench.manifests import sample, schema, votes
+    from bench.manifests import sample, votes
     from bench.metrics.factory import create
     from bench.metrics.table import select
     from bench.metrics.weights import missing, seed_niqe

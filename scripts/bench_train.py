@@ -80,7 +80,7 @@ def main() -> None:
         m["amo_overhead_ratio"] = round(m["sec_per_iter"] / u, 3)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    name = "train_speed_paper_gpu.json" if a.paper_size else "train_speed_smoke_cpu.json"
+    name = f"train_speed_{'paper' if a.paper_size else 'smoke'}_{device}.json"
     (out / name).write_text(json.dumps({"date": dt.date.today().isoformat(), "device": provenance.device_name(device),
                                         "iters": a.iters, "rows": rows, "versions": provenance.versions()}, indent=1))
     for r in rows:

@@ -19,7 +19,7 @@ import torch
 from scipy.stats import binomtest
 
 from bench.errors import StudyError, WeightsMissing
-from bench.manifests import schema, votes
+from bench.manifests import schema
 from bench.metrics.factory import create
 from bench.metrics.table import get, select
 from bench.scoring.engine import Shard, _score_items, score_manifest

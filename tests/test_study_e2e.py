@@ -4,7 +4,6 @@ and on the real sr2afc votes; report files and notebooks checked."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys

@@ -95,7 +95,7 @@ def preflight(spec: MetricSpec) -> None:
     where = Path(first.path).parent
     more = f" (+{len(gone) - 1} more: {', '.join(g.name for g in gone[1:])})" if len(gone) > 1 else ""
     hint = (
-        f"run `iqa-study weights seed-niqe`" if spec.name in ("niqe", "niqe_matlab")
+        "run `iqa-study weights seed-niqe`" if spec.name in ("niqe", "niqe_matlab")
         else f"or run `iqa-study weights fetch {spec.name}` on a connected machine"
     )
     raise WeightsMissing(

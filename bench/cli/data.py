@@ -1,0 +1,166 @@
+"""`manifest`, `score`, `query`, `agree`: data in, scores out, agreement."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from bench.errors import StudyError
+from bench.cli.common import _print_table, _summary_lines
+
+
+def _importer_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="iqa-study manifest build IMPORTER")
+    sub = p.add_subparsers(dest="importer", required=True)
+    s = sub.add_parser("sr2afc", help="SR 2AFC vote folder (votes.csv + sr/)")
+    s.add_argument("root")
+    s = sub.add_parser("pairs-csv", help="generic CSV image_a,image_b,votes_a,votes_b[,pair_id,split,group]")
+    s.add_argument("file")
+    s.add_argument("--root", required=True)
+    s.add_argument("--dataset")
+    s = sub.add_parser("hggt", help="HGGT dataset root (Train/, Test/) or a split folder with images/ labels/")
+    s.add_argument("root")
+    s.add_argument("--split", choices=["train", "test"], default="test")
+    s = sub.add_parser("sbs180k", help="SBS180K in the documented expected layout")
+    s.add_argument("root")
+    s = sub.add_parser("sample", help="embedded SYNTHETIC offline sample, images written to OUT")
+    s.add_argument("out")
+    s.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def build_manifest(importer_args: list[str], config: str | None):
+    from bench.manifests import config as mconfig, hggt, sample, sbs180k, votes
+
+    if config:
+        return mconfig.build_from_config(config)
+    if not importer_args:
+        raise StudyError("manifest build: give --config FILE or an importer (sr2afc, pairs-csv, hggt, sbs180k, sample)")
+    a = _importer_parser().parse_args(importer_args)
+    if a.importer == "sr2afc":
+        return votes.sr2afc(a.root)
+    if a.importer == "pairs-csv":
+        return votes.pairs_csv(a.file, a.root, dataset=a.dataset)
+    if a.importer == "hggt":
+        return hggt.hggt(a.root, split=a.split)
+    if a.importer == "sbs180k":
+        return sbs180k.sbs180k(a.root)
+    return sample.build_sample(a.out, seed=a.seed)
+
+
+def cmd_manifest_build(a) -> None:
+    from bench.manifests import schema
+    from bench.store import Store
+
+    # -o / --store may also follow the importer's own arguments (`manifest build sr2afc ROOT -o OUT`)
+    trailing = argparse.ArgumentParser(add_help=False)
+    trailing.add_argument("-o", "--output")
+    trailing.add_argument("--store")
+    late, importer_args = trailing.parse_known_args(a.importer_args)
+    a.output, a.store = a.output or late.output, a.store or late.store
+    df = build_manifest(importer_args, a.config)
+    out = a.output or (Path(importer_args[1]) / "manifest.parquet" if importer_args[:1] == ["sample"] else None)
+    if out is None:
+        raise StudyError("manifest build: -o OUT.parquet is required")
+    schema.write(df, out)
+    meta = df.attrs["iqa_study"]
+    counts = df["pref"].value_counts().to_dict()
+    print(f"{out}: {len(df)} pairs of dataset '{meta['dataset']}'"
+          f"{' (SYNTHETIC preferences)' if meta['synthetic'] else ''}; pref {counts}; root {meta['root']}")
+    if a.store:
+        print(f"registered in {a.store} as manifest {Store(a.store).register_manifest(schema.read(out))}")
+
+
+# --- scoring / queries -------------------------------------------------------------------
+
+
+def cmd_score(a) -> None:
+    from bench.manifests import schema
+    from bench.metrics.table import select
+    from bench.scoring.engine import Shard, score_manifest
+    from bench.store import Store
+
+    manifest = schema.read(a.manifest, root=a.root)
+    metrics = select(a.metrics)
+    run, summaries = score_manifest(manifest, metrics, Store(a.store), device=a.device, batch_size=a.batch_size,
+                                    workers=a.workers, shard=Shard.parse(a.shard), max_pixels=a.max_pixels,
+                                    retry_failed=a.retry_failed, flush_rows=a.flush_rows)
+    print(f"run {run['run_id']} on {run['device_name']}: {len(manifest)} pairs, store {a.store}")
+    print("\n".join(_summary_lines(summaries)))
+    failures = sum(s.error + s.nan for s in summaries)
+    if failures:
+        print(f"{failures} image scores failed (rows kept with status/error; re-run with --retry-failed)")
+
+
+def cmd_query(a) -> None:
+    from bench.store import Store
+    from bench.store.views import connect
+
+    import duckdb
+
+    con = connect(Store(a.store, create=False))
+    try:
+        df = con.execute(a.sql).df()
+    except duckdb.Error as exc:
+        raise StudyError(f"query failed: {str(exc).splitlines()[0]}") from None
+    _print_table(df, a.json)
+
+
+def cmd_agree(a) -> None:
+    from bench.manifests import schema
+    from bench.store import Store
+    from bench.store.views import agreement
+
+    store = Store(a.store, create=False)
+    only = None
+    if a.manifest:
+        m = schema.read(a.manifest)
+        store.register_manifest(m)
+        only = sorted({(d, s) for d, s in zip(m["dataset"], m["split"])})
+    df = agreement(store, only)
+    if df.empty:
+        print("no scored pairs yet (run `iqa-study score` first)")
+        return
+    if a.json:
+        _print_table(df, True)
+        return
+    if df["synthetic"].any():
+        print("NOTE: rows marked synthetic=True use SYNTHETIC preferences (embedded sample), not human votes.")
+    _print_table(df.drop(columns=["config_hash"]), False)
+
+
+def register(sub) -> None:
+    mb = sub.add_parser("manifest", help="pair manifests").add_subparsers(dest="sub", required=True)
+    s = mb.add_parser("build", help="build a manifest: --config FILE, or IMPORTER ARGS (sr2afc ROOT | pairs-csv FILE "
+                                    "--root DIR | hggt ROOT [--split] | sbs180k ROOT | sample OUT)")
+    s.add_argument("--config")
+    s.add_argument("-o", "--output")
+    s.add_argument("--store", help="also register the pairs in this store")
+    s.add_argument("importer_args", nargs=argparse.REMAINDER)
+    s.set_defaults(fn=cmd_manifest_build)
+
+    s = sub.add_parser("score", help="score every image of a manifest with the chosen metrics")
+    s.add_argument("--manifest", required=True)
+    s.add_argument("--metrics", default="available", help="comma-separated names | study | available | all")
+    s.add_argument("--store", required=True)
+    s.add_argument("--root", help="override the manifest's image root (data moved)")
+    s.add_argument("--device", default="auto")
+    s.add_argument("--batch-size", type=int, help="default: 8 on GPU, 1 on CPU (batching large images is slower on CPU)")
+    s.add_argument("--workers", type=int, default=2)
+    s.add_argument("--shard", help="i/n (default: RANK/WORLD_SIZE from torchrun, else 0/1)")
+    s.add_argument("--max-pixels", type=int, help="downscale larger images to this many pixels (recorded in the key)")
+    s.add_argument("--retry-failed", action="store_true", help="re-score keys whose stored row failed")
+    s.add_argument("--flush-rows", type=int, default=1000, help="rows per Parquet part (work at risk on a kill)")
+    s.set_defaults(fn=cmd_score)
+
+    s = sub.add_parser("query", help="SQL over the store (views: scores, scores_raw, pairs, pair_scores, agreement, runs)")
+    s.add_argument("--store", required=True)
+    s.add_argument("sql")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_query)
+
+    s = sub.add_parser("agree", help="metric/human agreement per dataset, split and metric")
+    s.add_argument("--store", required=True)
+    s.add_argument("--manifest")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_agree)

@@ -1,0 +1,138 @@
+"""`phase1`, `phase2`, `complement`, `ensemble`, `select`, `report`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench.cli.common import _print_table, _score_opts, _summary_lines
+
+
+def cmd_phase1(a) -> None:
+    from bench.manifests import schema
+    from bench.metrics.table import select
+    from bench.store import Store
+    from bench.study.phases import phase1
+
+    key, ranked, summaries = phase1(schema.read(a.manifest, root=a.root), Store(a.store), select(a.metrics),
+                                    n_pairs=a.n_pairs, seed=a.seed, top_k=a.top_k, n_boot=a.n_boot, **_score_opts(a))
+    print("\n".join(_summary_lines(summaries)))
+    print(f"phase1 {key}: {int(ranked['n'].iloc[0])} complete pairs of a {int(ranked['n_subset'].iloc[0])}-pair subset")
+    _print_table(ranked[["rank", "metric", "acc", "ci_lo", "ci_hi", "n", "top_k", "differentiable"]], a.json)
+
+
+def cmd_phase2(a) -> None:
+    from bench.manifests import schema
+    from bench.store import Store
+    from bench.study.phases import phase2
+
+    key, ranked = phase2(schema.read(a.manifest, root=a.root), Store(a.store), from_phase1=a.from_phase1,
+                         split=a.split, n_boot=a.n_boot, **_score_opts(a))
+    best = ranked.iloc[0]
+    print(f"phase2 {key} (from phase1 {best['phase1_key']}): best = {best['metric']} "
+          f"({best['acc']:.4f} [{best['ci_lo']:.4f}, {best['ci_hi']:.4f}], n={int(best['n'])})")
+    _print_table(ranked[["rank", "metric", "acc", "ci_lo", "ci_hi", "only_best_right", "only_this_right",
+                         "p_value_vs_best", "best_significantly_better"]], a.json)
+    close = ranked[(~ranked["is_best"]) & (~ranked["best_significantly_better"])]
+    if len(close) and not a.json:
+        print(f"not significantly different from the best (McNemar exact, p >= 0.05): {', '.join(close['metric'])}")
+
+
+def cmd_complement(a) -> None:
+    from bench.store import Store
+    from bench.study.complement import complement
+
+    key, t = complement(Store(a.store, create=False), a.best, datasets=a.dataset, split=a.split)
+    best = t["complement_conditional"]["best"].iloc[0]
+    n_wrong = int(t["complement_conditional"]["n_best_wrong"].iloc[0])
+    print(f"complement {key}: best = {best}, wrong on {n_wrong} of {int(t['complement_greedy']['n_pairs'].iloc[0])} pairs")
+    _print_table(t["complement_conditional"][["metric", "acc_on_best_wrong", "n_best_wrong"]], a.json)
+    if not a.json:
+        print("\ngreedy complement (share of pairs where at least one chosen metric is right):")
+        _print_table(t["complement_greedy"][["step", "metric", "oracle_acc", "gain"]], False)
+
+
+def cmd_ensemble(a) -> None:
+    from bench.store import Store
+    from bench.study.ensemble import ensemble
+
+    key, summary, scorer = ensemble(Store(a.store, create=False), metrics=a.metrics.split(",") if a.metrics else None,
+                                    datasets=a.dataset, split=a.split, n_splits=a.folds, C=a.C)
+    print(f"ensemble {key}: {summary['n_folds'].iloc[0]}-fold grouped CV; model saved to "
+          f"{a.store}/models/ensemble-{key}.json")
+    _print_table(summary[["model", "strict_acc", "n_pairs"]], a.json)
+
+
+def cmd_select(a) -> None:
+    from bench.store import Store
+    from bench.study.select import build_selection, summary_text, write_selection
+
+    sel = build_selection(Store(a.store, create=False))
+    print(f"wrote {write_selection(sel, a.output)}")
+    print(summary_text(sel))
+
+
+def cmd_report(a) -> None:
+    from bench.report.study_report import write_study_report
+    from bench.store import Store
+
+    path = write_study_report(Store(a.store, create=False), Path(a.out), title=a.title)
+    print(f"report: {path} (+ {path.with_suffix('.html').name})")
+
+
+def register(sub) -> None:
+    def scoring_opts(sp):
+        sp.add_argument("--root", help="override the manifest's image root")
+        sp.add_argument("--device", default="auto")
+        sp.add_argument("--batch-size", type=int, help="default: 8 on GPU, 1 on CPU")
+        sp.add_argument("--workers", type=int, default=2)
+        sp.add_argument("--shard")
+        sp.add_argument("--max-pixels", type=int)
+        sp.add_argument("--n-boot", type=int, default=2000)
+        sp.add_argument("--json", action="store_true")
+
+    s = sub.add_parser("phase1", help="all study metrics on a stratified subset -> ranking with bootstrap CIs -> top-k")
+    s.add_argument("--manifest", required=True)
+    s.add_argument("--store", required=True)
+    s.add_argument("--n-pairs", type=int, default=1212)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--metrics", default="study")
+    s.add_argument("--top-k", type=int, default=7)
+    scoring_opts(s)
+    s.set_defaults(fn=cmd_phase1)
+
+    s = sub.add_parser("phase2", help="Phase I's top-k on the full manifest -> best, McNemar vs runners-up")
+    s.add_argument("--manifest", required=True)
+    s.add_argument("--store", required=True)
+    s.add_argument("--from-phase1", help="phase1 key (default: the latest)")
+    s.add_argument("--split", help="evaluate on this split only (e.g. test)")
+    scoring_opts(s)
+    s.set_defaults(fn=cmd_phase2)
+
+    def study_scope(sp):
+        sp.add_argument("--store", required=True)
+        sp.add_argument("--dataset", action="append", help="restrict to this dataset (repeatable)")
+        sp.add_argument("--split", help="restrict to this split")
+        sp.add_argument("--json", action="store_true")
+
+    s = sub.add_parser("complement", help="which metrics are right where the best one is wrong")
+    study_scope(s)
+    s.add_argument("--best", help="default: the latest Phase II winner")
+    s.set_defaults(fn=cmd_complement)
+
+    s = sub.add_parser("ensemble", help="logistic combination of metric scores, grouped cross-validation")
+    study_scope(s)
+    s.add_argument("--metrics", help="comma-separated (default: every metric scored on the pairs)")
+    s.add_argument("--folds", type=int, default=5)
+    s.add_argument("--C", type=float, default=1.0)
+    s.set_defaults(fn=cmd_ensemble)
+
+    s = sub.add_parser("select", help="write selection.json (consumed by sr_training)")
+    s.add_argument("--store", required=True)
+    s.add_argument("-o", "--output", default="selection.json")
+    s.set_defaults(fn=cmd_select)
+
+    s = sub.add_parser("report", help="self-contained study report (Markdown + PNG + HTML)")
+    s.add_argument("--store", required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--title", default="iqa-study: metric selection report")
+    s.set_defaults(fn=cmd_report)
