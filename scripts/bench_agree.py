@@ -22,7 +22,8 @@ import pyarrow as pa
 
 def build(store_root: Path, n_pairs: int, n_metrics: int, seed: int = 0):
     from bench.store import Store
-    from bench.store.layout import SCORE_SCHEMA, atomic_write_table
+    from bench.atomic import atomic_write_table
+    from bench.store.layout import SCORE_SCHEMA
 
     rng = np.random.default_rng(seed)
     store = Store(store_root)

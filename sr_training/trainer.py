@@ -48,6 +48,11 @@ def psnr(a: torch.Tensor, b: torch.Tensor, crop: int) -> float:
     return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
 
 
+def _load_rgb(path: Path) -> torch.Tensor:
+    """(1,3,H,W) float in [0,1]."""
+    return torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1)[None].float() / 255
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, out: Path, device: str | None = None):
         self.cfg, self.out = cfg, Path(out)
@@ -194,12 +199,11 @@ class Trainer:
         out_dir.mkdir(parents=True, exist_ok=True)
         scores = {}
         for lr_path in sorted(lr_dir.glob("*.png")):
-            lr = torch.from_numpy(np.array(Image.open(lr_path).convert("RGB"))).permute(2, 0, 1)[None].float() / 255
-            sr = self.ema(lr.to(self.device)).clamp(0, 1).cpu()
+            sr = self.ema(_load_rgb(lr_path).to(self.device)).clamp(0, 1).cpu()
             Image.fromarray((sr[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(out_dir / lr_path.name)
             hr_path = hr_dir / lr_path.name
             if hr_path.is_file():
-                hr = torch.from_numpy(np.array(Image.open(hr_path).convert("RGB"))).permute(2, 0, 1)[None].float() / 255
+                hr = _load_rgb(hr_path)
                 h, w = min(hr.shape[-2], sr.shape[-2]), min(hr.shape[-1], sr.shape[-1])
                 scores[lr_path.stem] = psnr(sr[..., :h, :w], hr[..., :h, :w], v.crop_border)
         return scores

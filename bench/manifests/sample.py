@@ -38,11 +38,16 @@ VOTES = {1: (7, 3), 2: (9, 1)}
 _RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR, "nearest": Image.Resampling.NEAREST}
 
 
-def _photo(name: str) -> Image.Image:
+def bundled_photo(name: str) -> Image.Image:
+    """One of the photographs scikit-image ships (no download), as RGB."""
     from importlib import resources
 
     with resources.files("skimage.data").joinpath(name).open("rb") as fh:
-        img = Image.open(fh).convert("RGB")
+        return Image.open(fh).convert("RGB")
+
+
+def _photo(name: str) -> Image.Image:
+    img = bundled_photo(name)
     short = min(img.size)
     left, top = (img.width - short) // 2, (img.height - short) // 2
     return img.crop((left, top, left + short, top + short)).resize((SIZE, SIZE), Image.Resampling.LANCZOS)

@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 from tqdm import tqdm
 
+from bench.atomic import atomic_write_table
 from bench.errors import ManifestError
 
 META_KEY = b"iqa_study.manifest"
@@ -126,15 +127,10 @@ def finalize(df: pd.DataFrame, root: Path, *, dataset: str, importer: str, synth
 
 def write(df: pd.DataFrame, out: str | os.PathLike) -> Path:
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     table = pa.Table.from_pandas(df, preserve_index=False)
     meta = dict(table.schema.metadata or {})
     meta[META_KEY] = json.dumps(df.attrs["iqa_study"]).encode()
-    table = table.replace_schema_metadata(meta)
-    tmp = out.with_name(out.name + ".tmp")
-    pq.write_table(table, tmp)
-    tmp.replace(out)
-    return out
+    return atomic_write_table(table.replace_schema_metadata(meta), out)
 
 
 def read(path: str | os.PathLike, root: str | os.PathLike | None = None) -> pd.DataFrame:

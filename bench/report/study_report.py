@@ -17,19 +17,17 @@ import pandas as pd
 import seaborn as sns
 from PIL import Image
 
-from bench.report.agreement_report import provenance
+from bench.report.sources import provenance
 from bench.report.figures import accuracy_bars, save
 from bench.store import Store
 from bench.store.views import agreement, connect
-from bench.study.phases import latest_key, read_study
+from bench.study.phases import latest_result
 
 Block = tuple[str, object]
 
 
 def _latest(store: Store, table: str, key_column: str) -> pd.DataFrame | None:
-    if table not in store.study_tables():
-        return None
-    return read_study(store, table, latest_key(store, table, key_column))
+    return latest_result(store, table, key_column)[1]
 
 
 def _fmt(v) -> str:

@@ -16,13 +16,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import uuid
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
-
+from bench.atomic import atomic_write_table, atomic_write_text
 from bench.errors import StoreError
 
 SCORE_SCHEMA = pa.schema([
@@ -47,24 +45,6 @@ SCORE_SCHEMA = pa.schema([
     ("run_id", pa.string()),
     ("written_at", pa.timestamp("us", tz="UTC")),
 ])
-
-
-def atomic_write_table(table: pa.Table, target: Path) -> Path:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".tmp-{uuid.uuid4().hex}-{target.name}")
-    pq.write_table(table, tmp)
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, target)
-    return target
-
-
-def atomic_write_text(text: str, target: Path) -> Path:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".tmp-{uuid.uuid4().hex}-{target.name}")
-    tmp.write_text(text)
-    os.replace(tmp, target)
-    return target
 
 
 class Store:

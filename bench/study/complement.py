@@ -9,14 +9,14 @@ from bench.errors import StudyError
 from bench.store import Store
 from bench.store.views import connect
 from bench.study.outcomes import correctness_matrix, outcomes
-from bench.study.phases import key_of, latest_key, read_study
+from bench.study.phases import key_of, latest_result
 from bench.study.stats import both_wrong, conditional_accuracy, greedy_complement, oracle_of_two
 
 
 def default_best(store: Store) -> str:
     """The latest Phase II winner, else the best strict accuracy over everything scored."""
-    if "phase2_ranking" in store.study_tables():
-        p2 = read_study(store, "phase2_ranking", latest_key(store, "phase2_ranking", "phase2_key"))
+    _, p2 = latest_result(store, "phase2_ranking", "phase2_key")
+    if p2 is not None:
         return str(p2.loc[p2["is_best"], "metric"].iloc[0])
     rows = connect(store).execute("SELECT metric FROM agreement ORDER BY strict_acc DESC, metric LIMIT 1").fetchall()
     if not rows:

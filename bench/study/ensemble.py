@@ -25,7 +25,7 @@ from bench import provenance
 from bench.errors import StudyError
 from bench.metrics.table import get
 from bench.store import Store
-from bench.store.layout import atomic_write_text
+from bench.atomic import atomic_write_text
 from bench.study.outcomes import outcomes
 from bench.study.phases import key_of
 

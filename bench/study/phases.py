@@ -94,6 +94,14 @@ def latest_key(store: Store, table: str, key_column: str) -> str:
     return connect(store).execute(f"SELECT {key_column} FROM study_{table} ORDER BY created_at DESC LIMIT 1").fetchall()[0][0]
 
 
+def latest_result(store: Store, table: str, key_column: str) -> tuple[str | None, pd.DataFrame | None]:
+    """(key, table) of the most recent result in study table ``table``; (None, None) if there is none."""
+    if table not in store.study_tables():
+        return None, None
+    key = latest_key(store, table, key_column)
+    return key, read_study(store, table, key)
+
+
 def read_study(store: Store, table: str, key: str) -> pd.DataFrame:
     path = store.root / "study" / table / f"{key}.parquet"
     if not path.is_file():

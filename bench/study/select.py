@@ -22,27 +22,20 @@ from bench.errors import StudyError
 from bench.metrics.table import get
 from bench.metrics.weights import is_available
 from bench.store import Store
-from bench.store.layout import atomic_write_text
+from bench.atomic import atomic_write_text
 from bench.store.views import connect
-from bench.study.phases import latest_key, read_study
+from bench.study.phases import latest_result
 
 SCHEMA = "iqa-study/selection/v1"
 
 
-def _latest(store: Store, table: str, key_column: str):
-    if table not in store.study_tables():
-        return None, None
-    key = latest_key(store, table, key_column)
-    return key, read_study(store, table, key)
-
-
 def build_selection(store: Store, n_complementary: int = 2) -> dict:
     con = connect(store)
-    p1_key, p1 = _latest(store, "phase1_ranking", "phase1_key")
-    p2_key, p2 = _latest(store, "phase2_ranking", "phase2_key")
-    c_key, greedy = _latest(store, "complement_greedy", "complement_key")
-    _, conditional = _latest(store, "complement_conditional", "complement_key")
-    e_key, ens = _latest(store, "ensemble_summary", "ensemble_key")
+    p1_key, p1 = latest_result(store, "phase1_ranking", "phase1_key")
+    p2_key, p2 = latest_result(store, "phase2_ranking", "phase2_key")
+    c_key, greedy = latest_result(store, "complement_greedy", "complement_key")
+    _, conditional = latest_result(store, "complement_conditional", "complement_key")
+    e_key, ens = latest_result(store, "ensemble_summary", "ensemble_key")
     ranking = p2 if p2 is not None else p1
     if ranking is None:
         raise StudyError(f"{store.root}: no phase1/phase2 results; run `iqa-study phase1` (and phase2) first")

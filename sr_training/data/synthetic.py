@@ -17,13 +17,13 @@ the label JSONs use HGGT's real structure (Picture_1..5, Time_cost).
 from __future__ import annotations
 
 import json
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
-PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png", "camera.png")
+from bench.manifests.sample import PHOTOS, bundled_photo
+
 DESIGNED = {"01": "Positive", "02": "Similar", "03": "Negative", "04": "Positive"}
 LABELS = ("Positive", "Similar", "Negative")
 
@@ -60,8 +60,7 @@ def build_synthetic_hggt(out: str | Path, groups_per_photo: int = 4, size: int =
     val_hr.mkdir(parents=True, exist_ok=True)
     val_lr.mkdir(parents=True, exist_ok=True)
     for p, name in enumerate(PHOTOS):
-        with resources.files("skimage.data").joinpath(name).open("rb") as fh:
-            photo = Image.open(fh).convert("RGB")
+        photo = bundled_photo(name)
         if min(photo.size) < size:  # e.g. 512 px groups from chelsea (451x300): upscale, Lanczos
             f = size / min(photo.size)
             photo = photo.resize((max(size, round(photo.width * f)), max(size, round(photo.height * f))),
