@@ -200,3 +200,13 @@ def test_cli_manifest_build_accepts_output_after_the_importer(tmp_path, sr2afc_r
     bad = subprocess.run([sys.executable, "-m", "bench.cli", "manifest", "build", "sr2afc", str(tmp_path),
                           "-o", str(out)], capture_output=True, text=True)
     assert bad.returncode == 2 and "votes.csv: file does not exist" in bad.stderr
+
+
+def test_config_errors_are_one_line(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("importer: pairs-csv\nroot: /data\n")
+    with pytest.raises(ManifestError, match=r"c.yaml: importer pairs-csv needs field 'file'"):
+        build_from_config(cfg)
+    cfg.write_text("importer: csvs\nroot: /data\n")
+    with pytest.raises(ManifestError, match=r"field 'importer' is 'csvs'; expected one of sr2afc, pairs-csv"):
+        build_from_config(cfg)

@@ -30,22 +30,16 @@ def _importer_parser() -> argparse.ArgumentParser:
 
 
 def build_manifest(importer_args: list[str], config: str | None):
-    from bench.manifests import config as mconfig, hggt, sample, sbs180k, votes
+    from bench.manifests.config import IMPORTERS, build_from_config, run_importer
 
     if config:
-        return mconfig.build_from_config(config)
+        return build_from_config(config)
     if not importer_args:
-        raise StudyError("manifest build: give --config FILE or an importer (sr2afc, pairs-csv, hggt, sbs180k, sample)")
+        raise StudyError(f"manifest build: give --config FILE or an importer ({', '.join(IMPORTERS)})")
     a = _importer_parser().parse_args(importer_args)
-    if a.importer == "sr2afc":
-        return votes.sr2afc(a.root)
-    if a.importer == "pairs-csv":
-        return votes.pairs_csv(a.file, a.root, dataset=a.dataset)
-    if a.importer == "hggt":
-        return hggt.hggt(a.root, split=a.split)
-    if a.importer == "sbs180k":
-        return sbs180k.sbs180k(a.root)
-    return sample.build_sample(a.out, seed=a.seed)
+    return run_importer(a.importer, getattr(a, "root", None) or a.out, file=getattr(a, "file", None),
+                        dataset=getattr(a, "dataset", None), split=getattr(a, "split", "test"),
+                        seed=getattr(a, "seed", 0))
 
 
 def cmd_manifest_build(a) -> None:

@@ -24,9 +24,30 @@ def _expand(value: str, source: Path) -> str:
     return _ENV.sub(sub, value)
 
 
-def build_from_config(path: str | Path) -> pd.DataFrame:
+IMPORTERS = ("sr2afc", "pairs-csv", "hggt", "sbs180k", "sample")
+
+
+def run_importer(name: str, root: str | Path, *, file: str | None = None, dataset: str | None = None,
+                 split: str = "test", seed: int = 0, where: str = "manifest build") -> pd.DataFrame:
+    """The one dispatch from importer name to importer, shared by the CLI and the YAML configs."""
     from bench.manifests import hggt, sample, sbs180k, votes
 
+    if name == "sr2afc":
+        return votes.sr2afc(root)
+    if name == "pairs-csv":
+        if not file:
+            raise ManifestError(f"{where}: importer pairs-csv needs field 'file' (the votes CSV)")
+        return votes.pairs_csv(file, root, dataset=dataset)
+    if name == "hggt":
+        return hggt.hggt(root, split=split)
+    if name == "sbs180k":
+        return sbs180k.sbs180k(root)
+    if name == "sample":
+        return sample.build_sample(root, seed=seed)
+    raise ManifestError(f"{where}: field 'importer' is {name!r}; expected one of {', '.join(IMPORTERS)}")
+
+
+def build_from_config(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"{path}: config file does not exist")
@@ -34,19 +55,10 @@ def build_from_config(path: str | Path) -> pd.DataFrame:
     importer = cfg.get("importer")
     if "root" not in cfg and importer != "sample":
         raise ManifestError(f"{path}: field 'root' missing")
-    root = _expand(str(cfg.get("root", "")), path)
-    if importer == "sr2afc":
-        df = votes.sr2afc(root)
-    elif importer == "pairs-csv":
-        df = votes.pairs_csv(_expand(str(cfg["file"]), path), root, dataset=cfg.get("dataset"))
-    elif importer == "hggt":
-        df = hggt.hggt(root, split=cfg.get("split", "test"))
-    elif importer == "sbs180k":
-        df = sbs180k.sbs180k(root)
-    elif importer == "sample":
-        df = sample.build_sample(root or cfg.get("out", "runs/sample"), seed=int(cfg.get("seed", 0)))
-    else:
-        raise ManifestError(f"{path}: field 'importer' is {importer!r}; expected sr2afc, pairs-csv, hggt, sbs180k or sample")
+    root = _expand(str(cfg.get("root") or "runs/sample"), path)
+    df = run_importer(importer, root, file=_expand(str(cfg["file"]), path) if cfg.get("file") else None,
+                      dataset=cfg.get("dataset"), split=cfg.get("split", "test"), seed=int(cfg.get("seed", 0)),
+                      where=str(path))
     split = cfg.get("split_filter")
     if split:
         attrs = df.attrs

@@ -91,6 +91,5 @@ def create(
         if spec.offline == "package" and "pretrained_model_path" not in kwargs:
             kwargs["pretrained_model_path"] = str(weights.locate(spec.weights[0]))
         metric = pyiqa.create_metric(spec.name, as_loss=as_loss, device=device, **kwargs)
-    metric.iqa_study_random_init = random_init
     _CACHE[key] = metric
     return metric
