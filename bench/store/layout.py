@@ -25,6 +25,7 @@ from bench.errors import StoreError
 
 SCORE_SCHEMA = pa.schema([
     ("image_id", pa.string()),
+    ("ref_id", pa.string()),  # full-reference metrics: content hash of the reference image; null for NR
     ("metric", pa.string()),
     ("config_hash", pa.string()),
     ("metric_config", pa.string()),
