@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import duckdb
 
+from bench.store import eval_views
 from bench.store.layout import Store
 
 Z95 = 1.959963984540054
@@ -97,6 +98,7 @@ def connect(store: Store, database: str = ":memory:") -> duckdb.DuckDBPyConnecti
     for name in store.study_tables():
         con.execute(f"CREATE OR REPLACE VIEW study_{name} AS "
                     f"SELECT * FROM read_parquet('{store.root / 'study' / name}/*.parquet', union_by_name=true)")
+    eval_views.register(con, store)  # images, runs_eval, eval_fr_multigt (evaluated SR models, contract C4)
     return con
 
 
