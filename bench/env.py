@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 WEIGHTS_DIR_ENV = "IQA_STUDY_WEIGHTS_DIR"
+HOME_ENV = "IQA_STUDY_HOME"
 OFFLINE_ENV = "IQA_STUDY_OFFLINE"
 _PROBE_HOST = ("huggingface.co", 443)
 
@@ -21,6 +22,7 @@ _PROBE_HOST = ("huggingface.co", 443)
 class CacheDirs:
     torch_home: Path
     hf_home: Path
+    study: Path  # iqa-study's own cache (NIQE parameters, weight hashes); never a pyiqa cache name
 
     @property
     def pyiqa(self) -> Path:
@@ -43,7 +45,8 @@ def configure(weights_dir: str | os.PathLike | None = None) -> CacheDirs:
     """Point TORCH_HOME / HF_HOME at ``weights_dir`` (or $IQA_STUDY_WEIGHTS_DIR).
 
     A weights dir is laid out like TORCH_HOME: ``hub/pyiqa/<file>``, ``hub/checkpoints/<file>``,
-    plus ``huggingface/hub/models--<org>--<repo>`` for timm/transformers models.
+    plus ``huggingface/hub/models--<org>--<repo>`` for timm/transformers models, plus
+    ``iqa-study/`` (the project's own cache, e.g. ``iqa-study/niqe/``).
     """
     chosen = weights_dir or os.environ.get(WEIGHTS_DIR_ENV)
     if chosen:
@@ -55,11 +58,22 @@ def configure(weights_dir: str | os.PathLike | None = None) -> CacheDirs:
 
 
 def cache_dirs() -> CacheDirs:
-    """Where pyiqa, torchvision and HF look, honouring TORCH_HOME, XDG_CACHE_HOME and HF_HOME."""
+    """Where pyiqa, torchvision and HF look, honouring TORCH_HOME, XDG_CACHE_HOME and HF_HOME.
+
+    The project's own cache (``study``) is $IQA_STUDY_HOME, else ``<weights dir>/iqa-study`` when a
+    weights dir is configured (so a copied offline weights folder carries it), else
+    ``$XDG_CACHE_HOME/iqa-study`` (default ``~/.cache/iqa-study``).
+    """
     xdg = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
     torch_home = Path(os.environ.get("TORCH_HOME", xdg / "torch"))
     hf_home = Path(os.environ.get("HF_HOME", xdg / "huggingface"))
-    return CacheDirs(torch_home=torch_home, hf_home=hf_home)
+    if os.environ.get(HOME_ENV):
+        study = Path(os.environ[HOME_ENV]).expanduser()
+    elif os.environ.get(WEIGHTS_DIR_ENV):
+        study = Path(os.environ[WEIGHTS_DIR_ENV]).expanduser() / "iqa-study"
+    else:
+        study = xdg / "iqa-study"
+    return CacheDirs(torch_home=torch_home, hf_home=hf_home, study=study)
 
 
 def network_available(timeout: float = 2.0) -> bool:

@@ -13,6 +13,7 @@ import pytest
 _CACHE = Path(tempfile.mkdtemp(prefix="iqa-study-tests-"))
 os.environ["TORCH_HOME"] = str(_CACHE / "torch")
 os.environ["HF_HOME"] = str(_CACHE / "hf")
+os.environ["IQA_STUDY_HOME"] = str(_CACHE / "iqa-study")
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["IQA_STUDY_OFFLINE"] = "1"
 os.environ.pop("IQA_STUDY_WEIGHTS_DIR", None)
@@ -22,10 +23,18 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("IQA_STUDY_SHARED", REPO.parent / "shared"))
 
 
+REQUIRE_SHARED = "IQA_STUDY_REQUIRE_SHARED"
+
+
 def shared_path(*parts: str) -> Path:
+    """A real-data path under ../shared/data; skips when missing, fails when $IQA_STUDY_REQUIRE_SHARED=1
+    (set by .ci/run, so CI always runs the real-data tests)."""
     path = SHARED.joinpath("data", *parts)
     if not path.exists():
-        pytest.skip(f"real test data not found at {path} (set IQA_STUDY_SHARED)")
+        msg = f"real test data not found at {path} (set IQA_STUDY_SHARED)"
+        if os.environ.get(REQUIRE_SHARED) == "1":
+            pytest.fail(f"{msg}; {REQUIRE_SHARED}=1 makes this a failure", pytrace=False)
+        pytest.skip(msg)
     return path
 
 

@@ -52,13 +52,28 @@ def test_unknown_metric_suggests():
         select("piqe,not_a_metric")
 
 
-def test_available_offline_set_is_real_only(niqe_params):
+@pytest.fixture
+def niqe_seeded(tmp_path, monkeypatch):
+    """A private iqa-study cache holding a NIQE parameter file (presence is what availability checks)."""
+    import numpy as np
+    import scipy.io
+
+    from bench.metrics.weights import niqe_mat_path
+
+    monkeypatch.setenv("IQA_STUDY_HOME", str(tmp_path / "home"))
+    niqe_mat_path().parent.mkdir(parents=True)
+    scipy.io.savemat(niqe_mat_path(), {"mu_prisparam": np.zeros((1, 36)), "cov_prisparam": np.eye(36)})
+
+
+def test_available_offline_set_is_real_only(niqe_seeded):
     names = {m.name for m in select("available")}
-    assert {"piqe", "entropy", "niqe", "niqe_matlab"} <= names
+    assert {"piqe", "entropy", "niqe"} <= names
     assert "musiq" not in names  # random-init is never "available"
+    # niqe_matlab loads its own file (pyiqa's MATLAB-release parameters); seeding niqe never provides it
+    assert "niqe_matlab" not in names
 
 
-def test_cli_metrics_list_json(niqe_params):
+def test_cli_metrics_list_json(niqe_seeded):
     out = subprocess.run([sys.executable, "-m", "bench.cli", "metrics", "list", "--json"],
                          capture_output=True, text=True, check=True).stdout
     rows = json.loads(out)

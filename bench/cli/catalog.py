@@ -88,6 +88,8 @@ def register(sub) -> None:
     s = w.add_parser("fetch", help="download through pyiqa (connected machine)")
     s.add_argument("names")
     s.set_defaults(fn=cmd_weights_fetch)
-    s = w.add_parser("seed-niqe", help="NIQE pristine parameters from a PyPI sdist (or --from FILE) into pyiqa's cache")
-    s.add_argument("--from", dest="from_path")
+    s = w.add_parser("seed-niqe", help="NIQE pristine parameters (BasicSR niqe_pris_params.npz) into iqa-study's "
+                                       "own cache: read from the basicsr-fixed 1.4.2 archive on the package index "
+                                       "($PIP_INDEX_URL, else PyPI; pinned sha256, nothing executed), or --from FILE")
+    s.add_argument("--from", dest="from_path", help="a local niqe_pris_params.npz (checked against its pinned sha256)")
     s.set_defaults(fn=cmd_weights_seed_niqe)

@@ -21,8 +21,10 @@ _CACHE: dict[tuple, Any] = {}
 
 
 def config_of(spec: MetricSpec, kwargs: dict | None = None) -> dict:
-    """The metric configuration that identifies its scores (hashed into the store key)."""
-    return {"metric": spec.name, "kwargs": dict(sorted((kwargs or {}).items()))}
+    """The metric configuration that identifies its scores (hashed into the store key): name,
+    kwargs and the identity (sha256) of the weight files loaded here (weights.weight_identity)."""
+    return {"metric": spec.name, "kwargs": dict(sorted((kwargs or {}).items())),
+            **weights.weight_identity(spec, kwargs)}
 
 
 def json_config(config: dict) -> str:
@@ -88,8 +90,8 @@ def create(
     else:
         if "pretrained_model_path" not in kwargs:
             weights.preflight(spec)
-        if spec.offline == "package" and "pretrained_model_path" not in kwargs:
-            kwargs["pretrained_model_path"] = str(weights.locate(spec.weights[0]))
+        if "pretrained_model_path" not in kwargs and weights.pretrained_path(spec) is not None:
+            kwargs["pretrained_model_path"] = str(weights.pretrained_path(spec))
         metric = pyiqa.create_metric(spec.name, as_loss=as_loss, device=device, **kwargs)
     _CACHE[key] = metric
     return metric

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict
 
 from bench.errors import UnknownMetric
 
-Cache = Literal["pyiqa", "torchvision", "clip", "hf", "package", "url"]
+Cache = Literal["pyiqa", "torchvision", "clip", "hf", "package", "iqa-study", "url"]  # iqa-study: env.CacheDirs.study
 Offline = Literal["real", "params", "package", "random-init", "random-init-patched", "none"]
 
 
@@ -40,11 +40,23 @@ class MetricSpec(BaseModel):
     batchable: bool
     offline: Offline
     random_init_kwargs: dict | None = None
+    min_side: int | None = None  # smallest height/width the metric accepts (None: no known minimum)
 
     @property
     def sign(self) -> int:
         """Multiply a raw score by this to get "higher is better"."""
         return -1 if self.lower_better else 1
+
+    def size_error(self, height: int, width: int) -> str | None:
+        """A one-line reason when an image of ``height`` x ``width`` is below ``min_side`` (else None).
+
+        NIQE (pyiqa/archs/niqe_arch.py ``niqe``, from BasicSR) computes its features on 96x96
+        blocks: a side below 96 gives zero blocks and a raw PyTorch error deep inside pyiqa.
+        """
+        if self.min_side and min(height, width) < self.min_side:
+            return (f"image {width}x{height} is too small for {self.name}: it needs at least "
+                    f"{self.min_side} px on each side")
+        return None
 
 
 class MetricTable(BaseModel):
