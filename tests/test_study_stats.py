@@ -5,9 +5,11 @@ import pandas as pd
 import pytest
 from scipy.stats import binomtest
 
+from bench.errors import StudyError
+from bench.study.configs import parse_pins
 from bench.study.phases import stratified_subset
-from bench.study.stats import (bootstrap_ci, both_wrong, conditional_accuracy, greedy_complement, mcnemar_exact,
-                               oracle_of_two)
+from bench.study.stats import (bootstrap_ci, both_wrong, conditional_accuracy, greedy_complement,
+                               group_bootstrap_ratio, holm, mcnemar_exact, oracle_of_two)
 
 # 6 pairs x 3 metrics, 1 = right
 HAND = pd.DataFrame({"best": [1, 0, 1, 0, 1, 1], "nima": [0, 1, 1, 1, 0, 1], "qalign": [1, 0, 0, 1, 1, 0]})
@@ -42,19 +44,44 @@ def test_overlap_oracle_and_greedy_hand_built():
     assert greedy["oracle_acc"].tolist() == pytest.approx([4 / 6, 1.0, 1.0])
 
 
-def test_bootstrap_ci_contains_the_point_value_and_is_reproducible():
+def test_iid_bootstrap_matches_wilson_and_group_bootstrap_counts_groups_not_pairs():
     rng = np.random.default_rng(1)
     correct = pd.DataFrame({"m1": rng.random(300) < 0.8, "m2": rng.random(300) < 0.55}).astype(int)
-    ci = bootstrap_ci(correct, n_boot=1000, seed=3).set_index("metric")
-    for m in ("m1", "m2"):
-        assert ci.loc[m, "ci_lo"] <= ci.loc[m, "acc"] <= ci.loc[m, "ci_hi"]
-        # percentile bootstrap width is close to the binomial one for iid pairs
+    ci = bootstrap_ci(correct, n_boot=2000, seed=3).set_index("metric")
+    for m in ("m1", "m2"):  # iid pairs: the percentile bootstrap width is close to the binomial one
         w = binomtest(int(correct[m].sum()), 300).proportion_ci(method="wilson")
-        assert abs((ci.loc[m, "ci_hi"] - ci.loc[m, "ci_lo"]) - (w.high - w.low)) < 0.03
-    again = bootstrap_ci(correct, n_boot=1000, seed=3)
-    pd.testing.assert_frame_equal(ci.reset_index(), again)
-    grouped = bootstrap_ci(correct, n_boot=500, seed=0, groups=pd.Series(np.arange(300) // 10))
-    assert (grouped["ci_lo"] <= grouped["acc"]).all() and (grouped["acc"] <= grouped["ci_hi"]).all()
+        assert abs((ci.loc[m, "ci_hi"] - ci.loc[m, "ci_lo"]) - (w.high - w.low)) < 0.02
+    # 20 groups of 15 identical outcomes: 20 independent observations, not 300
+    per_group = (rng.random(20) < 0.6).astype(int)
+    clustered = pd.DataFrame({"m": np.repeat(per_group, 15)})
+    grouped = bootstrap_ci(clustered, n_boot=2000, seed=0, groups=np.arange(300) // 15).iloc[0]
+    w20 = binomtest(int(per_group.sum()), 20).proportion_ci(method="wilson")
+    assert abs((grouped["ci_hi"] - grouped["ci_lo"]) - (w20.high - w20.low)) < 0.08
+
+
+def test_group_bootstrap_ratio_weights_groups_by_their_pairs():
+    # tie-half style ratio: group g1 has 3 pairs (num 1, 0.5, 0), g2 has 1 pair (num 1)
+    point, lo, hi = group_bootstrap_ratio(np.array([1.0, 0.5, 0.0, 1.0]), np.ones(4), ["g1", "g1", "g1", "g2"],
+                                          n_boot=4000, seed=0)
+    assert point[0] == pytest.approx(2.5 / 4)
+    # a resample is {g1,g1} (0.5), {g1,g2} (0.625) or {g2,g2} (1.0) with probabilities 1/4, 1/2, 1/4
+    assert lo[0] == pytest.approx(0.5) and hi[0] == pytest.approx(1.0)
+    # a zero denominator (no voted pair in a resample) is left out, not counted as 0
+    point, lo, hi = group_bootstrap_ratio(np.array([3.0, 0.0]), np.array([4.0, 0.0]), ["a", "b"], n_boot=500, seed=0)
+    assert point[0] == pytest.approx(0.75) and lo[0] == hi[0] == pytest.approx(0.75)
+
+
+def test_holm_against_the_step_down_by_hand():
+    p = [0.01, 0.04, 0.03, 0.20]
+    # sorted 0.01, 0.03, 0.04, 0.20 times 4, 3, 2, 1, running maximum, capped at 1
+    assert holm(p).tolist() == pytest.approx([0.04, 0.09, 0.09, 0.20])
+
+
+def test_config_pins_parse_and_refuse_malformed():
+    assert parse_pins(["niqe=ab12", "piqe = cd"]) == {"niqe": "ab12", "piqe": "cd"}
+    for bad in (["niqe"], ["=ab"], ["niqe="], ["niqe=a", "niqe=b"]):
+        with pytest.raises(StudyError, match="--config"):
+            parse_pins(bad)
 
 
 def test_stratified_subset_covers_every_source_and_is_reproducible():

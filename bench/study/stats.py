@@ -1,7 +1,14 @@
-"""Statistics of the study: bootstrap CIs, McNemar's exact test, complementarity.
+"""Statistics of the study: bootstrap CIs, McNemar's exact test with Holm correction, complementarity.
 
 All functions take plain arrays / frames (pairs x metrics correctness) so they can be checked
 against hand-built cases.
+
+CI method used by every study table (column ``ci_method``): percentile bootstrap that resamples
+whole *source groups* (the manifest's ``group`` column, qualified by dataset) with replacement,
+because pairs of one source share images and their outcomes are not independent (an iid pair
+bootstrap or a Wilson interval is too narrow then). The same resamples serve every metric and
+every quantity (paired). Accuracies that are not Bernoulli proportions (tie-half accuracy, vote
+agreement) are ratios of per-group sums and get the same group bootstrap, never Wilson.
 """
 
 from __future__ import annotations
@@ -9,36 +16,20 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from scipy.stats import binomtest
+from statsmodels.stats.multitest import multipletests
 
 
 def bootstrap_ci(correct: pd.DataFrame, n_boot: int = 2000, seed: int = 0, level: float = 0.95,
-                 groups: pd.Series | None = None) -> pd.DataFrame:
-    """Percentile bootstrap CI of each metric's accuracy, resampling pairs (or whole groups).
+                 groups: pd.Series | np.ndarray | None = None) -> pd.DataFrame:
+    """Percentile bootstrap CI of each metric's accuracy, resampling whole groups (``groups``,
+    one label per row of ``correct``) or, when ``groups`` is None, single pairs (iid).
 
-    The same resamples are used for every metric (paired), so rank stability is comparable.
-    Returns metric, acc, ci_lo, ci_hi, n.
+    The same resamples are used for every metric (paired). Returns metric, acc, ci_lo, ci_hi, n.
     """
     values = correct.to_numpy(dtype=float)
-    rng = np.random.default_rng(seed)
-    n = len(values)
-    if groups is None:
-        idx = rng.integers(0, n, size=(n_boot, n))
-        boots = values[idx].mean(axis=1)  # (n_boot, metrics)
-    else:
-        codes, uniq = pd.factorize(groups.to_numpy())
-        sums = np.zeros((len(uniq), values.shape[1]))
-        np.add.at(sums, codes, values)
-        counts = np.bincount(codes, minlength=len(uniq)).astype(float)
-        pick = rng.integers(0, len(uniq), size=(n_boot, len(uniq)))
-        boots = sums[pick].sum(axis=1) / counts[pick].sum(axis=1)[:, None]
-    alpha = (1 - level) / 2
-    return pd.DataFrame({
-        "metric": correct.columns,
-        "acc": values.mean(axis=0),
-        "ci_lo": np.quantile(boots, alpha, axis=0),
-        "ci_hi": np.quantile(boots, 1 - alpha, axis=0),
-        "n": n,
-    })
+    labels = np.arange(len(values)) if groups is None else np.asarray(groups)
+    acc, lo, hi = group_bootstrap_ratio(values, np.ones(len(values)), labels, n_boot, seed, level)
+    return pd.DataFrame({"metric": correct.columns, "acc": acc, "ci_lo": lo, "ci_hi": hi, "n": len(values)})
 
 
 def mcnemar_exact(right_a: np.ndarray, right_b: np.ndarray) -> dict:
@@ -90,3 +81,52 @@ def greedy_complement(correct: pd.DataFrame, best: str, k: int | None = None) ->
         chosen.append(nxt)
         remaining.remove(nxt)
     return pd.DataFrame(rows)
+
+
+GROUP_BOOTSTRAP = "percentile bootstrap over source groups"
+
+
+def group_bootstrap_ratio(num: np.ndarray, den: np.ndarray, groups: np.ndarray, n_boot: int = 2000, seed: int = 0,
+                          level: float = 0.95) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Point value and percentile-bootstrap CI of ratios sum(num) / sum(den), resampling groups.
+
+    ``num`` and ``den`` are (pairs x quantities) arrays (``den`` may be (pairs,)); the pairs of one
+    group are kept together: a resample draws as many groups as there are, with replacement, and
+    sums their pairs. The group draws are shared by all quantities (paired). A resample whose
+    denominator is 0 is dropped from that quantity's quantiles. Returns (point, lo, hi).
+    """
+    num = np.asarray(num, dtype=float)
+    num = num[:, None] if num.ndim == 1 else num
+    den = np.asarray(den, dtype=float)
+    den = np.broadcast_to(den[:, None] if den.ndim == 1 else den, num.shape)
+    codes, uniq = pd.factorize(np.asarray(groups))
+    n_groups = len(uniq)
+    g_num = np.zeros((n_groups, num.shape[1]))
+    g_den = np.zeros((n_groups, num.shape[1]))
+    np.add.at(g_num, codes, num)
+    np.add.at(g_den, codes, den)
+    rng = np.random.default_rng(seed)
+    boots = np.empty((n_boot, num.shape[1]))
+    chunk = max(1, min(n_boot, 4_000_000 // max(n_groups, 1)))  # bounded memory: chunk x groups weights
+    for start in range(0, n_boot, chunk):
+        c = min(chunk, n_boot - start)
+        pick = rng.integers(0, n_groups, size=(c, n_groups))  # each row: one resample of the groups
+        weight = np.bincount((pick + np.arange(c)[:, None] * n_groups).ravel(), minlength=c * n_groups)
+        weight = weight.reshape(c, n_groups).astype(float)
+        b_num, b_den = weight @ g_num, weight @ g_den
+        with np.errstate(invalid="ignore", divide="ignore"):
+            boots[start:start + c] = np.where(b_den > 0, b_num / b_den, np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        point = np.where(g_den.sum(axis=0) > 0, g_num.sum(axis=0) / g_den.sum(axis=0), np.nan)
+    alpha = (1 - level) / 2
+    lo = np.array([np.quantile(c[~np.isnan(c)], alpha) if (~np.isnan(c)).any() else np.nan for c in boots.T])
+    hi = np.array([np.quantile(c[~np.isnan(c)], 1 - alpha) if (~np.isnan(c)).any() else np.nan for c in boots.T])
+    return point, lo, hi
+
+
+def holm(p_values: list[float] | np.ndarray) -> np.ndarray:
+    """Holm step-down adjusted p-values (statsmodels ``multipletests(method='holm')``)."""
+    p = np.asarray(p_values, dtype=float)
+    if len(p) == 0:
+        return p
+    return multipletests(p, method="holm")[1]
