@@ -28,6 +28,12 @@ def test_sr2afc_matches_the_documented_vote_facts(sr2afc_root):
     assert wins == {"ResShift": 309, "RealESRGAN": 228, "SwinIR": 220, "BSRGAN": 143}
     assert df["image_a_id"].str.len().eq(32).all() and df["width_a"].eq(1020).all()
     assert df["group"].nunique() == 10
+    assert (df["kind"] == "human").all()
+    # per-observer votes, anonymised: they add up to the pair's votes; 3 observers per pair
+    per = df["observer_votes"].map(json.loads)
+    assert all(sorted(d) == ["o1", "o2", "o3"] for d in per) and df["n_observers"].eq(3).all()
+    assert [sum(v[0] for v in d.values()) for d in per] == list(df["votes_a"])
+    assert [sum(v[1] for v in d.values()) for d in per] == list(df["votes_b"])
 
 
 def test_sr2afc_bad_row_names_file_and_line(tmp_path, sr2afc_root):
@@ -41,13 +47,20 @@ def test_sr2afc_bad_row_names_file_and_line(tmp_path, sr2afc_root):
 
 
 # --- pairs-csv --------------------------------------------------------------------------------
-def _csv_root(tmp_path, sr2afc_root):
-    (tmp_path / "imgs").symlink_to(sr2afc_root / "sr")
+def _csv_root(tmp_path):
+    """Small distinct images under tmp_path/imgs, named like the sr2afc files."""
+    import numpy as np
+    from PIL import Image
+
+    (tmp_path / "imgs").mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("0809_BSRGAN", "0809_SwinIR", "0814_BSRGAN", "0814_SwinIR", "0814_ResShift"):
+        Image.fromarray(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)).save(tmp_path / "imgs" / f"{name}.png")
     return tmp_path
 
 
-def test_pairs_csv_roundtrip_and_errors(tmp_path, sr2afc_root):
-    root = _csv_root(tmp_path, sr2afc_root)
+def test_pairs_csv_roundtrip_and_errors(tmp_path):
+    root = _csv_root(tmp_path)
     f = tmp_path / "study.csv"
     f.write_text("image_a,image_b,votes_a,votes_b,split\n"
                  "imgs/0809_BSRGAN.png,imgs/0809_SwinIR.png,3,7,test\n"
@@ -97,13 +110,15 @@ def test_hggt_pairs_from_real_layout(tmp_path):
     root = tmp_path / "HGGT"
     make_hggt(root / "Train", GROUPS)
     df = hggt.hggt(root, split="train")
-    eo = df[df["kind"] == "enhanced_vs_original"].set_index("pair_id")
+    assert set(df["kind"]) == {"human", "inferred"}
+    assert (df["kind"] == "inferred").eq(df["comparison"] == "enhanced_vs_enhanced").all()
+    eo = df[df["comparison"] == "enhanced_vs_original"].set_index("pair_id")
     assert eo.loc["0001-586-1469:01-orig", "pref"] == "a"
     assert eo.loc["0001-586-1469:02-orig", "pref"] == "tie"
     assert eo.loc["0001-586-1469:04-orig", "pref"] == "b"
     assert (eo.loc["0001-586-1469:04-orig", ["votes_a", "votes_b"]] == [0, 3]).all()
     assert eo.loc["0002-0-288:02-orig", "pref"] == "a"
-    ee = df[df["kind"] == "enhanced_vs_enhanced"].set_index("pair_id")
+    ee = df[df["kind"] == "inferred"].set_index("pair_id")
     # group 1: P,S,S,N -> pairs with differing labels: 01-02,01-03,01-04,02-04,03-04
     assert sorted(p for p in ee.index if p.startswith("0001")) == [
         "0001-586-1469:01-02", "0001-586-1469:01-03", "0001-586-1469:01-04",
@@ -147,8 +162,8 @@ def test_hggt_wrong_root_says_what_was_expected(tmp_path):
 
 
 # --- SBS180K (documented expected layout) ----------------------------------------------------
-def test_sbs180k_expected_layout(tmp_path, sr2afc_root):
-    root = _csv_root(tmp_path, sr2afc_root)
+def test_sbs180k_expected_layout(tmp_path):
+    root = _csv_root(tmp_path)
     pd.DataFrame({"pair_id": ["p1", "p2"], "left_path": ["imgs/0809_BSRGAN.png", "imgs/0814_SwinIR.png"],
                   "right_path": ["imgs/0809_SwinIR.png", "imgs/0814_ResShift.png"], "votes_left": [1, 5],
                   "votes_right": [4, 2], "split": ["train", "test"]}).to_csv(root / "pairs.csv", index=False)

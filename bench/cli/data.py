@@ -10,22 +10,31 @@ from bench.cli.common import _print_table, _summary_lines
 
 
 def _importer_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="iqa-study manifest build IMPORTER")
-    sub = p.add_subparsers(dest="importer", required=True)
-    s = sub.add_parser("sr2afc", help="SR 2AFC vote folder (votes.csv + sr/)")
-    s.add_argument("root")
-    s = sub.add_parser("pairs-csv", help="generic CSV image_a,image_b,votes_a,votes_b[,pair_id,split,group]")
-    s.add_argument("file")
-    s.add_argument("--root", required=True)
-    s.add_argument("--dataset")
-    s = sub.add_parser("hggt", help="HGGT dataset root (Train/, Test/) or a split folder with images/ labels/")
-    s.add_argument("root")
-    s.add_argument("--split", choices=["train", "test"], default="test")
-    s = sub.add_parser("sbs180k", help="SBS180K in the documented expected layout")
-    s.add_argument("root")
-    s = sub.add_parser("sample", help="embedded SYNTHETIC offline sample, images written to OUT")
-    s.add_argument("out")
-    s.add_argument("--seed", type=int, default=0)
+    """One sub-parser per importer; ``--help`` shows the importer's docstring (the layout it expects)."""
+    import inspect
+
+    from bench.manifests import hggt, sample, sbs180k, votes
+
+    def add(name: str, help: str, *docs) -> argparse.ArgumentParser:
+        text = "\n\n".join(inspect.cleandoc(d.__doc__) for d in docs if d.__doc__)
+        return sub.add_parser(name, help=help, description=text, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    p = argparse.ArgumentParser(prog="iqa-study manifest build")
+    sub = p.add_subparsers(dest="importer", required=True, metavar="IMPORTER")
+    s = add("sr2afc", "SR 2AFC vote folder (votes.csv + sr/)", votes.sr2afc)
+    s.add_argument("root", help="folder holding votes.csv and sr/")
+    s = add("pairs-csv", "generic CSV image_a,image_b,votes_a,votes_b[,pair_id,split,group,kind,pref]", votes.pairs_csv)
+    s.add_argument("file", help="the votes CSV (UTF-8)")
+    s.add_argument("--root", required=True, help="folder the image paths in the CSV are relative to")
+    s.add_argument("--dataset", help="dataset name (default: the CSV's 'dataset' column, else its file name)")
+    s = add("hggt", "HGGT dataset root (Train/, Test/) or a split folder with images/ labels/", hggt, hggt.hggt)
+    s.add_argument("root", help="HGGT root (holding Train/ and Test/) or one split folder (images/, labels/)")
+    s.add_argument("--split", choices=["train", "test"], default="test", help="split under an HGGT root (default: test)")
+    s = add("sbs180k", "SBS180K in the documented expected layout", sbs180k)
+    s.add_argument("root", help="folder holding pairs.parquet or pairs.csv and the images")
+    s = add("sample", "embedded SYNTHETIC offline sample, images written to OUT", sample)
+    s.add_argument("out", help="folder to write the images (and, without -o, manifest.parquet) into")
+    s.add_argument("--seed", type=int, default=0, help="random seed of the synthetic degradations (default: 0)")
     return p
 
 
@@ -52,15 +61,24 @@ def cmd_manifest_build(a) -> None:
     trailing.add_argument("--store")
     late, importer_args = trailing.parse_known_args(a.importer_args)
     a.output, a.store = a.output or late.output, a.store or late.store
-    df = build_manifest(importer_args, a.config)
-    out = a.output or (Path(importer_args[1]) / "manifest.parquet" if importer_args[:1] == ["sample"] else None)
-    if out is None:
+    # check the output before any image is read, so a bad -o never costs a long import
+    out = a.output or (Path(importer_args[1]) / "manifest.parquet"
+                       if importer_args[:1] == ["sample"] and len(importer_args) > 1 else None)
+    if out is None and not any(h in importer_args for h in ("-h", "--help")):
         raise StudyError("manifest build: -o OUT.parquet is required")
+    if out is not None and Path(out).is_dir():
+        raise StudyError(f"manifest build: -o {out} is a directory; expected a file path such as {Path(out) / 'manifest.parquet'}")
+    df = build_manifest(importer_args, a.config)
     schema.write(df, out)
     meta = df.attrs["iqa_study"]
     counts = df["pref"].value_counts().to_dict()
+    kinds = df["kind"].value_counts().to_dict() if "kind" in df.columns else {"human": len(df)}
     print(f"{out}: {len(df)} pairs of dataset '{meta['dataset']}'"
-          f"{' (SYNTHETIC preferences)' if meta['synthetic'] else ''}; pref {counts}; root {meta['root']}")
+          f"{' (SYNTHETIC preferences)' if meta['synthetic'] else ''}; pref {counts}; kind {kinds}; root {meta['root']}")
+    if meta.get("n_unreadable_images"):
+        first = next(iter(meta["unreadable_examples"].items()))
+        print(f"WARNING: {meta['n_unreadable_images']} image(s) could not be read (kept; scoring records them as "
+              f"errors), e.g. {first[0]}: {first[1]}")
     if a.store:
         print(f"registered in {a.store} as manifest {Store(a.store).register_manifest(schema.read(out))}")
 
@@ -126,9 +144,10 @@ def cmd_agree(a) -> None:
 def register(sub) -> None:
     mb = sub.add_parser("manifest", help="pair manifests").add_subparsers(dest="sub", required=True)
     s = mb.add_parser("build", help="build a manifest: --config FILE, or IMPORTER ARGS (sr2afc ROOT | pairs-csv FILE "
-                                    "--root DIR | hggt ROOT [--split] | sbs180k ROOT | sample OUT)")
-    s.add_argument("--config")
-    s.add_argument("-o", "--output")
+                                    "--root DIR | hggt ROOT [--split] | sbs180k ROOT | sample OUT)",
+                      epilog="`iqa-study manifest build IMPORTER --help` describes the folder/CSV layout IMPORTER expects.")
+    s.add_argument("--config", help="a manifest config YAML (importer, root, ...; see data_manifests/)")
+    s.add_argument("-o", "--output", help="the manifest Parquet file to write")
     s.add_argument("--store", help="also register the pairs in this store")
     s.add_argument("importer_args", nargs=argparse.REMAINDER)
     s.set_defaults(fn=cmd_manifest_build)

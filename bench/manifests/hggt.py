@@ -139,6 +139,12 @@ def hggt(root: str | os.PathLike, split: str = "test") -> pd.DataFrame:
       Similar -> tie; votes_a / votes_b = Positive / Negative annotator votes (Similar votes in votes_tie).
     * (enhanced_i, enhanced_j) when their effective labels differ (pref: the better label);
       no direct votes exist, so votes are null.
+
+    ``kind``: 'human' for enhanced-vs-original pairs (each annotator judged the
+    enhanced GT against the original), 'inferred' for enhanced-vs-enhanced pairs (no annotator
+    compared the two; the preference is derived from their labels). Agreement and study
+    accuracies exclude 'inferred' pairs by default. ``comparison`` names the pair type
+    (enhanced_vs_original | enhanced_vs_enhanced).
     """
     layout = resolve_layout(root, split)
     groups = group_table(layout)
@@ -153,7 +159,7 @@ def hggt(root: str | os.PathLike, split: str = "test") -> pd.DataFrame:
                 "pair_id": f"{stem}:{r['gt']}-orig", "dataset": "hggt", "split": split, "group": stem,
                 "image_a": rel(layout.enhanced(stem, r["gt"])), "image_b": orig,
                 "votes_a": r["n_pos"], "votes_b": r["n_neg"], "votes_tie": r["n_sim"], "pref": pref,
-                "kind": "enhanced_vs_original", "label_a": r["label"], "label_b": "Original",
+                "kind": "human", "comparison": "enhanced_vs_original", "label_a": r["label"], "label_b": "Original",
             })
         for i, ri in enumerate(recs):
             for rj in recs[i + 1:]:
@@ -164,7 +170,7 @@ def hggt(root: str | os.PathLike, split: str = "test") -> pd.DataFrame:
                     "pair_id": f"{stem}:{ri['gt']}-{rj['gt']}", "dataset": "hggt", "split": split, "group": stem,
                     "image_a": rel(layout.enhanced(stem, ri["gt"])), "image_b": rel(layout.enhanced(stem, rj["gt"])),
                     "votes_a": None, "votes_b": None, "votes_tie": None, "pref": pref,
-                    "kind": "enhanced_vs_enhanced", "label_a": ri["label"], "label_b": rj["label"],
+                    "kind": "inferred", "comparison": "enhanced_vs_enhanced", "label_a": ri["label"], "label_b": rj["label"],
                 })
     df = pd.DataFrame(rows)
     df["votes_tie"] = df["votes_tie"].astype("Int64")

@@ -12,7 +12,9 @@ candidate is an x4 upscale of that LR, degraded along one axis at three strength
 Pairs compare two strengths of the same axis; the **synthetic preference** is the weaker
 degradation, with synthetic votes 7-3 for a one-step gap and 9-1 for a two-step gap. One tie
 pair per photograph compares two noise draws of equal strength (votes 5-5). These are not
-human judgements: every manifest and report built on this set is labelled synthetic.
+human judgements: every manifest and report built on this set is labelled synthetic. Each pair
+is a direct (simulated) comparison of the two images, so its ``kind`` is 'human' (not 'inferred'
+from other labels); the manifest metadata says ``synthetic: true``.
 """
 
 from __future__ import annotations

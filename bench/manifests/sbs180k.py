@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.errors import ManifestError
-from bench.manifests.schema import finalize, pref_from_votes
+from bench.manifests.schema import MAX_VOTES, finalize, pref_from_votes, safe_path
 
 EXPECTED = ["pair_id", "left_path", "right_path", "votes_left", "votes_right", "split"]
 
@@ -40,12 +40,21 @@ def sbs180k(root: str | os.PathLike) -> pd.DataFrame:
     root = Path(root)
     if not root.is_dir():
         raise _layout_error(root, "root folder missing")
-    if (root / "pairs.parquet").is_file():
-        table, src = pd.read_parquet(root / "pairs.parquet"), root / "pairs.parquet"
-    elif (root / "pairs.csv").is_file():
-        table, src = pd.read_csv(root / "pairs.csv"), root / "pairs.csv"
-    else:
-        raise _layout_error(root, "no pairs.parquet / pairs.csv")
+    try:
+        if (root / "pairs.parquet").is_file():
+            src = root / "pairs.parquet"
+            table = pd.read_parquet(src)
+        elif (root / "pairs.csv").is_file():
+            src = root / "pairs.csv"
+            table = pd.read_csv(src, encoding="utf-8-sig", dtype={"left_path": str, "right_path": str,
+                                                                  "pair_id": str, "split": str})
+        else:
+            raise _layout_error(root, "no pairs.parquet / pairs.csv")
+    except UnicodeDecodeError as exc:
+        raise ManifestError(f"{src}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+                            f"save it as UTF-8") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError, OSError) as exc:
+        raise ManifestError(f"{src}: not a readable table ({str(exc).splitlines()[0] if str(exc) else exc!r})") from None
     absent = [c for c in EXPECTED if c not in table.columns]
     if absent:
         raise _layout_error(root, f"{src.name} lacks column(s) {absent}, has {list(table.columns)[:12]}")
@@ -53,6 +62,16 @@ def sbs180k(root: str | os.PathLike) -> pd.DataFrame:
     if (~votes_known).any() and "label" not in table.columns:
         row = int((~votes_known).idxmax())
         raise ManifestError(f"{src}: row {row + 2}: votes missing and no 'label' column to fall back on")
+    for col in ("votes_left", "votes_right"):
+        v = pd.to_numeric(table[col], errors="coerce")
+        bad = table[col].notna() & ~(v.notna() & (v >= 0) & (v <= MAX_VOTES) & (v == v.round()))
+        if bad.any():
+            row = int(bad.to_numpy().argmax())
+            raise ManifestError(f"{src}: row {row + 2}: column '{col}' = {table[col].iloc[row]!r}, expected a "
+                                f"non-negative integer at most {MAX_VOTES}")
+    for col in ("left_path", "right_path"):
+        for i, rel in enumerate(table[col].astype(str)):
+            safe_path(root, rel, f"{src}: row {i + 2}: column '{col}'")
     pref = []
     for i, r in table.iterrows():
         if votes_known[i]:
@@ -66,5 +85,7 @@ def sbs180k(root: str | os.PathLike) -> pd.DataFrame:
                                 "votes_right": "votes_b", "method_left": "method_a", "method_right": "method_b"})
     out["pref"] = pref
     out["dataset"] = "sbs180k"
+    if "kind" not in out.columns:
+        out["kind"] = "human"  # SBS pairs were shown side by side to raters
     out["group"] = out["source_image_id"].astype(str) if "source_image_id" in out.columns else out["image_a"]
     return finalize(out, root, dataset="sbs180k", importer="sbs180k", synthetic=False, source=str(src))

@@ -8,8 +8,17 @@ Columns (required):
                                           sets it is the majority (a if votes_a > votes_b, b if fewer,
                                           else tie); for HGGT it is the effective three-annotator label.
     image_a_id, image_b_id                content hashes (sha256 of the file bytes, 32 hex chars)
-    width_a, height_a, width_b, height_b  image sizes (for batching and pixel caps)
-Any further columns are dataset-specific (methods, labels, ...).
+    width_a, height_a, width_b, height_b  image sizes (for batching and pixel caps); -1 when the header
+                                          cannot be read (corrupt file, decompression bomb): the pair is
+                                          kept and the scoring engine records the failure for that image
+    kind                                  'human' (an annotator compared the two images) or 'inferred'
+                                          (derived from other labels, e.g. HGGT enhanced-vs-enhanced);
+                                          a manifest without the column is all 'human' (contract C2)
+Any further columns are dataset-specific (methods, labels, per-observer votes, ...).
+
+Image paths are relative to the root, never absolute, never containing '..', and must not
+resolve (through symlinks) outside the root; the two images of a pair must differ in resolved
+path and in content.
 
 File-level metadata (Parquet key ``iqa_study.manifest``, JSON): root, dataset, importer,
 synthetic (bool), source, created_at, n_pairs. Images are identified in the store by hash,
@@ -22,8 +31,9 @@ import datetime as dt
 import hashlib
 import json
 import os
+import warnings
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import pandas as pd
 import pyarrow as pa
@@ -37,6 +47,8 @@ from bench.errors import ManifestError
 META_KEY = b"iqa_study.manifest"
 REQUIRED = ["pair_id", "dataset", "split", "group", "image_a", "image_b", "votes_a", "votes_b", "pref"]
 PREFS = {"a", "b", "tie"}
+KINDS = ("human", "inferred")
+MAX_VOTES = 2**31 - 1  # a vote count above this is a corrupt file, not a study
 
 
 def pref_from_votes(votes_a: int, votes_b: int) -> str:
@@ -51,20 +63,51 @@ def file_hash(path: Path) -> str:
     return h.hexdigest()[:32]
 
 
-def _describe(path: Path) -> tuple[str, int, int]:
-    """(hash, width, height); an unreadable header gives size -1 x -1 and the scoring engine then
-    records the decode error for that image (the pair is kept, nothing is dropped silently)."""
+def _describe(path: Path) -> tuple[str, int, int, str | None]:
+    """(hash, width, height, problem); an unreadable header (corrupt file, or a decompression bomb:
+    more pixels than PIL's MAX_IMAGE_PIXELS guard allows) gives size -1 x -1 and the reason, and
+    the scoring engine then records the failure for that image (the pair is kept, nothing is
+    dropped silently, no traceback)."""
+    problem = None
     try:
-        with Image.open(path) as im:
-            width, height = im.size
-    except (OSError, ValueError):  # PIL raises UnidentifiedImageError (an OSError) on corrupt files
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                width, height = im.size
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:  # UnidentifiedImageError is an OSError
         width = height = -1
-    return file_hash(path), width, height
+        problem = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
+    return file_hash(path), width, height, problem
 
 
-def describe_images(root: Path, relpaths: list[str], workers: int = 8) -> dict[str, tuple[str, int, int]]:
-    """Hash and size every distinct image once (width/height -1 when the header cannot be read:
-    the scoring engine then records the failure for that image instead of dropping the pair)."""
+def relpath_problem(rel: str) -> str | None:
+    """Why ``rel`` is not an acceptable image path relative to a root (None when it is)."""
+    if not rel or rel in ("nan", "None"):
+        return "is empty"
+    if rel.startswith(("/", "\\")) or PureWindowsPath(rel).drive or PurePosixPath(rel).is_absolute():
+        return "is an absolute path; paths must be relative to the root"
+    if ".." in PurePosixPath(rel.replace("\\", "/")).parts:
+        return "contains '..'; paths must stay inside the root"
+    return None
+
+
+def safe_path(root: Path, rel: str, where: str) -> Path:
+    """``root / rel`` after checking that ``rel`` is relative, has no '..' and does not resolve
+    (through a symlink) outside ``root``; a ManifestError naming ``where`` (file/row) otherwise."""
+    why = relpath_problem(rel)
+    if why:
+        raise ManifestError(f"{where}: {rel!r} {why}")
+    path = Path(root) / rel
+    resolved, base = path.resolve(), Path(root).resolve()
+    if not resolved.is_relative_to(base):
+        raise ManifestError(f"{where}: {rel!r} resolves to {resolved}, outside the root {base} (symlink?)")
+    return path
+
+
+def describe_images(root: Path, relpaths: list[str], workers: int = 8) -> dict[str, tuple[str, int, int, str | None]]:
+    """Hash and size every distinct image once (width/height -1 and a reason when the header cannot
+    be read: the scoring engine then records the failure for that image instead of dropping the pair).
+    Paths must already be checked with ``safe_path`` (``finalize`` does, per pair)."""
     unique = sorted(set(relpaths))
     missing = [p for p in unique if not (root / p).is_file()]
     if missing:
@@ -86,12 +129,21 @@ def validate(df: pd.DataFrame, source: str) -> None:
     bad = df.loc[~df["pref"].isin(PREFS)]
     if len(bad):
         raise ManifestError(f"{source}: pair {bad.iloc[0]['pair_id']!r}: pref {bad.iloc[0]['pref']!r} not in {sorted(PREFS)}")
+    if "kind" in df.columns:
+        bad = df.loc[~df["kind"].isin(KINDS)]
+        if len(bad):
+            raise ManifestError(f"{source}: pair {bad.iloc[0]['pair_id']!r}: kind {bad.iloc[0]['kind']!r}, "
+                                f"expected one of {', '.join(KINDS)}")
     dup = df["pair_id"][df["pair_id"].duplicated()]
     if len(dup):
         raise ManifestError(f"{source}: duplicate pair_id {dup.iloc[0]!r}")
-    same = df.loc[df["image_a"] == df["image_b"]]
-    if len(same):
-        raise ManifestError(f"{source}: pair {same.iloc[0]['pair_id']!r} compares {same.iloc[0]['image_a']!r} with itself")
+    for pid, a, b in zip(df["pair_id"], df["image_a"], df["image_b"]):
+        for col, rel in (("image_a", a), ("image_b", b)):
+            why = relpath_problem(str(rel))
+            if why:
+                raise ManifestError(f"{source}: pair {pid!r}: {col} {rel!r} {why}")
+        if os.path.normpath(str(a)) == os.path.normpath(str(b)):
+            raise ManifestError(f"{source}: pair {pid!r} compares {a!r} with itself")
 
 
 def finalize(df: pd.DataFrame, root: Path, *, dataset: str, importer: str, synthetic: bool, source: str,
@@ -104,12 +156,25 @@ def finalize(df: pd.DataFrame, root: Path, *, dataset: str, importer: str, synth
     for col in ("votes_a", "votes_b"):
         if col in df.columns:
             df[col] = df[col].astype("Int64")
+    if "kind" not in df.columns:
+        df["kind"] = "human"
+    df["kind"] = df["kind"].astype(str)
     validate(df, source)
+    for pid, a, b in zip(df["pair_id"], df["image_a"], df["image_b"]):
+        pa_, pb_ = safe_path(root, a, f"{source}: pair {pid!r}: image_a"), safe_path(root, b, f"{source}: pair {pid!r}: image_b")
+        if pa_.resolve() == pb_.resolve():
+            raise ManifestError(f"{source}: pair {pid!r}: image_a {a!r} and image_b {b!r} are the same file")
     info = describe_images(root, list(df["image_a"]) + list(df["image_b"]))
     for side in ("a", "b"):
         df[f"image_{side}_id"] = [info[p][0] for p in df[f"image_{side}"]]
         df[f"width_{side}"] = [info[p][1] for p in df[f"image_{side}"]]
         df[f"height_{side}"] = [info[p][2] for p in df[f"image_{side}"]]
+    same = df.loc[df["image_a_id"] == df["image_b_id"]]
+    if len(same):
+        r = same.iloc[0]
+        raise ManifestError(f"{source}: pair {r['pair_id']!r}: image_a {r['image_a']!r} and image_b {r['image_b']!r} "
+                            f"have identical content (sha256 {r['image_a_id'][:12]}...); a pair must compare two images")
+    unreadable = {p: v[3] for p, v in info.items() if v[3]}
     first = REQUIRED + ["image_a_id", "image_b_id", "width_a", "height_a", "width_b", "height_b"]
     df = df[first + [c for c in df.columns if c not in first]].reset_index(drop=True)
     df.attrs["iqa_study"] = {
@@ -120,6 +185,8 @@ def finalize(df: pd.DataFrame, root: Path, *, dataset: str, importer: str, synth
         "source": source,
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "n_pairs": int(len(df)),
+        "n_unreadable_images": len(unreadable),
+        "unreadable_examples": dict(sorted(unreadable.items())[:5]),
         **(extra_meta or {}),
     }
     return df
