@@ -86,3 +86,150 @@ def test_views_exist_on_an_empty_store(tmp_path):
     con = connect(Store(tmp_path / "s"))
     for view in ("images", "eval_fr_multigt", "eval_gold", "runs_eval"):
         assert con.execute(f"SELECT count(*) FROM {view}").fetchone()[0] == 0
+
+
+# --- tiled inference --------------------------------------------------------------------------------------------------
+
+
+def _tiny_rrdb():
+    from sr_training.archs import build_generator
+    from sr_training.config import ArchConfig
+
+    torch.manual_seed(0)
+    return build_generator(ArchConfig(type="rrdb", size="tiny", scale=4)).eval()
+
+
+def test_tiled_equals_untiled_when_the_tile_covers_the_image():
+    from sr_training.infer import upscale
+
+    net = _tiny_rrdb()
+    lr = torch.rand(1, 3, 20, 17, generator=torch.Generator().manual_seed(1))
+    whole = upscale(net, lr, 4)
+    assert whole.shape == (1, 3, 80, 68)
+    assert (upscale(net, lr, 4, tile=24, overlap=8) - whole).abs().max() <= 1e-4
+    assert (upscale(net, lr, 4, tile=20, overlap=8) - whole).abs().max() <= 1e-4
+
+
+def test_tiles_are_placed_where_they_belong():
+    """A per-pixel model (1x1 conv + pixel shuffle) gives the same output however the LR is tiled,
+    so any misplaced or mis-weighted tile shows up."""
+    from sr_training.infer import upscale
+
+    torch.manual_seed(0)
+    pointwise = torch.nn.Sequential(torch.nn.Conv2d(3, 48, 1), torch.nn.PixelShuffle(4), torch.nn.Sigmoid()).eval()
+    lr = torch.rand(1, 3, 19, 23, generator=torch.Generator().manual_seed(2))
+    whole = upscale(pointwise, lr, 4)
+    for tile, overlap in [(8, 3), (5, 0), (16, 15), (7, 2)]:
+        assert (upscale(pointwise, lr, 4, tile=tile, overlap=overlap) - whole).abs().max() < 1e-6, (tile, overlap)
+
+
+# --- evaluate -----------------------------------------------------------------------------------------------------------
+
+
+def _suite_checkpoint(path, iteration=7, name="tiny_rrdb_upos"):
+    import json
+
+    net = _tiny_rrdb()
+    ema = {k: v + 0.01 * torch.randn_like(v) if v.is_floating_point() else v for k, v in net.state_dict().items()}
+    cfg = {"name": name, "arch": {"type": "rrdb", "size": "tiny", "scale": 4}, "sampling": {"strategy": "upos"}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"iteration": iteration, "net_g": net.state_dict(), "ema": ema, "config": json.dumps(cfg)}, path)
+    return ema
+
+
+def _hggt_test_set(base):
+    from PIL import Image
+
+    from tests.hggt_fixture import make_hggt
+
+    labs = {"A": ["Positive", "Negative", "Positive", "Similar"], "B": ["Positive", "Negative", "Similar", "Similar"],
+            "C": ["Negative", "Negative", "Positive", "Positive"]}
+    root = make_hggt(base, {"g1": labs, "g2": labs}, size=32, batch=None)
+    (root / "Blind_LR").mkdir()
+    for stem in ("g1", "g2"):
+        Image.open(root / "images" / "original" / f"{stem}.png").resize((8, 8), Image.Resampling.BICUBIC).save(
+            root / "Blind_LR" / f"{stem}.png")
+    return root
+
+
+def test_evaluate_joins_each_output_to_its_run_and_checkpoint_and_rerun_adds_no_row(tmp_path):
+    from bench.scoring.images import ImageRef
+    from sr_training.evaluate import evaluate, load_test_set
+    from sr_training.infer import load_rgb
+
+    ckpt = tmp_path / "runs" / "tiny_rrdb_upos" / "checkpoints" / "iter_00000007.pt"
+    ema = _suite_checkpoint(ckpt)
+    root = _hggt_test_set(tmp_path / "test")
+    ts = load_test_set(root, "fixture")
+    # effective labels: 01 Positive (2 of 3), 02 Negative, 03 Positive (2 of 3), 04 Similar (2 of 3)
+    assert [(g.gt_index, g.label) for g in ts.items[0].gts] == [(0, "Original"), (1, "Positive"), (2, "Negative"),
+                                                                 (3, "Positive"), (4, "Similar")]
+    fr = "ref_id" in ImageRef.__dataclass_fields__
+    store = Store(tmp_path / "store")
+    evaluate(ckpt, root, store, metrics="entropy,psnr" if fr else "entropy", test_name="fixture", progress=False)
+    con = connect(store)
+    rows = con.execute("""
+        SELECT i.item, i.path, i.run_name, i.run_dir, i.iteration, i.checkpoint_sha256, i.weights, s.score
+        FROM images i JOIN scores_raw s ON s.image_id = i.image_id AND s.metric = 'entropy'
+        WHERE i.role = 'sr_output' ORDER BY i.item""").fetchall()
+    sha = hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    assert [(r[0], r[2], r[3], r[4], r[5], r[6]) for r in rows] == [
+        (g, "tiny_rrdb_upos", str(ckpt.parent.parent.resolve()), 7, sha, "ema") for g in ("g1", "g2")]
+    # the registered PNG is the EMA model's output on the fixed LR, computed here independently
+    net = _tiny_rrdb()
+    net.load_state_dict(ema)
+    for item, path, *_ in rows:
+        with torch.no_grad():
+            expected = (net(load_rgb(root / "Blind_LR" / f"{item}.png")).clamp(0, 1) * 255).round()
+        assert torch.equal(load_rgb(path) * 255, expected.float()) or (load_rgb(path) * 255 - expected).abs().max() < 0.51
+    # gold standard: the NR score of every effective Positive (01 and 03 of each group)
+    gold = con.execute("SELECT item, n_refs FROM eval_gold WHERE metric = 'entropy' ORDER BY item").fetchall()
+    assert gold == [("g1", 2), ("g2", 2)]
+    if fr:
+        multigt = con.execute("SELECT item, n_refs, complete FROM eval_fr_multigt WHERE metric = 'psnr'").fetchall()
+        assert sorted(multigt) == [("g1", 2, True), ("g2", 2, True)]
+
+    def counts():
+        return (con.execute("SELECT count(*) FROM read_parquet(?)", [str(store.root / "images" / "*.parquet")]).fetchone()[0],
+                con.execute("SELECT count(*) FROM scores_raw").fetchone()[0])
+
+    before = counts()
+    evaluate(ckpt, root, store, metrics="entropy,psnr" if fr else "entropy", test_name="fixture", progress=False)
+    assert counts() == before
+
+
+def test_evaluate_refuses_a_pickle_payload_without_running_it(tmp_path):
+    from bench.errors import StudyError
+    from sr_training.infer import load_model
+
+    marker = tmp_path / "payload-ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    bad = tmp_path / "evil.pt"
+    torch.save({"iteration": 1, "ema": Payload()}, bad)
+    with pytest.raises(StudyError, match="evil.pt"):
+        load_model(bad)
+    assert not marker.exists()
+
+
+def test_folder_test_set_matches_hr_by_name_and_checks_sizes(tmp_path):
+    from PIL import Image
+
+    from bench.errors import StudyError
+    from sr_training.evaluate import evaluate, load_test_set
+
+    for sub, size in (("lr_blind_x4", 8), ("hr", 32)):
+        (tmp_path / "set" / sub).mkdir(parents=True)
+        for name in ("a", "b"):
+            Image.new("RGB", (size, size), (10, 20, 30)).save(tmp_path / "set" / sub / f"{name}.png")
+    Image.new("RGB", (8, 8)).save(tmp_path / "set" / "lr_blind_x4" / "c.png")  # no HR: no reference
+    ts = load_test_set(tmp_path / "set")
+    assert [(it.item, [g.label for g in it.gts]) for it in ts.items] == [("a", ["HR"]), ("b", ["HR"]), ("c", [])]
+    Image.new("RGB", (30, 32)).save(tmp_path / "set" / "hr" / "b.png")
+    ckpt = tmp_path / "m.pt"
+    _suite_checkpoint(ckpt)
+    with pytest.raises(StudyError, match=r"hr/b.png: reference is 30x32, the SR output of b.png is 32x32"):
+        evaluate(ckpt, tmp_path / "set", Store(tmp_path / "s"), metrics="entropy", progress=False)

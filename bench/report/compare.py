@@ -1,0 +1,431 @@
+"""`iqa-study compare`: the paper's main table, perception-distortion plots and a crop grid, from the store.
+
+Definitions (every number is recomputed from the views of bench.store.eval_views):
+
+* A *run* is one evaluated model: (checkpoint_sha256, weights). Its label is the training run name,
+  with ``@iteration`` added when one name has several evaluated checkpoints.
+* Per test set and metric: an NR value is the mean over test images of the SR output's score; an
+  FR value is the mean over test images of the per-image average against every reference
+  (``eval_fr_multigt``, HGGT protocol; images whose references are not all scored are left out and
+  counted in the notes). "Gold standard" = mean over images of the NR scores of the references.
+* Delta = mean over the images both runs have of (run - baseline) per image; 95% CI = percentiles
+  2.5 / 97.5 of ``n_boot`` paired bootstrap resamples of those per-image differences (images
+  resampled with replacement, numpy default_rng(seed 0)).
+* Baseline: ``--baseline`` (a label or a unique run name), else the first (label order) run with
+  sampling 'upos' and no FT variant, else the first run; the table states which.
+* Ambiguity is refused, never resolved by picking a row: a run with two SR outputs for one image
+  (e.g. tiled and untiled), or a metric scored under two configurations for a test set's SR outputs.
+* P-D plots: PSNR and LPIPS-ST (y) against each NR metric (x), one point per run; runs of the same
+  arch and sampling are connected, the base run first, then its FT variants by name (a lambda sweep
+  is a set of FT variants). Crop grid: the window (1/3 of the image side, clamped to [64, 128] px and
+  to the image) where the
+  first reference has the most gradient energy, from the LR (bicubic), each run and that reference,
+  with PSNR / LPIPS-ST (pyiqa, on the crop, against the reference crop) and the first NR metrics
+  computed on the crop.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from bench.errors import StudyError  # noqa: E402
+from bench.store import Store  # noqa: E402
+from bench.store.views import connect  # noqa: E402
+
+FR_ORDER = ("psnr", "ssim", "stlpips", "lpips", "dists")
+DISPLAY = {"psnr": "PSNR", "ssim": "SSIM", "stlpips": "LPIPS-ST", "lpips": "LPIPS", "dists": "DISTS", "musiq": "MUSIQ",
+           "nima": "NIMA", "qalign": "Q-Align", "topiq_nr": "TOPIQ", "niqe": "NIQE", "piqe": "PIQE", "entropy": "Entropy"}
+SAMPLING_ORDER = ("original", "uniform_all", "upos", "sma", "smp", "amo")
+GOLD = "Gold standard"
+
+
+def _name(metric: str) -> str:
+    return DISPLAY.get(metric, metric)
+
+
+def bootstrap_ci(diffs: np.ndarray, n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95% percentile CI of the mean of paired per-image differences."""
+    diffs = np.asarray(diffs, dtype=float)
+    if len(diffs) == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = diffs[rng.integers(0, len(diffs), size=(n_boot, len(diffs)))].mean(axis=1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+# --- data ---------------------------------------------------------------------------------------------------------------
+
+
+def load_per_image(store: Store, test_set: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame, list[tuple]]:
+    """(per-image scores of every run and of the Gold standard, run table, notes as (test set or None, text))."""
+    con = connect(store)
+    where, args = ("WHERE test_set = ?", [test_set]) if test_set else ("", [])
+    df = con.execute(f"SELECT * FROM runs_eval {where}", args).df()
+    if df.empty:
+        raise StudyError(f"{store.root}: no evaluated SR outputs{' for test set ' + repr(test_set) if test_set else ''} "
+                         f"(run `iqa-study evaluate` first)")
+    notes = []
+    dup = (df.drop_duplicates(["checkpoint_sha256", "weights", "test_set", "item", "image_id"])
+           .groupby(["checkpoint_sha256", "weights", "test_set", "item"]).size())
+    if (dup > 1).any():
+        (sha, weights, ts, item) = dup[dup > 1].index[0]
+        name = df.loc[df["checkpoint_sha256"] == sha, "run_name"].iloc[0]
+        raise StudyError(f"run {name} ({weights}, checkpoint {sha[:12]}) has {int(dup.max())} different SR outputs for "
+                         f"'{item}' of test set {ts} (evaluated with different --tile?); keep one store per setting")
+    bad = df[df["status"] != "ok"]
+    if len(bad):
+        for (ts, metric, status), g in bad.groupby(["test_set", "metric", "status"]):
+            notes.append((ts, f"{len(g)} {_name(metric)} image score(s) left out ({status}"
+                              f"{': ' + str(g['error'].dropna().iloc[0]) if g['error'].notna().any() else ''})"))
+    df = df[df["status"] == "ok"]
+    configs = df.groupby(["test_set", "metric"])["config_hash"].nunique()
+    if (configs > 1).any():
+        ts, metric = configs[configs > 1].index[0]
+        hashes = sorted(df[(df.test_set == ts) & (df.metric == metric)]["config_hash"].unique())
+        raise StudyError(f"test set {ts}: metric {metric} was scored under {len(hashes)} configurations "
+                         f"({', '.join(hashes)}); compare needs one (score again with one setting, or one store each)")
+    runs = (df.drop_duplicates(["checkpoint_sha256", "weights"])
+            [["checkpoint_sha256", "weights", "run_name", "iteration", "arch", "sampling", "ft_variant", "run_dir"]]
+            .reset_index(drop=True))
+    counts = runs["run_name"].value_counts()
+    runs["label"] = [f"{r.run_name}@{int(r.iteration)}" if counts[r.run_name] > 1 and pd.notna(r.iteration)
+                     else r.run_name for r in runs.itertuples()]
+    if runs["label"].duplicated().any():
+        runs["label"] = [f"{r.label}#{r.checkpoint_sha256[:8]}-{r.weights}" for r in runs.itertuples()]
+    df = df.merge(runs[["checkpoint_sha256", "weights", "label"]], on=["checkpoint_sha256", "weights"])
+    per = df[["label", "test_set", "item", "metric", "config_hash", "lower_better", "kind", "score"]]
+    used = per[["test_set", "metric", "config_hash"]].drop_duplicates()
+    gold = con.execute(f"SELECT * FROM eval_gold {where}", args).df().merge(used, on=["test_set", "metric", "config_hash"])
+    gold = gold.assign(label=GOLD, kind="NR")[per.columns]
+    random = con.execute("SELECT DISTINCT metric FROM eval_scores WHERE random_init").fetchall()
+    if random:
+        notes.append((None, f"random-init (NOT quality) scores present for: {', '.join(r[0] for r in random)}"))
+    return pd.concat([per, gold], ignore_index=True), runs, notes
+
+
+def _order(runs: pd.DataFrame) -> list[str]:
+    key = lambda r: (str(r.arch), SAMPLING_ORDER.index(r.sampling) if r.sampling in SAMPLING_ORDER else 99,  # noqa: E731
+                     pd.notna(r.ft_variant), str(r.ft_variant), str(r.label))
+    return [r.label for r in sorted(runs.itertuples(), key=key)]
+
+
+def pick_baseline(runs: pd.DataFrame, baseline: str | None) -> tuple[str, str]:
+    """(label, why)."""
+    if baseline:
+        hit = runs[(runs["label"] == baseline) | (runs["run_name"] == baseline)]
+        if len(hit) == 1:
+            return hit["label"].iloc[0], "--baseline"
+        what = "matches several runs" if len(hit) else "matches no evaluated run"
+        raise StudyError(f"--baseline {baseline!r} {what}; evaluated runs: {', '.join(sorted(runs['label']))}")
+    upos = runs[(runs["sampling"] == "upos") & runs["ft_variant"].isna()].sort_values("label")
+    if len(upos):
+        return upos["label"].iloc[0], "first UPos run without FT (default rule)"
+    return sorted(runs["label"])[0], "no UPos run: first run by label (default rule)"
+
+
+def metric_order(metrics) -> list[str]:
+    fr = [m for m in FR_ORDER if m in set(metrics)]
+    return fr + sorted(m for m in set(metrics) if m not in fr)
+
+
+def compare_table(per: pd.DataFrame, runs: pd.DataFrame, test_set: str, baseline: str, n_boot: int = 2000) -> pd.DataFrame:
+    """One row per run (+ Gold standard): n_images, mean per metric, delta vs baseline with CI."""
+    d = per[per["test_set"] == test_set]
+    metrics = metric_order(d["metric"].unique())
+    wide = d.pivot_table(index=["label", "item"], columns="metric", values="score", aggfunc="first")
+    labels = [lab for lab in _order(runs) if lab in wide.index.get_level_values(0)]
+    if GOLD in wide.index.get_level_values(0):
+        labels.append(GOLD)
+    base = wide.loc[baseline] if baseline in wide.index.get_level_values(0) else None
+    rows = []
+    for lab in labels:
+        w = wide.loc[lab]
+        row = {"run": lab, "n_images": int(len(w))}
+        for m in metrics:
+            col = w[m].dropna() if m in w else pd.Series(dtype=float)
+            row[m] = float(col.mean()) if len(col) else np.nan
+        for m in metrics:
+            if base is None or m not in w or m not in base or lab == baseline:
+                row[f"d_{m}"] = row[f"d_{m}_lo"] = row[f"d_{m}_hi"] = np.nan
+                continue
+            pair = pd.concat([w[m], base[m]], axis=1, keys=["run", "base"]).dropna()
+            diffs = (pair["run"] - pair["base"]).to_numpy()
+            row[f"d_{m}"] = float(diffs.mean()) if len(diffs) else np.nan
+            row[f"d_{m}_lo"], row[f"d_{m}_hi"] = bootstrap_ci(diffs, n_boot) if len(diffs) else (np.nan, np.nan)
+            row[f"n_{m}_paired"] = len(diffs)
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    meta = runs.set_index("label")
+    for col in ("arch", "sampling", "ft_variant", "iteration", "checkpoint_sha256", "weights"):
+        out[col] = [meta[col].get(lab) if lab in meta.index else None for lab in out["run"]]
+    out.attrs["metrics"] = metrics
+    out.attrs["lower_better"] = d.groupby("metric")["lower_better"].first().to_dict()
+    return out
+
+
+def _digits(metric: str) -> int:
+    return 2 if metric in ("psnr", "musiq", "piqe", "brisque", "nima", "qalign") else 3
+
+
+def _fmt(v, metric: str) -> str:
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return "–"
+    return f"{v:.{_digits(metric)}f}"
+
+
+def _markdown(df: pd.DataFrame) -> str:
+    cells = [list(map(str, df.columns))] + [[str(v) for v in row] for row in df.itertuples(index=False)]
+    lines = ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cells]
+    lines.insert(1, "|" + "|".join("---" for _ in df.columns) + "|")
+    return "\n".join(lines)
+
+
+def display_table(t: pd.DataFrame) -> pd.DataFrame:
+    """Human-readable: 'mean' and 'delta [lo, hi]' per metric, arrows for the better direction."""
+    metrics, lb = t.attrs["metrics"], t.attrs["lower_better"]
+    rows = []
+    for r in t.to_dict("records"):
+        row = {"run": r["run"], "n": r["n_images"]}
+        for m in metrics:
+            row[f"{_name(m)} {'↓' if lb.get(m) else '↑'}"] = _fmt(r[m], m)
+        for m in metrics:
+            if not np.isnan(r.get(f"d_{m}", np.nan)):
+                dg = _digits(m)
+                row[f"Δ{_name(m)} [95% CI]"] = f"{r[f'd_{m}']:+.{dg}f} [{r[f'd_{m}_lo']:+.{dg}f}, {r[f'd_{m}_hi']:+.{dg}f}]"
+            else:
+                row[f"Δ{_name(m)} [95% CI]"] = "–"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# --- figures ------------------------------------------------------------------------------------------------------------
+
+
+def pd_plot(t: pd.DataFrame, test_set: str, out_dir: Path, note: str = "") -> list[Path]:
+    """PSNR and LPIPS-ST (rows) against each NR metric (columns); PNG + SVG + CSV. [] if no FR/NR pair."""
+    metrics, lb = t.attrs["metrics"], t.attrs["lower_better"]
+    ys = [m for m in ("psnr", "stlpips") if m in metrics]
+    xs = [m for m in metrics if m not in FR_ORDER]
+    if not ys or not xs:
+        return []
+    runs = t[t["run"] != GOLD]
+    gold = t[t["run"] == GOLD]
+    fig, axes = plt.subplots(len(ys), len(xs), figsize=(4.2 * len(xs), 3.6 * len(ys)), squeeze=False)
+    colors = plt.get_cmap("tab10")
+    series = {}
+    for r in runs.itertuples():
+        series.setdefault((r.arch, r.sampling), []).append(r)
+    for i, y in enumerate(ys):
+        for j, x in enumerate(xs):
+            ax = axes[i][j]
+            for k, ((arch, sampling), rs) in enumerate(series.items()):
+                rs = sorted(rs, key=lambda r: (pd.notna(r.ft_variant), str(r.ft_variant)))
+                xv, yv = [getattr(r, x) for r in rs], [getattr(r, y) for r in rs]
+                ax.plot(xv, yv, "-o", color=colors(k % 10), ms=6, lw=1.2, label=f"{arch} {sampling}")
+                for r, a, b in zip(rs, xv, yv):
+                    ax.annotate(r.run, (a, b), textcoords="offset points", xytext=(4, 4), fontsize=7)
+            if len(gold) and not np.isnan(gold[x].iloc[0]):
+                ax.axvline(gold[x].iloc[0], color="goldenrod", ls="--", lw=1, label=GOLD)
+            ax.set_xlabel(f"{_name(x)} {'↓' if lb.get(x) else '↑'} (NR, SR output)")
+            ax.set_ylabel(f"{_name(y)} {'↓' if lb.get(y) else '↑'} (vs references)")
+            ax.grid(alpha=0.3)
+            if i == 0 and j == 0:
+                ax.legend(fontsize=7, loc="best")
+    fig.suptitle(f"Perception-distortion, test set {test_set}" + (f"\n{note}" if note else ""), fontsize=9)
+    fig.tight_layout()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    png, svg = out_dir / f"pd_{test_set}.png", out_dir / f"pd_{test_set}.svg"
+    fig.savefig(png, dpi=130)
+    fig.savefig(svg)
+    plt.close(fig)
+    t[["run", "arch", "sampling", "ft_variant", *ys, *xs]].to_csv(out_dir / f"pd_{test_set}.csv", index=False)
+    return [png, svg]
+
+
+def _load(path: str) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def _crop_box(ref: np.ndarray, scale_hint: int = 4) -> tuple[int, int, int]:
+    """(top, left, size): the window with the most gradient energy in the reference (module docstring)."""
+    h, w = ref.shape[:2]
+    side = min(h, w)
+    size = max(scale_hint, min(side, max(64, min(128, side // 3))) // scale_hint * scale_hint)
+    gray = ref.astype(np.float64).mean(axis=2)
+    energy = np.zeros_like(gray)
+    energy[:, 1:] += np.abs(np.diff(gray, axis=1))
+    energy[1:, :] += np.abs(np.diff(gray, axis=0))
+    integral = np.pad(energy, ((1, 0), (1, 0))).cumsum(0).cumsum(1)
+    step = max(scale_hint, size // 4 // scale_hint * scale_hint)
+    best = (-1.0, 0, 0)
+    for top in range(0, h - size + 1, step):
+        for left in range(0, w - size + 1, step):
+            e = (integral[top + size, left + size] - integral[top, left + size] - integral[top + size, left]
+                 + integral[top, left])
+            if e > best[0]:
+                best = (e, top, left)
+    return best[1], best[2], size
+
+
+def _crop_scores(crops: dict[str, np.ndarray], ref: np.ndarray, nr: list[str]) -> tuple[dict[str, str], list[str]]:
+    """Per panel a text line with pyiqa scores of the crop; notes for metrics that failed on a crop."""
+    import torch
+
+    from bench.metrics import factory
+    from bench.metrics.table import get
+    from bench.metrics.weights import is_available
+
+    def tensor(a):
+        return torch.from_numpy(a.astype(np.float32) / 255).permute(2, 0, 1)[None]
+
+    wanted = [m for m in ("psnr", "stlpips") if is_available(get(m))] + nr[:2]  # LPIPS-ST needs >= ~40 px crops
+    created, notes = {}, []
+    for m in wanted:
+        try:
+            created[m] = factory.create(get(m), "cpu")
+        except (StudyError, ImportError, OSError) as exc:
+            notes.append(f"crop {_name(m)} not shown: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+    text = {}
+    ref_t = tensor(ref)
+    for label, crop in crops.items():
+        parts = []
+        for m, metric in created.items():
+            spec = get(m)
+            try:
+                with torch.no_grad():
+                    v = float(metric(tensor(crop), ref_t) if spec.mode == "FR" else metric(tensor(crop)))
+            except (RuntimeError, ValueError, IndexError, np.linalg.LinAlgError) as exc:
+                notes.append(f"crop {_name(m)} of {label}: {type(exc).__name__}: {str(exc).splitlines()[0][:80]}")
+                continue
+            if spec.mode == "FR" and label == "reference":
+                continue
+            parts.append(f"{_name(m)} {v:.2f}" if m in ("psnr", "piqe", "musiq") else f"{_name(m)} {v:.3f}")
+        text[label] = ", ".join(parts)
+    return text, sorted(set(notes))
+
+
+def crop_grid(store: Store, per: pd.DataFrame, t: pd.DataFrame, test_set: str, out_dir: Path,
+              item: str | None = None) -> tuple[Path | None, list[str]]:
+    con = connect(store)
+    refs = con.execute("SELECT item, ref_path, gt_index, label FROM eval_refs WHERE test_set = ? ORDER BY item, gt_index",
+                       [test_set]).df()
+    if refs.empty:
+        return None, [f"{test_set}: no references, so no crop grid"]
+    item = item or refs["item"].iloc[0]
+    ref_rows = refs[refs["item"] == item]
+    if ref_rows.empty:
+        raise StudyError(f"--crop-item {item!r}: not a test image with a reference in test set {test_set}")
+    ref = _load(ref_rows["ref_path"].iloc[0])
+    outs = con.execute("SELECT DISTINCT checkpoint_sha256, weights, path FROM images WHERE role = 'sr_output' "
+                       "AND test_set = ? AND item = ?", [test_set, item]).df()
+    lr = con.execute("SELECT path FROM images WHERE role = 'lr' AND test_set = ? AND item = ? LIMIT 1",
+                     [test_set, item]).fetchone()
+    top, left, size = _crop_box(ref)
+    crops: dict[str, np.ndarray] = {}
+    if lr:
+        with Image.open(lr[0]) as im:
+            up = np.asarray(im.convert("RGB").resize((ref.shape[1], ref.shape[0]), Image.Resampling.BICUBIC))
+        crops["LR (bicubic)"] = up[top:top + size, left:left + size]
+    labels = t[t["run"] != GOLD][["run", "checkpoint_sha256", "weights"]]
+    for r in labels.itertuples():
+        hit = outs[(outs.checkpoint_sha256 == r.checkpoint_sha256) & (outs.weights == r.weights)]
+        if len(hit):
+            crops[r.run] = _load(hit["path"].iloc[0])[top:top + size, left:left + size]
+    ref_label = f"GT ({ref_rows['label'].iloc[0]}{'' if pd.isna(ref_rows['gt_index'].iloc[0]) else ' ' + str(int(ref_rows['gt_index'].iloc[0]))})"
+    crops["reference"] = ref[top:top + size, left:left + size]
+    nr = [m for m in t.attrs["metrics"] if m not in FR_ORDER]
+    text, notes = _crop_scores(crops, crops["reference"], nr)
+    n = len(crops)
+    cols = min(n, 4)
+    nrows = -(-n // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(3.1 * cols, 3.5 * nrows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, (label, crop) in zip(axes.ravel(), crops.items()):
+        ax.imshow(crop, interpolation="nearest")
+        ax.set_title((ref_label if label == "reference" else label) + "\n" + text.get(label, ""), fontsize=7)
+    fig.suptitle(f"{test_set} / {item}: crop {size}x{size} at (top {top}, left {left}); scores computed on the crop",
+                 fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1, 0.9 if nrows == 1 else 0.95))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    png = out_dir / f"crops_{test_set}.png"
+    fig.savefig(png, dpi=130)
+    plt.close(fig)
+    return png, notes
+
+
+# --- the report ---------------------------------------------------------------------------------------------------------
+
+
+def _test_set_notes(store: Store, test_set: str) -> list[str]:
+    con = connect(store)
+    rows = con.execute("SELECT config FROM runs WHERE kind = 'evaluate'").fetchall() if _has_runs(con) else []
+    notes = set()
+    for (cfg,) in rows:
+        c = json.loads(cfg) if isinstance(cfg, str) else cfg
+        if c.get("test_set") != test_set:
+            continue
+        if c.get("synthetic"):
+            notes.add("SYNTHETIC test data (generated images and synthetic labels: not a benchmark)")
+        notes.add(f"NR metrics: {c.get('nr_metrics_why')}")
+        notes.add(f"FR metrics: {c.get('fr_metrics_why')}")
+    return sorted(notes)
+
+
+def _has_runs(con) -> bool:
+    cols = [r[0] for r in con.execute("DESCRIBE runs").fetchall()]
+    return "kind" in cols and "config" in cols
+
+
+def write_compare(store: Store, out: Path, baseline: str | None = None, test_set: str | None = None,
+                  n_boot: int = 2000, crop_item: str | None = None, title: str = "iqa-study compare",
+                  preamble: list[str] = ()) -> list[Path]:
+    """compare.md, compare.csv, compare.html and the figures in ``out``; returns the written paths."""
+    if n_boot < 1:
+        raise StudyError(f"--n-boot {n_boot}: expected >= 1")
+    per, runs, notes = load_per_image(store, test_set)
+    base, why = pick_baseline(runs, baseline)
+    out.mkdir(parents=True, exist_ok=True)
+    tables, md, body, written = [], [f"# {title}", "", *[f"> {p}" for p in preamble], ""], [], []
+    body += [f"<p class=note>{html.escape(p)}</p>" for p in preamble]
+    for ts in sorted(per["test_set"].unique()):
+        t = compare_table(per, runs, ts, base, n_boot)
+        shown = display_table(t)
+        t.insert(0, "test_set", ts)
+        tables.append(t)
+        ts_notes = [*_test_set_notes(store, ts), *[text for where, text in notes if where in (ts, None)]]
+        head = f"Test set {ts}: baseline for Δ = {base} ({why}); Δ = mean paired per-image difference, 95% paired bootstrap CI ({n_boot} resamples)"
+        figs = pd_plot(t, ts, out, note="; ".join(n for n in ts_notes if n.startswith("SYNTHETIC")))
+        grid, grid_notes = crop_grid(store, per, t, ts, out, crop_item)
+        written += figs + ([grid] if grid else [])
+        md += [f"## {ts}", "", head, "", *[f"- {n}" for n in ts_notes + grid_notes], "", _markdown(shown), ""]
+        md += [f"![perception-distortion]({p.name})" for p in figs if p.suffix == ".png"]
+        md += [f"![crop grid]({grid.name})", ""] if grid else [""]
+        body += [f"<h2>{html.escape(ts)}</h2>", f"<p>{html.escape(head)}</p>",
+                 "<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in ts_notes + grid_notes) + "</ul>",
+                 shown.to_html(index=False, escape=True, border=0, classes="t")]
+        body += [f'<p><img src="{p.name}" alt="perception-distortion plot {html.escape(ts)}"> '
+                 f'(<a href="{p.with_suffix(".svg").name}">SVG</a>)</p>' for p in figs if p.suffix == ".png"]
+        if grid:
+            body.append(f'<p><img src="{grid.name}" alt="crop grid {html.escape(ts)}"></p>')
+    pd.concat(tables, ignore_index=True).to_csv(out / "compare.csv", index=False)
+    (out / "compare.md").write_text("\n".join(md) + "\n")
+    (out / "compare.html").write_text(
+        f"<!doctype html><html><head><meta charset=utf-8><title>{html.escape(title)}</title><style>"
+        "body{font-family:sans-serif;max-width:1200px;margin:2em auto}table.t{border-collapse:collapse;font-size:13px}"
+        ".t td,.t th{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right}img{max-width:100%}"
+        f".note{{background:#fff3cd;padding:6px}}</style></head><body><h1>{html.escape(title)}</h1>"
+        + "\n".join(body) + '<p>Data: <a href="compare.csv">compare.csv</a> (means, deltas and CI bounds per metric)</p>'
+        "</body></html>\n")
+    return [out / "compare.md", out / "compare.csv", out / "compare.html", *written]

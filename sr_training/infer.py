@@ -1,0 +1,183 @@
+"""Load an SR model for inference, and run it whole or in overlapping tiles.
+
+Models (``load_model``), every file read with ``torch.load(weights_only=True)`` (or safetensors),
+never with TorchScript or unrestricted pickle:
+
+* this suite's training checkpoint (contract C5: ``iteration``, ``net_g``, ``ema``, ``config``):
+  the generator is rebuilt from the saved config (``arch``) and loaded with the EMA weights by
+  default (``which='net_g'`` for the raw ones);
+* any other state dict spandrel recognises (official SwinIR / Real-ESRGAN x4 files, BasicSR
+  ``params_ema`` wrappers, a merged FT model from ``iqa-study merge``): the architecture is
+  detected by spandrel from the weights. A JSON sidecar ``<file>.json`` next to it, when present,
+  supplies the provenance fields (run_name, sampling, ft_variant, iteration, ...).
+
+Tiling (``upscale``): the LR is cut into ``tile`` x ``tile`` windows whose origins step by
+``tile - overlap`` (the last window is flush with the border), each window is super-resolved on
+its own and the outputs are averaged where windows overlap - the scheme of SwinIR's
+``main_test_swinir.py`` (function ``test``, ``args.tile``/``args.tile_overlap``). A tile at least as
+large as the image is one window: the output is exactly the untiled one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from bench.errors import StudyError
+
+INFO_FIELDS = ("run_name", "run_dir", "arch", "sampling", "ft_variant", "iteration", "checkpoint_sha256", "weights")
+
+
+@dataclass
+class LoadedModel:
+    net: torch.nn.Module
+    scale: int
+    info: dict = field(default_factory=dict)  # INFO_FIELDS + 'source' ('suite' | 'spandrel')
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _read_state(path: Path, map_location) -> dict:
+    if path.suffix.lower() == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path), device=str(map_location))
+    try:
+        from sr_training.checkpoint import load_checkpoint  # C5 loader: one-line errors on pickles / truncation
+    except ImportError:
+        load_checkpoint = None
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:  # one line below
+        if load_checkpoint is not None:
+            load_checkpoint(path, map_location)
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise StudyError(f"--checkpoint {path}: cannot be read with torch.load(weights_only=True) ({first})") from None
+
+
+def _suite_info(state: dict, path: Path, which: str) -> tuple[dict, dict]:
+    """(config dict, provenance info) of a suite training checkpoint."""
+    cfg = state["config"]
+    if isinstance(cfg, str):  # C5: the resolved TrainConfig as a JSON string
+        try:
+            cfg = json.loads(cfg)
+        except json.JSONDecodeError as exc:
+            raise StudyError(f"--checkpoint {path}: field 'config' is not JSON ({exc.msg})") from None
+    if not isinstance(cfg, dict) or "arch" not in cfg:
+        raise StudyError(f"--checkpoint {path}: field 'config' has no 'arch' section")
+    ft = cfg.get("ft") if isinstance(cfg.get("ft"), dict) else None
+    run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    info = {"run_name": cfg.get("name") or path.stem, "run_dir": str(run_dir.resolve()),
+            "arch": f"{cfg['arch'].get('type')}-{cfg['arch'].get('size', 'full')}",
+            "sampling": (cfg.get("sampling") or {}).get("strategy"),
+            "ft_variant": (ft.get("variant") or cfg.get("name")) if ft else None,
+            "iteration": int(state["iteration"]) if "iteration" in state else None, "weights": which}
+    return cfg, info
+
+
+def load_model(path: str | Path, which: str = "ema", device: str | torch.device = "cpu") -> LoadedModel:
+    """A model ready for ``upscale`` (eval mode, no grad), with its provenance (module docstring)."""
+    path = Path(path)
+    if not path.is_file():
+        raise StudyError(f"--checkpoint {path}: file does not exist")
+    state = _read_state(path, "cpu")
+    sha = sha256_file(path)
+    if isinstance(state, dict) and "config" in state and ("ema" in state or "net_g" in state):
+        from sr_training.archs import build_generator
+        from sr_training.config import ArchConfig
+
+        if which not in state:
+            raise StudyError(f"--checkpoint {path}: no weights '{which}' in it (has: "
+                             f"{', '.join(k for k in ('ema', 'net_g') if k in state)})")
+        cfg, info = _suite_info(state, path, which)
+        arch = ArchConfig.model_validate({**cfg["arch"], "pretrained": None})
+        net = build_generator(arch)
+        try:
+            net.load_state_dict(state[which], strict=True)
+        except RuntimeError as exc:
+            raise StudyError(f"--checkpoint {path}: '{which}' weights do not fit the saved arch "
+                             f"({str(exc).splitlines()[0]})") from None
+        scale, info["source"] = arch.scale, "suite"
+    elif isinstance(state, dict) and any("lora_" in k for k in state) and "iteration" in state:
+        raise StudyError(f"--checkpoint {path}: an adapter-only FT checkpoint; merge it into a plain model first "
+                         f"(`iqa-study merge --checkpoint {path} -o model.pth`)")
+    else:
+        from spandrel import ModelLoader, UnsupportedModelError, canonicalize_state_dict
+
+        try:
+            desc = ModelLoader().load_from_state_dict(canonicalize_state_dict(state))
+        except (UnsupportedModelError, KeyError, ValueError, RuntimeError, TypeError) as exc:
+            raise StudyError(f"--checkpoint {path}: neither a suite checkpoint nor a model spandrel recognises "
+                             f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+        net, scale = desc.model, int(desc.scale)
+        info = {"run_name": path.stem, "run_dir": str(path.parent.resolve()), "arch": desc.architecture.id,
+                "sampling": None, "ft_variant": None, "iteration": None, "weights": "file", "source": "spandrel"}
+        sidecar = path.with_name(path.name + ".json")
+        if sidecar.is_file():
+            try:
+                meta = json.loads(sidecar.read_text())
+            except json.JSONDecodeError as exc:
+                raise StudyError(f"{sidecar}: invalid JSON ({exc.msg})") from None
+            info |= {k: meta[k] for k in INFO_FIELDS if k in meta and k != "checkpoint_sha256"}
+    info["checkpoint_sha256"] = sha
+    net = net.to(device).eval().requires_grad_(False)
+    return LoadedModel(net, scale, info)
+
+
+@torch.no_grad()
+def upscale(net: torch.nn.Module, lr: torch.Tensor, scale: int, tile: int | None = None, overlap: int = 16) -> torch.Tensor:
+    """SR of ``lr`` (N,3,h,w in [0,1]) -> (N,3,h*scale,w*scale) clamped to [0,1]; tiled when ``tile`` is set."""
+    n, c, h, w = lr.shape
+    if not tile or (tile >= h and tile >= w):
+        return net(lr).clamp_(0, 1)
+    if overlap < 0 or overlap >= tile:
+        raise StudyError(f"--tile {tile} with overlap {overlap}: need 0 <= overlap < tile")
+    th, tw = min(tile, h), min(tile, w)
+
+    def origins(size: int, t: int) -> list[int]:
+        step = t - overlap if t < size else size
+        starts = list(range(0, size - t, step)) + [size - t]
+        return sorted(set(starts))
+
+    out = lr.new_zeros(n, c, h * scale, w * scale)
+    weight = lr.new_zeros(1, 1, h * scale, w * scale)
+    for y in origins(h, th):
+        for x in origins(w, tw):
+            sr = net(lr[..., y:y + th, x:x + tw])
+            out[..., y * scale:(y + th) * scale, x * scale:(x + tw) * scale] += sr
+            weight[..., y * scale:(y + th) * scale, x * scale:(x + tw) * scale] += 1
+    return (out / weight).clamp_(0, 1)
+
+
+def load_rgb(path: str | Path) -> torch.Tensor:
+    """(1,3,H,W) float32 in [0,1] from an 8-bit image file."""
+    try:
+        with Image.open(path) as im:
+            arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+    except (OSError, ValueError) as exc:
+        raise StudyError(f"{path}: cannot read image ({exc})") from None
+    return torch.from_numpy(arr).permute(2, 0, 1)[None].contiguous()
+
+
+def save_png(t: torch.Tensor, path: str | Path) -> Path:
+    """(1,3,H,W) or (3,H,W) in [0,1] -> 8-bit RGB PNG, x*255 rounded to the nearest integer; written atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arr = (t.detach().reshape(-1, *t.shape[-2:]).permute(1, 2, 0).cpu().numpy() * 255.0).round().clip(0, 255)
+    tmp = path.with_name(f".tmp-{path.name}")
+    Image.fromarray(arr.astype(np.uint8)).save(tmp, format="PNG")
+    tmp.replace(path)
+    return path
