@@ -128,7 +128,7 @@ def test_failing_image_becomes_a_row_and_the_run_continues(tmp_path, sample_mani
     n_images = len(set(df["image_a_id"]) | set(df["image_b_id"]))
     assert summary.error == 1 and summary.ok == n_images - 1
     bad = connect(store).execute("SELECT status, error FROM scores WHERE status <> 'ok'").df()
-    assert list(bad["status"]) == ["error"] and bad["error"].iloc[0].startswith("decode:")
+    assert list(bad["status"]) == ["error"] and bad["error"].iloc[0].startswith("changed: file content hash")
 
 
 class _NaNOnSecond(torch.nn.Module):

@@ -64,15 +64,20 @@ def create(
     as_loss: bool = False,
     random_init: bool = False,
     kwargs: dict | None = None,
+    cache: bool = True,
 ):
-    """Return a cached ``pyiqa`` InferenceModel for ``spec`` on ``device``.
+    """Return a ``pyiqa`` InferenceModel for ``spec`` on ``device``, cached for the process.
+
+    ``cache=False`` builds a fresh object that nothing here keeps a reference to, so the caller
+    can release it (the scoring engine does, to keep one metric resident at a time; see
+    ``release``).
 
     ``random_init=True`` builds the architecture with random weights (plumbing and gradient
     tests, AMO/FT smoke runs); it is only allowed for entries whose table row says how.
     """
     kwargs = dict(kwargs or {})
     key = (spec.name, str(device), as_loss, random_init, json.dumps(kwargs, sort_keys=True, default=str))
-    if key in _CACHE:
+    if cache and key in _CACHE:
         return _CACHE[key]
     import pyiqa
 
@@ -93,5 +98,15 @@ def create(
         if "pretrained_model_path" not in kwargs and weights.pretrained_path(spec) is not None:
             kwargs["pretrained_model_path"] = str(weights.pretrained_path(spec))
         metric = pyiqa.create_metric(spec.name, as_loss=as_loss, device=device, **kwargs)
-    _CACHE[key] = metric
+    if cache:
+        _CACHE[key] = metric
     return metric
+
+
+def release(device: str | torch.device | None = None) -> None:
+    """Free what a released metric held: ``gc.collect()`` and, on CUDA, ``torch.cuda.empty_cache()``."""
+    import gc
+
+    gc.collect()
+    if device is not None and str(device).startswith("cuda") and torch.cuda.is_available():
+        torch.cuda.empty_cache()
