@@ -59,6 +59,26 @@ def sample_manifest(tmp_path_factory) -> Path:
     return schema.write(sample.build_sample(out), out / "manifest.parquet")
 
 
+@pytest.fixture(scope="session")
+def niqe_plumbing_params() -> list[Path]:
+    """NIQE parameters for tests that need NIQE to *run* (a differentiable NR metric for plumbing,
+    resume, AMO/FT smoke), not its real values: the real BasicSR parameters when ../shared has
+    them, else a synthetic set (mean 0, identity covariance) written where the real file would go.
+    Tests that assert real NIQE numbers use ``niqe_params`` instead."""
+    from bench.metrics.weights import niqe_mat_path, seed_niqe
+
+    real = SHARED / "data" / "niqe" / "niqe_pris_params.npz"
+    if real.is_file():
+        return seed_niqe(real)
+    import numpy as np
+    import scipy.io
+
+    target = niqe_mat_path()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    scipy.io.savemat(target, {"mu_prisparam": np.zeros((1, 36)), "cov_prisparam": np.eye(36)})
+    return [target]
+
+
 @pytest.fixture
 def store_dir(tmp_path) -> Path:
     return tmp_path / "store"

@@ -193,3 +193,20 @@ def test_importer_help_describes_its_layout(importer, expected):
     assert done.returncode == 0, done.stderr
     for text in expected:
         assert text in done.stdout, (text, done.stdout)
+
+
+def test_sbs180k_bad_votes_paths_and_encoding_are_one_line(tmp_path, root):
+    from bench.manifests import sbs180k
+
+    head = "pair_id,left_path,right_path,votes_left,votes_right,split\n"
+    (root / "pairs.csv").write_bytes(("\ufeff" + head + "p1,imgs/a.png,imgs/b.png,1,4,test\n").encode())
+    assert list(sbs180k.sbs180k(root)["pref"]) == ["b"]  # a byte-order mark is fine
+    (root / "pairs.csv").write_text(head + "p1,imgs/a.png,imgs/b.png,1,4,test\np2,imgs/a.png,imgs/c.png,1e30,4,test\n")
+    with pytest.raises(ManifestError, match=r"pairs.csv: row 3: column 'votes_left' = .*at most 2147483647"):
+        sbs180k.sbs180k(root)
+    (root / "pairs.csv").write_text(head + "p1,imgs/a.png,../../b.png,1,4,test\n")
+    with pytest.raises(ManifestError, match=r"pairs.csv: row 2: column 'right_path': '../../b.png' contains '..'"):
+        sbs180k.sbs180k(root)
+    (root / "pairs.csv").write_bytes((head + "p1,imgs/a.png,imgs/b\xe9.png,1,4,test\n").encode("latin-1"))
+    with pytest.raises(ManifestError, match=r"pairs.csv: not UTF-8 text"):
+        sbs180k.sbs180k(root)

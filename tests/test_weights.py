@@ -211,3 +211,12 @@ def test_require_shared_turns_the_skip_into_a_failure(monkeypatch, tmp_path):
     monkeypatch.setenv("IQA_STUDY_REQUIRE_SHARED", "1")
     with pytest.raises(pytest.fail.Exception, match="IQA_STUDY_REQUIRE_SHARED=1"):
         conftest.shared_path("niqe")
+
+
+def test_niqe_plumbing_params_make_niqe_score(niqe_plumbing_params):
+    """Runs with or without ../shared: NIQE builds from the seeded file and scores a real photo."""
+    from bench.manifests.sample import bundled_photo
+
+    metric = factory.create(get("niqe"), "cpu")
+    x = torch.from_numpy(np.array(bundled_photo("astronaut.png"))).permute(2, 0, 1)[None].float() / 255
+    assert torch.isfinite(metric(x[..., :192, :192])).all()
