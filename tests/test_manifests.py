@@ -36,14 +36,34 @@ def test_sr2afc_matches_the_documented_vote_facts(sr2afc_root):
     assert [sum(v[1] for v in d.values()) for d in per] == list(df["votes_b"])
 
 
-def test_sr2afc_bad_row_names_file_and_line(tmp_path, sr2afc_root):
-    (tmp_path / "sr").symlink_to(sr2afc_root / "sr")
-    lines = (sr2afc_root / "votes.csv").read_text().splitlines()
+def _sr2afc_folder(base):
+    """A small sr2afc folder in the real layout: 2 groups x 3 methods, every pair voted 3 times."""
+    import itertools
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    (base / "sr").mkdir(parents=True)
+    lines = ["observer,session,left,right,selected,seconds"]
+    for group in ("0801", "0802"):
+        names = [f"{group}_{m}.png" for m in ("BSRGAN", "SwinIR", "ResShift")]
+        for n in names:
+            Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(base / "sr" / n)
+        for (left, right), obs in itertools.product(itertools.combinations(names, 2), (1, 2, 3)):
+            lines.append(f"{obs},{obs},{left},{right},{left if obs < 3 else right},2")
+    (base / "votes.csv").write_text("\n".join(lines) + "\n")
+    return base
+
+
+def test_sr2afc_bad_row_names_file_and_line(tmp_path):
+    base = _sr2afc_folder(tmp_path / "sr2afc")
+    lines = (base / "votes.csv").read_text().splitlines()
     first = lines[1].split(",")
     first[4] = "nonexistent.png"
-    (tmp_path / "votes.csv").write_text("\n".join([lines[0], ",".join(first), *lines[2:]]) + "\n")
+    (base / "votes.csv").write_text("\n".join([lines[0], ",".join(first), *lines[2:]]) + "\n")
     with pytest.raises(ManifestError, match=r"votes.csv:2: selected 'nonexistent.png'"):
-        votes.sr2afc(tmp_path)
+        votes.sr2afc(base)
 
 
 # --- pairs-csv --------------------------------------------------------------------------------
@@ -202,16 +222,20 @@ def test_sample_is_marked_synthetic(sample_manifest):
     assert set(zip(gap2["votes_a"].clip(lower=0), gap2["votes_b"])) <= {(9, 1), (1, 9)}
 
 
-def test_cli_manifest_build_accepts_output_after_the_importer(tmp_path, sr2afc_root):
+def test_cli_manifest_build_accepts_output_after_the_importer(tmp_path):
     import subprocess
     import sys
 
+    base = _sr2afc_folder(tmp_path / "sr2afc")
     out = tmp_path / "m.parquet"
-    done = subprocess.run([sys.executable, "-m", "bench.cli", "manifest", "build", "sr2afc", str(sr2afc_root),
+    done = subprocess.run([sys.executable, "-m", "bench.cli", "manifest", "build", "sr2afc", str(base),
                            "-o", str(out), "--store", str(tmp_path / "store")], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert "60 pairs of dataset 'sr2afc'" in done.stdout and "registered in" in done.stdout
-    assert len(schema.read(out)) == 60
+    assert "6 pairs of dataset 'sr2afc'" in done.stdout and "registered in" in done.stdout
+    df = schema.read(out)
+    assert len(df) == 6 and (df["votes_a"] + df["votes_b"]).eq(3).all()
+    # observers 1 and 2 chose the left image, observer 3 the right one; sides are sorted by name
+    assert set(zip(df["votes_a"], df["votes_b"])) <= {(2, 1), (1, 2)}
     bad = subprocess.run([sys.executable, "-m", "bench.cli", "manifest", "build", "sr2afc", str(tmp_path),
                           "-o", str(out)], capture_output=True, text=True)
     assert bad.returncode == 2 and "votes.csv: file does not exist" in bad.stderr
