@@ -1,13 +1,41 @@
-"""Real-ESRGAN-style blind degradation as HGGT uses it (method.md 5), batched on any device.
+"""HGGT's blind degradation (method.md 5), batched on any device, every draw from a ``torch.Generator``.
 
-The LR is synthesised from the *original* HR only. Every random draw comes from an explicit
-``torch.Generator`` (seeded per iteration by the trainer), so a batch's LR is reproducible and
-a resumed run degrades exactly as an uninterrupted one. Filtering and JPEG use kornia.
+The LR is synthesised from the *original* HR only. Parameters are HGGT's configs
+(``options/train/PosNegGTSR/train_SwinIRGAN_PosNegGT_Blind_Pos_x4.yml``,
+``train_RealESRGAN_PosNegGT_Blind_Pos_x4.yml``); the order of operations is HGGT's
+``basicsr/models/ours_posgt_model.Ours_PosGT_Model.feed_data`` (one stage) and
+``basicsr/models/realesrgan_posgt_model.RealESRGAN_PosGT_Model.feed_data`` (two stages). Kernels: see
+:mod:`sr_training.data.kernels`.
 
-one_stage (SwinIR config): blur (Gaussian iso/aniso or sinc) -> random resize -> Gaussian or
-Poisson noise -> JPEG -> resize to H/s x W/s -> round to 8 bit and clamp.
-two_stage (Real-ESRGAN config): the same chain twice with the stage-2 ranges, then the final
-sinc + resize and JPEG in random order.
+one_stage (SwinIR / RRDBGAN configs), ``ori = (H, W)``:
+  blur (per-sample kernel, sizes {3,5,7,9} padded to 9) -> random resize by a factor (``scale_factor``)
+  -> Gaussian or Poisson noise, clamp -> clamp, JPEG [75, 95] -> resize to ``ori // scale`` with the
+  *same* interpolation mode the random resize drew (HGGT reuses ``mode``) -> round to 8 bit, clamp.
+
+two_stage (Real-ESRGAN config):
+  stage 1: blur (sizes {3,5,7}) -> resize by a factor -> noise, clamp -> clamp, JPEG [85, 95];
+  stage 2: blur with probability 0.8 (sizes {3,5}) -> resize to ``int(ori / scale * s)`` (the LR scale,
+  so stage-2 noise is added at about LR size) -> noise, clamp; no JPEG of its own;
+  final, with probability 0.5 each: [resize to ``ori // scale`` -> final sinc -> clamp, JPEG [87, 95]] or
+  [clamp, JPEG [87, 95] -> resize to ``ori // scale`` -> final sinc]; round to 8 bit, clamp.
+  Two JPEG compressions in total.
+
+Per batch (as HGGT, one draw for the whole batch): resize up/down/keep, its factor and mode, Gaussian vs
+Poisson, whether stage 2 blurs, the final order. Per sample: kernels (HGGT draws them in the dataset),
+noise sigma / Poisson scale, grey-noise flag, JPEG quality, whether the final sinc is drawn. The pair
+queue (:mod:`sr_training.data.queue`) then mixes samples of different batches.
+
+Noise, as BasicSR's ``basicsr/data/degradations.py`` (``generate_gaussian_noise_pt``,
+``generate_poisson_noise_pt``, ``random_add_*_noise_pt`` with ``clip=True, rounds=False``):
+Gaussian: colour noise ``N(0, sigma/255)`` per channel, grey noise one ``N(0, sigma/255)`` plane shared
+by the channels for grey samples. Poisson: the image rounded to 8 bit, ``vals = 2^ceil(log2(#unique
+values))`` per sample, noise ``Poisson(img * vals) / vals - img`` (grey: on the BT.601 luma), times the
+sample's scale. The result is clamped to [0, 1].
+
+Known deviation: JPEG is kornia's ``jpeg_codec_differentiable`` (standard tables, per-sample quality),
+whose rounding is a smooth approximation; HGGT uses BasicSR's ``DiffJPEG(differentiable=False)``.
+
+``trace``: pass a list to record each operation (op, stage, output size, draws) for tests and audits.
 """
 
 from __future__ import annotations
@@ -19,16 +47,18 @@ import torch
 import torch.nn.functional as F
 from kornia.enhance import jpeg_codec_differentiable
 from kornia.filters import filter2d
-from scipy.special import j1
+
+from sr_training.data.kernels import final_sinc_kernel, random_blur_kernel, sinc_kernel  # noqa: F401 (re-export)
+from sr_training.data.kernels import gaussian_kernel  # noqa: F401 (re-export)
 
 
 @dataclass(frozen=True)
 class StageParams:
-    kernel_sizes: tuple[int, ...]
+    kernel_sizes: tuple[int, ...]  # 2v+1 for v in [blur_kernel_size_min, blur_kernel_size_max]
     sigma: tuple[float, float]
-    iso_prob: float  # isotropic vs anisotropic Gaussian
+    iso_prob: float  # kernel_list ['iso', 'aniso'], kernel_prob [0.7, 0.3]
     sinc_prob: float
-    blur_prob: float
+    blur_prob: float  # 1 for stage 1 / one stage; second_blur_prob for stage 2
     resize_prob: tuple[float, float, float]  # up, down, keep
     resize_range: tuple[float, float]
     gaussian_noise_prob: float
@@ -38,9 +68,11 @@ class StageParams:
     jpeg_range: tuple[float, float]
 
 
+# train_SwinIRGAN_PosNegGT_Blind_Pos_x4.yml (blur_kernel_size_min 1, max 4 -> {3,5,7,9})
 ONE_STAGE = StageParams(kernel_sizes=(3, 5, 7, 9), sigma=(0.1, 1.0), iso_prob=0.7, sinc_prob=0.01, blur_prob=1.0,
                         resize_prob=(0.1, 0.85, 0.05), resize_range=(0.8, 1.2), gaussian_noise_prob=0.5,
                         noise_sigma=(1, 12), poisson_scale=(0.05, 0.8), gray_noise_prob=0.2, jpeg_range=(75, 95))
+# train_RealESRGAN_PosNegGT_Blind_Pos_x4.yml (sizes 1..3 -> {3,5,7}; stage 2 1..2 -> {3,5})
 TWO_STAGE_1 = StageParams(kernel_sizes=(3, 5, 7), sigma=(0.1, 0.6), iso_prob=0.7, sinc_prob=0.01, blur_prob=1.0,
                           resize_prob=(0.1, 0.85, 0.05), resize_range=(0.9, 1.1), gaussian_noise_prob=0.5,
                           noise_sigma=(1, 8), poisson_scale=(0.05, 0.5), gray_noise_prob=0.2, jpeg_range=(85, 95))
@@ -48,7 +80,9 @@ TWO_STAGE_2 = StageParams(kernel_sizes=(3, 5), sigma=(0.1, 0.4), iso_prob=0.7, s
                           resize_prob=(0.1, 0.85, 0.05), resize_range=(0.9, 1.1), gaussian_noise_prob=0.5,
                           noise_sigma=(0, 4), poisson_scale=(0.0, 0.3), gray_noise_prob=0.2, jpeg_range=(87, 95))
 FINAL_SINC_PROB = 0.1
+FINAL_ORDER_PROB = 0.5  # P([resize + sinc] then JPEG)
 MODES = ("area", "bilinear", "bicubic")
+KINDS = ("one_stage", "two_stage")
 
 
 def _u(gen: torch.Generator, lo: float, hi: float, n: int = 1) -> torch.Tensor:
@@ -62,111 +96,115 @@ def _choice(gen: torch.Generator, options, probs=None):
     return options[idx]
 
 
-def gaussian_kernel(size: int, sx: float, sy: float, theta: float) -> torch.Tensor:
-    ax = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
-    yy, xx = torch.meshgrid(ax, ax, indexing="ij")
-    c, s = math.cos(theta), math.sin(theta)
-    rot = torch.tensor([[c, -s], [s, c]], dtype=torch.float64)
-    cov = rot @ torch.diag(torch.tensor([sx ** 2, sy ** 2], dtype=torch.float64)) @ rot.T
-    inv = torch.linalg.inv(cov)
-    pts = torch.stack([xx, yy], dim=-1)
-    k = torch.exp(-0.5 * torch.einsum("...i,ij,...j->...", pts, inv, pts))
-    return k / k.sum()
+def _log(trace, **event):
+    if trace is not None:
+        trace.append(event)
 
 
-def sinc_kernel(size: int, cutoff: float) -> torch.Tensor:
-    """Circular low-pass (2-D sinc / Airy) kernel with cutoff frequency ``cutoff`` (radians)."""
-    ax = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
-    yy, xx = torch.meshgrid(ax, ax, indexing="ij")
-    r = torch.sqrt(xx ** 2 + yy ** 2)
-    k = torch.where(r == 0, torch.full_like(r, cutoff ** 2 / (4 * math.pi)),
-                    cutoff * torch.from_numpy(j1((cutoff * r).numpy())) / (2 * math.pi * r.clamp_min(1e-12)))
-    return k / k.sum()
-
-
-def random_kernel(p: StageParams, gen: torch.Generator, pad_to: int) -> torch.Tensor:
-    size = _choice(gen, p.kernel_sizes)
-    if float(_u(gen, 0, 1)) < p.sinc_prob:
-        k = sinc_kernel(size, float(_u(gen, math.pi / 3, math.pi)))
-    elif float(_u(gen, 0, 1)) < p.iso_prob:
-        s = float(_u(gen, *p.sigma))
-        k = gaussian_kernel(size, s, s, 0.0)
-    else:
-        sx, sy = (float(v) for v in _u(gen, *p.sigma, n=2))
-        k = gaussian_kernel(size, sx, sy, float(_u(gen, -math.pi, math.pi)))
-    pad = (pad_to - size) // 2
-    return F.pad(k, (pad, pad, pad, pad))
+def _interp(x: torch.Tensor, mode: str, **size_or_factor) -> torch.Tensor:
+    return F.interpolate(x, mode=mode, **size_or_factor, **({} if mode == "area" else {"align_corners": False}))
 
 
 def _blur(x: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
-    return filter2d(x, kernels.to(x.dtype).to(x.device), border_type="reflect")
+    """Per-sample correlation with reflect padding (BasicSR ``img_process_util.filter2D``)."""
+    return filter2d(x, kernels.to(device=x.device, dtype=x.dtype), border_type="reflect")
 
 
-def _resize(x: torch.Tensor, p: StageParams, gen: torch.Generator) -> torch.Tensor:
+def _kernels(p: StageParams, b: int, gen: torch.Generator, trace) -> torch.Tensor:
+    return torch.stack([random_blur_kernel(p.kernel_sizes, p.sigma, p.iso_prob, p.sinc_prob, gen, trace=trace)
+                        for _ in range(b)])
+
+
+def _random_scale(p: StageParams, gen: torch.Generator) -> tuple[float, str]:
     kind = _choice(gen, ("up", "down", "keep"), p.resize_prob)
     scale = float(_u(gen, 1, p.resize_range[1])) if kind == "up" else (
         float(_u(gen, p.resize_range[0], 1)) if kind == "down" else 1.0)
-    mode = _choice(gen, MODES)
-    if scale == 1.0:
-        return x
-    h, w = max(1, int(x.shape[-2] * scale)), max(1, int(x.shape[-1] * scale))
-    return F.interpolate(x, size=(h, w), mode=mode, **({} if mode == "area" else {"align_corners": False}))
+    return scale, _choice(gen, MODES)
 
 
-def _noise(x: torch.Tensor, p: StageParams, gen: torch.Generator) -> torch.Tensor:
-    b = x.shape[0]
-    gray = (torch.rand(b, generator=gen) < p.gray_noise_prob).to(x.device).view(b, 1, 1, 1)
-    if float(_u(gen, 0, 1)) < p.gaussian_noise_prob:
-        sigma = (_u(gen, *p.noise_sigma, n=b).float() / 255).to(x.device).view(b, 1, 1, 1)
-        cpu_noise = torch.randn(x.shape, generator=gen, dtype=torch.float32).to(x.device)
-        noise = torch.where(gray, cpu_noise[:, :1].expand_as(x), cpu_noise) * sigma
+def _noise(x: torch.Tensor, p: StageParams, gen: torch.Generator, dgen: torch.Generator, stage, trace) -> torch.Tensor:
+    b, _, h, w = x.shape
+    gaussian = float(_u(gen, 0, 1)) < p.gaussian_noise_prob
+    lo, hi = p.noise_sigma if gaussian else p.poisson_scale
+    amount = _u(gen, lo, hi, n=b).to(device=x.device, dtype=x.dtype).view(b, 1, 1, 1)
+    gray = (torch.rand(b, generator=gen, dtype=torch.float64) < p.gray_noise_prob).to(x.device, x.dtype).view(b, 1, 1, 1)
+    any_gray = bool(gray.any())
+    if gaussian:
+        noise = torch.randn(x.shape, generator=dgen, device=x.device, dtype=x.dtype) * amount / 255
+        if any_gray:
+            plane = torch.randn((b, 1, h, w), generator=dgen, device=x.device, dtype=x.dtype) * amount / 255
+            noise = noise * (1 - gray) + plane * gray
     else:
-        scale = _u(gen, *p.poisson_scale, n=b).float().to(x.device).view(b, 1, 1, 1)
-        rate = (x.clamp(0, 1) * 255).detach().cpu()
-        shot = torch.poisson(rate, generator=gen).to(x.device) / 255 - x.clamp(0, 1)
-        lum = (0.299 * x[:, :1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]).clamp(0, 1)
-        shot_gray = torch.poisson((lum * 255).detach().cpu(), generator=gen).to(x.device) / 255 - lum
-        noise = torch.where(gray, shot_gray.expand_as(x), shot) * scale
-    return x + noise
+        def shot(img):
+            img = (img * 255).round().clamp(0, 255) / 255
+            vals = torch.tensor([2.0 ** math.ceil(math.log2(len(torch.unique(img[i])))) for i in range(b)],
+                                device=x.device, dtype=x.dtype).view(b, 1, 1, 1)
+            return torch.poisson(img * vals, generator=dgen) / vals - img
+
+        noise = shot(x)
+        if any_gray:
+            luma = 0.299 * x[:, :1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]  # torchvision rgb_to_grayscale
+            noise = noise * (1 - gray) + shot(luma).expand_as(x) * gray
+        noise = noise * amount
+    _log(trace, op="noise", stage=stage, size=(h, w), kind="gaussian" if gaussian else "poisson",
+         gray=gray.flatten().bool().tolist())
+    return (x + noise).clamp(0, 1)
 
 
-def _jpeg(x: torch.Tensor, p: StageParams, gen: torch.Generator) -> torch.Tensor:
-    q = _u(gen, *p.jpeg_range, n=x.shape[0]).float().to(x.device)
+def _jpeg(x: torch.Tensor, p: StageParams, gen: torch.Generator, stage, trace) -> torch.Tensor:
+    q = _u(gen, *p.jpeg_range, n=x.shape[0]).to(device=x.device, dtype=torch.float32)
+    _log(trace, op="jpeg", stage=stage, size=tuple(x.shape[-2:]), quality=q.tolist())
     return jpeg_codec_differentiable(x.clamp(0, 1), q)
 
 
-def _stage(x: torch.Tensor, p: StageParams, gen: torch.Generator) -> torch.Tensor:
-    if float(_u(gen, 0, 1)) < p.blur_prob:
-        pad_to = max(p.kernel_sizes)
-        x = _blur(x, torch.stack([random_kernel(p, gen, pad_to) for _ in range(x.shape[0])]))
-    x = _resize(x, p, gen)
-    x = _noise(x, p, gen)
-    return _jpeg(x, p, gen)
-
-
-def _to_lr(x: torch.Tensor, size: tuple[int, int], gen: torch.Generator) -> torch.Tensor:
-    mode = _choice(gen, MODES)
-    return F.interpolate(x, size=size, mode=mode, **({} if mode == "area" else {"align_corners": False}))
+def _blur_resize_noise(x, p: StageParams, gen, dgen, stage, trace, ori=None, lr_scale=None):
+    """Blur -> resize -> noise of one stage. Stage 1 resizes by a factor of the current size; stage 2
+    (``lr_scale`` given) resizes to ``int(ori / lr_scale * s)``. Returns (x, mode drawn)."""
+    kernels = _kernels(p, x.shape[0], gen, trace)
+    if p.blur_prob >= 1 or float(_u(gen, 0, 1)) < p.blur_prob:
+        x = _blur(x, kernels)
+        _log(trace, op="blur", stage=stage, size=tuple(x.shape[-2:]))
+    s, mode = _random_scale(p, gen)
+    if ori is None:
+        x = _interp(x, mode, scale_factor=s)
+    else:
+        x = _interp(x, mode, size=(int(ori[0] / lr_scale * s), int(ori[1] / lr_scale * s)))
+    _log(trace, op="resize", stage=stage, size=tuple(x.shape[-2:]), scale=s, mode=mode)
+    return _noise(x, p, gen, dgen, stage, trace), mode
 
 
 @torch.no_grad()
-def degrade(hr: torch.Tensor, kind: str, scale: int, gen: torch.Generator) -> torch.Tensor:
-    """(B,3,H,W) HR in [0,1] -> (B,3,H/scale,W/scale) LR in [0,1], quantised to 8 bit."""
+def degrade(hr: torch.Tensor, kind: str, scale: int, gen: torch.Generator, trace: list | None = None) -> torch.Tensor:
+    """(B,3,H,W) HR in [0,1] -> (B,3,H//scale,W//scale) LR in [0,1], quantised to 8 bit.
+
+    Scalar draws come from ``gen`` (CPU); the large noise tensors from a generator on ``hr.device``
+    seeded from ``gen``, so the result is a pure function of (hr, kind, scale, gen state).
+    """
     if hr.dim() != 4 or hr.shape[1] != 3:
         raise ValueError(f"degrade: expected (B,3,H,W), got {tuple(hr.shape)}")
-    size = (hr.shape[-2] // scale, hr.shape[-1] // scale)
-    if kind == "one_stage":
-        x = _to_lr(_stage(hr, ONE_STAGE, gen), size, gen)
-    elif kind == "two_stage":
-        x = _stage(_stage(hr, TWO_STAGE_1, gen), TWO_STAGE_2, gen)
-        sinc = float(_u(gen, 0, 1)) < FINAL_SINC_PROB
-        kernels = torch.stack([sinc_kernel(21, float(_u(gen, math.pi / 3, math.pi))) if sinc
-                               else F.pad(torch.ones(1, 1, dtype=torch.float64), (10, 10, 10, 10))
-                               for _ in range(hr.shape[0])])
-        if float(_u(gen, 0, 1)) < 0.5:  # resize + sinc, then JPEG
-            x = _jpeg(_blur(_to_lr(x, size, gen), kernels), TWO_STAGE_2, gen)
-        else:  # JPEG, then resize + sinc
-            x = _blur(_to_lr(_jpeg(x, TWO_STAGE_2, gen), size, gen), kernels)
-    else:
+    if kind not in KINDS:
         raise ValueError(f"degradation kind {kind!r}: expected one_stage or two_stage")
-    return (x.clamp(0, 1) * 255).round() / 255
+    dgen = torch.Generator(device=hr.device).manual_seed(int(torch.randint(2 ** 62, (1,), generator=gen)))
+    ori = tuple(hr.shape[-2:])
+    lr_size = (ori[0] // scale, ori[1] // scale)
+    if kind == "one_stage":
+        x, mode = _blur_resize_noise(hr, ONE_STAGE, gen, dgen, 1, trace)
+        x = _jpeg(x, ONE_STAGE, gen, 1, trace)
+        x = _interp(x, mode, size=lr_size)  # HGGT reuses the random resize's mode
+        _log(trace, op="resize", stage="final", size=lr_size, mode=mode)
+    else:
+        x, _ = _blur_resize_noise(hr, TWO_STAGE_1, gen, dgen, 1, trace)
+        x = _jpeg(x, TWO_STAGE_1, gen, 1, trace)
+        x, _ = _blur_resize_noise(x, TWO_STAGE_2, gen, dgen, 2, trace, ori=ori, lr_scale=scale)
+        sinc = torch.stack([final_sinc_kernel(TWO_STAGE_2.kernel_sizes, FINAL_SINC_PROB, gen, trace=trace)
+                            for _ in range(hr.shape[0])])
+        resize_first = float(_u(gen, 0, 1)) < FINAL_ORDER_PROB
+        _log(trace, op="final_order", order="resize_sinc_jpeg" if resize_first else "jpeg_resize_sinc")
+        if not resize_first:
+            x = _jpeg(x, TWO_STAGE_2, gen, "final", trace)
+        mode = _choice(gen, MODES)
+        x = _blur(_interp(x, mode, size=lr_size), sinc)
+        _log(trace, op="resize", stage="final", size=lr_size, mode=mode)
+        if resize_first:
+            x = _jpeg(x, TWO_STAGE_2, gen, "final", trace)
+    return (x * 255).round().clamp(0, 255) / 255

@@ -1,9 +1,11 @@
 """Multi-GT training data over the HGGT layout (original + 01..04, labels A/B/C).
 
-Each item is one group: the same crop (GT ``gt_size``) taken from all five versions, with a
-shared horizontal flip (HGGT: flip only, no rotation), plus the effective labels coded as
-HGGT does (0 original, 1 Positive, 2 Similar, 3 Negative). Randomness is a pure function of
-(seed, iteration, index), so a resumed run reads exactly the same crops.
+Each item is one group: the FULL images of all five versions (HGGT degrades the full 512x512
+original, then crops; see :mod:`sr_training.data.pipeline`), with a shared horizontal flip (HGGT's
+dataset ``augment(img_list, use_hflip, use_rot=False)``: flip only, no rotation), plus the effective
+labels coded as HGGT does (0 original, 1 Positive, 2 Similar, 3 Negative). With ``crop=True``
+(``data.crop_before_degrade``, not HGGT's recipe) the item is one co-located ``gt_size`` crop instead.
+Randomness is a pure function of (seed, iteration, index), so a resumed run reads exactly the same items.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ POSITIVE = CODE["Positive"]
 
 class MultiGTDataset(Dataset):
     def __init__(self, root: str, split: str = "train", gt_size: int = 256, hflip: bool = True, seed: int = 0,
-                 require_positive: bool = False):
+                 require_positive: bool = False, crop: bool = False):
         self.layout = resolve_layout(root, split)
         table = group_table(self.layout)
         codes = table.pivot(index="group", columns="gt", values="code")[list(ENHANCED)]
@@ -32,7 +34,7 @@ class MultiGTDataset(Dataset):
                              + (" with an effective Positive GT" if require_positive else ""))
         self.stems = list(codes.index)
         self.labels = torch.tensor(np.concatenate([np.zeros((len(codes), 1)), codes.to_numpy()], axis=1), dtype=torch.long)
-        self.gt_size, self.hflip, self.seed = gt_size, hflip, seed
+        self.gt_size, self.hflip, self.seed, self.crop = gt_size, hflip, seed, crop
 
     def __len__(self) -> int:
         return len(self.stems)
@@ -57,9 +59,11 @@ class MultiGTDataset(Dataset):
         if h < self.gt_size or w < self.gt_size:
             raise StudyError(f"group {self.stems[index]}: {w}x{h} is smaller than data.gt_size={self.gt_size}")
         rng = np.random.default_rng([self.seed, iteration, index])
-        top, left = int(rng.integers(0, h - self.gt_size + 1)), int(rng.integers(0, w - self.gt_size + 1))
         flip = self.hflip and bool(rng.random() < 0.5)
-        stack = np.stack([a[top:top + self.gt_size, left:left + self.gt_size] for a in arrays])
+        if self.crop:
+            top, left = int(rng.integers(0, h - self.gt_size + 1)), int(rng.integers(0, w - self.gt_size + 1))
+            arrays = [a[top:top + self.gt_size, left:left + self.gt_size] for a in arrays]
+        stack = np.stack(arrays)
         if flip:
             stack = stack[:, :, ::-1]
         gts = torch.from_numpy(np.ascontiguousarray(stack)).permute(0, 3, 1, 2).float() / 255
@@ -93,5 +97,9 @@ class IterationBatchSampler(Sampler[list[tuple[int, int]]]):
 
 
 def collate(items: list[dict]) -> dict:
+    sizes = {tuple(it["gts"].shape[-2:]) for it in items}
+    if len(sizes) > 1:
+        raise StudyError(f"a batch mixes GT sizes {sorted(sizes)} (HGGT's groups are all 512x512); full images "
+                         "are degraded before cropping, so they must share one size (or set data.crop_before_degrade)")
     return {"gts": torch.stack([it["gts"] for it in items]), "labels": torch.stack([it["labels"] for it in items]),
             "index": torch.tensor([it["index"] for it in items])}
