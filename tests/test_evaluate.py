@@ -233,3 +233,37 @@ def test_folder_test_set_matches_hr_by_name_and_checks_sizes(tmp_path):
     _suite_checkpoint(ckpt)
     with pytest.raises(StudyError, match=r"hr/b.png: reference is 30x32, the SR output of b.png is 32x32"):
         evaluate(ckpt, tmp_path / "set", Store(tmp_path / "s"), metrics="entropy", progress=False)
+
+
+def test_evaluate_cli_on_real_set5_psnr_equals_pyiqa_direct(tmp_path, monkeypatch):
+    """Real Set5 images (HR + HGGT blind x4 LR; the two smallest, for speed) through the shipped test-set
+    YAML and the CLI: each stored PSNR (multi-GT view, one reference) equals pyiqa's psnr called directly
+    on the written PNG and the HR, crop 4, RGB."""
+    import shutil
+
+    import pyiqa
+
+    from bench.cli import main
+    from sr_training.infer import load_rgb
+    from tests.conftest import REPO, shared_path
+
+    set5 = shared_path("set5")
+    root = tmp_path / "set5"
+    for sub in ("hr", "lr_blind_x4"):
+        (root / sub).mkdir(parents=True)
+        for name in ("bird.png", "butterfly.png"):
+            shutil.copy(set5 / sub / name, root / sub / name)
+    ckpt = tmp_path / "m.pt"
+    _suite_checkpoint(ckpt)
+    store = tmp_path / "store"
+    monkeypatch.setenv("SET5_ROOT", str(root))
+    assert main(["evaluate", "--checkpoint", str(ckpt), "--test", str(REPO / "data_manifests" / "eval_set5.yaml"),
+                 "--store", str(store), "--metrics", "psnr"]) == 0
+    rows = connect(Store(store)).execute("""
+        SELECT f.item, f.path, r.ref_path, f.score, f.n_refs, f.test_set FROM eval_fr_multigt f
+        JOIN eval_refs r USING (test_set, item) WHERE f.metric = 'psnr' ORDER BY f.item""").fetchall()
+    assert [(r[0], r[5]) for r in rows] == [("bird", "set5"), ("butterfly", "set5")]
+    direct = pyiqa.create_metric("psnr", device="cpu", crop_border=4, test_y_channel=False)
+    for item, sr, hr, score, n_refs, _ in rows:
+        assert n_refs == 1
+        assert score == pytest.approx(float(direct(load_rgb(sr), load_rgb(hr))), abs=1e-6), item
