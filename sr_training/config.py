@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from bench.errors import StudyError
+from sr_training.ft.config import FTConfig
 
 
 class _Strict(BaseModel):
@@ -27,7 +28,10 @@ class ArchConfig(_Strict):
     size: Literal["full", "tiny"] = Field("full", description="paper size, or a tiny same-class net for CPU tests")
     scale: int = 4
     pretrained: str | None = Field(None, description="a SwinIR / RealESRGAN x4 weights file (spandrel loads it)")
-    drop_path_rate: float = Field(0.0, description="SwinIR stochastic depth (0 keeps train outputs deterministic)")
+    drop_path_rate: float = Field(0.1, ge=0, lt=1, description=(
+        "SwinIR stochastic depth; 0.1 is BasicSR's SwinIR default (basicsr/archs/swinir_arch.py SwinIR.__init__), "
+        "which HGGT's SwinIR config inherits by not setting it. Draws are seeded per iteration, so resume stays "
+        "bit-identical; set 0 for a deterministic training-mode forward"))
 
 
 class DegradationConfig(_Strict):
@@ -37,16 +41,31 @@ class DegradationConfig(_Strict):
 class DataConfig(_Strict):
     root: str = Field(description="HGGT split folder (images/ + labels/) or the HGGT dataset root")
     split: Literal["train", "test"] = "train"
-    gt_size: int = 256
-    batch_size: int = Field(8, description="per GPU / process")
-    workers: int = 8
+    gt_size: int = Field(256, gt=0, description="GT patch size (LR patch = gt_size / scale)")
+    batch_size: int = Field(8, gt=0, description=(
+        "per GPU / process (BasicSR's batch_size_per_gpu); the effective batch is batch_size x world size, "
+        "recorded in provenance.json"))
+    intended_total_batch: int | None = Field(None, gt=0, description=(
+        "optional: the effective batch the recipe intends (HGGT: 4 GPUs x 8 = 32 SwinIR, 4 x 12 = 48 Real-ESRGAN); "
+        "a warning is printed when batch_size x world size differs"))
+    require_positive: Literal["auto", True, False] = Field("auto", description=(
+        "drop groups without an effective Positive (HGGT's filter for its Pos models). auto = on for upos/smp "
+        "(they need a Positive), off otherwise; true runs sma/amo/original on UPos's subset (like-for-like)"))
+    workers: int = Field(8, ge=0)
     hflip: bool = True
+    queue_size: int | None = Field(None, ge=0, description=(
+        "HGGT's training-pair queue (sr_training/data/queue.py); null = the size of HGGT's config for this arch "
+        "and degradation (SwinIR 160, Real-ESRGAN two-stage 180, RRDBGAN one-stage 144); 0 disables it"))
+    crop_before_degrade: bool = Field(False, description=(
+        "shortcut, NOT HGGT's recipe: crop gt_size first and degrade only the crop. HGGT (and the default) "
+        "degrades the full original, then crops LR and GTs co-located"))
     degradation: DegradationConfig
 
 
 class IQAConfig(_Strict):
     selection: str | None = Field(None, description="selection.json from `iqa-study select`")
-    metric: str | None = Field(None, description="overrides the selection's training_metric")
+    metric: str | None = Field(None, description=(
+        "the sampling metric by name (paper configs pin musiq, the paper's Q); set either this or 'selection'"))
     random_init: bool = Field(False, description="random-init IQA net: plumbing/benchmarks only, never a quality")
     store: str | None = Field(None, description="SMA/SMP: store with image-level scores of every GT")
     manifest: str | None = Field(None, description="SMA/SMP: the HGGT manifest whose images were scored")
@@ -54,7 +73,9 @@ class IQAConfig(_Strict):
 
 class SamplingConfig(_Strict):
     strategy: Literal["original", "uniform_all", "upos", "sma", "smp", "amo"]
-    tau: float = Field(3.0, gt=0, description="softmax temperature for sma/smp, in score units")
+    tau: float = Field(0.03, gt=0, description=(
+        "softmax temperature for sma/smp on RANGE-NORMALISED scores: Q / (score_max - score_min) of the metric "
+        "table entry, so tau means the same for 0-100 and 0-1 metrics; 0.03 = 3 MUSIQ points (method.md 9: 2-5)"))
     iqa: IQAConfig = IQAConfig()
 
 
@@ -75,16 +96,26 @@ class OptimConfig(_Strict):
 
 
 class ScheduleConfig(_Strict):
-    total_iters: int = 300_000
-    log_every: int = 100
-    val_every: int = 5_000
-    checkpoint_every: int = 5_000
+    total_iters: int = Field(300_000, gt=0)
+    log_every: int = Field(100, gt=0)
+    val_every: int = Field(5_000, gt=0)
+    checkpoint_every: int = Field(5_000, gt=0)
+    keep_last: int | None = Field(None, gt=1, description=(
+        "keep only the newest N iter_*.pt (N >= 2 so a truncated newest one can fall back); None keeps all "
+        "(BasicSR). The best checkpoint (val.best_metric) is kept separately as checkpoints/best.pt"))
 
 
 class ValConfig(_Strict):
     dir: str | None = Field(None, description="folder with hr/ and lr/ (e.g. Set5: hr/, lr_blind_x4/)")
     lr_subdir: str = "lr_blind_x4"
-    crop_border: int = 4
+    crop_border: int = Field(4, ge=0, description="pixels cropped from each border before FR metrics (HGGT: 4)")
+    metrics: tuple[str, ...] = Field(("psnr", "psnry", "ssim", "ssimc", "stlpips"), description=(
+        "FR metrics against hr/ through bench's metric factory (pyiqa): psnr = RGB, psnry = Y, ssim = Y, "
+        "ssimc = RGB, stlpips = LPIPS-ST"))
+    nr_metric: str | None = Field("auto", description=(
+        "NR metric on the SR outputs: 'auto' = the sampling metric (sma/smp/amo), none otherwise; a name; or null"))
+    best_metric: str | None = Field("stlpips", description=(
+        "keep checkpoints/best.pt by this validation metric (its table orientation decides better); null = off"))
 
 
 class TrainConfig(_Strict):
@@ -97,7 +128,27 @@ class TrainConfig(_Strict):
     optim: OptimConfig = OptimConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     val: ValConfig = ValConfig()
-    amp_bf16: bool = Field(True, description="bf16 autocast on CUDA (ignored on CPU)")
+    ft: FTConfig | None = Field(None, description="FT stage (LoRA + -lambda_Q*Q): present = `train` runs FTTrainer")
+    amp_bf16: bool = Field(False, description=(
+        "opt-in bf16 autocast on CUDA (ignored on CPU); off = fp32 as HGGT (no use_amp in its configs)"))
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        s, d = self.sampling.strategy, self.data
+        if s in ("upos", "smp") and d.require_positive is False:
+            raise ValueError(f"data.require_positive=false is impossible with {s} (it samples among Positives)")
+        if d.gt_size % self.arch.scale:
+            raise ValueError(f"data.gt_size {d.gt_size} is not a multiple of arch.scale {self.arch.scale}")
+        if s in ("sma", "smp", "amo") and bool(self.sampling.iqa.metric) == bool(self.sampling.iqa.selection):
+            raise ValueError(f"{s} needs exactly one of sampling.iqa.metric (e.g. musiq, the paper's) and "
+                             "sampling.iqa.selection (selection.json from `iqa-study select`)")
+        return self
+
+    def require_positive(self) -> bool:
+        """The resolved group filter (see data.require_positive)."""
+        if self.data.require_positive == "auto":
+            return self.sampling.strategy in ("upos", "smp")
+        return bool(self.data.require_positive)
 
 
 _ENV = re.compile(r"\$\{(\w+)\}")
@@ -147,7 +198,7 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> TrainConfig:
         return TrainConfig.model_validate(tree)
     except ValidationError as exc:
         err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
         raise StudyError(f"{path}: field '{where}': {err['msg']}") from None
 
 

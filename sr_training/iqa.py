@@ -10,21 +10,37 @@ from bench.metrics.table import MetricSpec, get
 from sr_training.config import IQAConfig
 
 
-def resolve_metric(cfg: IQAConfig) -> MetricSpec:
+def resolve_metric(cfg: IQAConfig, purpose: str = "sampling") -> tuple[MetricSpec, str]:
+    """(metric, why): the metric named in the config, or the selection's record for ``purpose``.
+
+    ``purpose`` 'sampling' (AMO/SMA/SMP: no gradient needed) reads selection.json's
+    ``sampling_metric``; 'reward' (FT's Q) reads ``reward_metric`` (CONTRACTS C3). Selections
+    written before C3 only have ``training_metric`` (the best differentiable metric), read as
+    the record for both purposes. Setting both ``metric`` and ``selection`` is refused (the config
+    schema already does), so which metric is used is never ambiguous.
+    """
+    if cfg.metric and cfg.selection:
+        raise StudyError("sampling.iqa: set either 'metric' or 'selection', not both")
     if cfg.metric:
-        return get(cfg.metric)
+        return get(cfg.metric), f"pinned by the config (sampling.iqa.metric={cfg.metric})"
     if not cfg.selection:
         raise StudyError("sampling.iqa: set 'selection' (selection.json from `iqa-study select`) or 'metric'")
     from bench.study.select import read_selection
 
-    return get(read_selection(cfg.selection)["training_metric"]["metric"])
+    sel = read_selection(cfg.selection)
+    field = {"sampling": "sampling_metric", "reward": "reward_metric"}[purpose]
+    for name in (field, "training_metric"):
+        rec = sel.get(name)
+        if isinstance(rec, dict) and rec.get("metric"):
+            return get(rec["metric"]), f"{name} of {cfg.selection} ({rec.get('reason', 'no reason recorded')})"
+    raise StudyError(f"sampling.iqa.selection {cfg.selection}: field '{field}.metric' missing")
 
 
 def build_online_metric(cfg: IQAConfig, device: str):
     """The AMO scorer: a pyiqa metric in eval mode (random-init only when explicitly configured)."""
     from bench.metrics.factory import create
 
-    spec = resolve_metric(cfg)
+    spec, _ = resolve_metric(cfg)
     return spec, create(spec, device, random_init=cfg.random_init)
 
 
@@ -38,11 +54,15 @@ def image_scores_for(dataset, cfg: IQAConfig) -> torch.Tensor:
 
     if not cfg.store or not cfg.manifest:
         raise StudyError("sampling.iqa: sma/smp need 'store' and 'manifest' (the HGGT manifest scored into the store)")
-    spec = resolve_metric(cfg)
+    spec, _ = resolve_metric(cfg)
     manifest = schema.read(cfg.manifest)
     ids = dict(zip(manifest["image_a"], manifest["image_a_id"])) | dict(zip(manifest["image_b"], manifest["image_b_id"]))
     con = connect(Store(cfg.store, create=False))
-    stored = dict(con.execute("SELECT image_id, score FROM scores WHERE metric = ? AND status = 'ok'", [spec.name]).fetchall())
+    from bench.study.configs import config_for_images  # one configuration per metric (its docstring: the rule)
+
+    config = config_for_images(con, spec.name, list(ids.values()))
+    stored = dict(con.execute("SELECT image_id, score FROM scores WHERE metric = ? AND config_hash = ? AND status = 'ok'",
+                              [spec.name, config]).fetchall())
     table, missing = [], []
     images_root = dataset.layout.images
     for i in range(len(dataset)):

@@ -71,27 +71,46 @@ class PerceptualLoss(nn.Module):
 
 
 class UNetDiscriminatorSN(nn.Module):
-    """Per-pixel real/fake logits: a 3-level U-Net with skip connections and spectral norm."""
+    """Per-pixel real/fake logits: the U-Net discriminator with spectral norm that HGGT's GAN configs use
+    (``network_d: type: UNetDiscriminatorSN, num_in_ch 3, num_feat 64, skip_connection true``), following
+    BasicSR ``basicsr/archs/discriminator_arch.py`` ``UNetDiscriminatorSN`` (from Real-ESRGAN):
 
-    def __init__(self, in_ch: int = 3, nf: int = 64):
+    conv0 3->nf k3 (bias, no SN); conv1..conv3 down nf->2nf->4nf->8nf k4 s2 (SN, no bias);
+    conv4..conv6 up 8nf->4nf->2nf->nf k3 after a x2 bilinear upsample (SN, no bias), each + the
+    same-resolution encoder feature (skip connection); conv7, conv8 nf->nf k3 (SN, no bias);
+    conv9 nf->1 k3 (bias, no SN). LeakyReLU(0.2) after every conv but conv9.
+
+    Layer names match BasicSR's so its / Real-ESRGAN's ``net_d`` state dicts load unchanged.
+    """
+
+    def __init__(self, num_in_ch: int = 3, num_feat: int = 64, skip_connection: bool = True):
         super().__init__()
-        sn = spectral_norm
-        self.conv0 = nn.Conv2d(in_ch, nf, 3, 1, 1)
-        self.down = nn.ModuleList([sn(nn.Conv2d(nf * 2 ** i, nf * 2 ** (i + 1), 4, 2, 1, bias=False)) for i in range(3)])
-        self.up = nn.ModuleList([sn(nn.Conv2d(nf * 2 ** (i + 1), nf * 2 ** i, 3, 1, 1, bias=False)) for i in (2, 1, 0)])
-        self.extra = nn.Sequential(sn(nn.Conv2d(nf, nf, 3, 1, 1, bias=False)), nn.LeakyReLU(0.2, True),
-                                   sn(nn.Conv2d(nf, nf, 3, 1, 1, bias=False)), nn.LeakyReLU(0.2, True),
-                                   nn.Conv2d(nf, 1, 3, 1, 1))
+        sn, nf = spectral_norm, num_feat
+        self.skip_connection = skip_connection
+        self.conv0 = nn.Conv2d(num_in_ch, nf, 3, 1, 1)
+        self.conv1 = sn(nn.Conv2d(nf, nf * 2, 4, 2, 1, bias=False))
+        self.conv2 = sn(nn.Conv2d(nf * 2, nf * 4, 4, 2, 1, bias=False))
+        self.conv3 = sn(nn.Conv2d(nf * 4, nf * 8, 4, 2, 1, bias=False))
+        self.conv4 = sn(nn.Conv2d(nf * 8, nf * 4, 3, 1, 1, bias=False))
+        self.conv5 = sn(nn.Conv2d(nf * 4, nf * 2, 3, 1, 1, bias=False))
+        self.conv6 = sn(nn.Conv2d(nf * 2, nf, 3, 1, 1, bias=False))
+        self.conv7 = sn(nn.Conv2d(nf, nf, 3, 1, 1, bias=False))
+        self.conv8 = sn(nn.Conv2d(nf, nf, 3, 1, 1, bias=False))
+        self.conv9 = nn.Conv2d(nf, 1, 3, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        skips = [F.leaky_relu(self.conv0(x), 0.2)]
-        for conv in self.down:
-            skips.append(F.leaky_relu(conv(skips[-1]), 0.2))
-        h = skips.pop()
-        for conv in self.up:
-            h = F.interpolate(h, scale_factor=2, mode="bilinear", align_corners=False)
-            h = F.leaky_relu(conv(h), 0.2) + skips.pop()
-        return self.extra(h)
+        act = lambda t: F.leaky_relu(t, 0.2)  # noqa: E731
+        up = lambda t: F.interpolate(t, scale_factor=2, mode="bilinear", align_corners=False)  # noqa: E731
+        e0 = act(self.conv0(x))
+        e1 = act(self.conv1(e0))
+        e2 = act(self.conv2(e1))
+        h = act(self.conv3(e2))
+        for conv, skip in ((self.conv4, e2), (self.conv5, e1), (self.conv6, e0)):
+            h = act(conv(up(h)))
+            if self.skip_connection:
+                h = h + skip
+        h = act(self.conv8(act(self.conv7(h))))
+        return self.conv9(h)
 
 
 def gan_loss(logits: torch.Tensor, real: bool) -> torch.Tensor:

@@ -4,12 +4,19 @@
     uniform_all  uniform over the 5 versions
     upos         uniform over effective Positives (HGGT's UPos baseline)
     sma / smp    softmax_tau over image-level IQA scores of all GTs / of the Positives only
-    amo          per-patch argmax of online IQA scores of all 5 co-located crops
+    amo          per-patch argmax of online IQA scores of all 5 co-located crops; exact ties are broken
+                 uniformly at random with the iteration's seeded generator (never toward the original,
+                 which ``argmax`` would do by returning the first index)
 
-Scores are oriented so that higher is better before any softmax/argmax.
+Scores are oriented so that higher is better before any softmax/argmax. tau (sma/smp) acts on
+RANGE-NORMALISED scores, ``Q / (score_max - score_min)`` with the range of the metric's table entry
+(bench/metrics/metrics.yaml), so tau = 0.03 means 3 points of a 0-100 metric (MUSIQ) and 0.03 of a
+0-1 metric alike (:func:`normalise`).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -24,6 +31,51 @@ def softmax_probs(scores: torch.Tensor, tau: float, mask: torch.Tensor | None = 
     if mask is not None:
         logits = logits.masked_fill(~mask, float("-inf"))
     return torch.softmax(logits, dim=-1)
+
+
+def normalise(scores: torch.Tensor, spec) -> torch.Tensor:
+    """Oriented scores divided by the metric's score range (metrics.yaml score_max - score_min)."""
+    if spec.score_min is None or spec.score_max is None or spec.score_max <= spec.score_min:
+        from bench.errors import StudyError
+
+        raise StudyError(f"metric {spec.name}: metrics.yaml has no score range (score_min/score_max), "
+                         "so tau cannot be range-normalised for it")
+    return scores / (spec.score_max - spec.score_min)
+
+
+def tau_warning(scores: torch.Tensor, tau: float, mask: torch.Tensor | None = None) -> str | None:
+    """A warning when tau makes softmax sampling indistinguishable from uniform or from argmax for the
+    observed within-group score spread (normalised scores, (G,K)).
+
+    With spread d = max - min of a group's candidates, the most/least likely candidate odds are exp(d/tau).
+    Median odds below 1.1 (d/tau < 0.095) is practically uniform; the best candidate taking >= 99% of the
+    mass in the median group is practically argmax."""
+    s = scores.double()
+    if mask is not None:
+        s = s.masked_fill(~mask, float("nan"))
+    hi, lo = torch.nan_to_num(s, nan=-math.inf).amax(1), torch.nan_to_num(s, nan=math.inf).amin(1)
+    ok = torch.isfinite(hi) & torch.isfinite(lo)
+    if not ok.any():
+        return None
+    spread = float((hi - lo)[ok].median())
+    top = softmax_probs(torch.nan_to_num(s, nan=0.0), tau, mask).amax(1)[ok]
+    p_top = float(top.median())
+    if spread / tau < math.log(1.1):
+        return (f"tau={tau:g} is large for the observed score spread (median {spread:.4g} normalised units): "
+                f"softmax sampling is practically uniform (odds best/worst {math.exp(spread / tau):.3f})")
+    if p_top >= 0.99:
+        return (f"tau={tau:g} is small for the observed score spread (median {spread:.4g} normalised units): "
+                f"softmax sampling is practically argmax (median top probability {p_top:.3f})")
+    return None
+
+
+def argmax_random_ties(scores: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Per row, an index of the maximum; among exact ties, uniformly at random (seeded by ``gen``)."""
+    s = scores.detach().cpu().double()
+    best = s == s.amax(dim=1, keepdim=True)
+    if not best.any(dim=1).all():
+        raise ValueError("amo: a candidate's IQA score is NaN, no maximum to choose")
+    return torch.multinomial(best.double(), 1, generator=gen).squeeze(1)
 
 
 def positives(labels: torch.Tensor) -> torch.Tensor:
@@ -63,5 +115,5 @@ def choose(strategy: str, labels: torch.Tensor, gen: torch.Generator, *, image_s
     if strategy == "amo":
         if patch_scores is None:
             raise ValueError("amo needs online patch scores")
-        return patch_scores.argmax(dim=1).cpu()
+        return argmax_random_ties(patch_scores, gen)
     raise ValueError(f"sampling strategy {strategy!r}: expected one of {STRATEGIES}")

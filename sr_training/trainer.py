@@ -1,20 +1,36 @@
 """Training loop: HGGT's base recipe with IQA-driven target sampling.
 
-* Adam + MultiStepLR for G and D, EMA of G, bf16 autocast on CUDA.
-* Every random draw (crop, flip, degradation, target choice, dropout) is seeded from
-  (seed, iteration, rank), so ``--auto-resume`` continues bit-identically.
-* torchrun: DistributedDataParallel, the batch sampler shards by rank, rank 0 logs, validates
-  and checkpoints.
-* Experiment folder: config.yaml, provenance.json, train_log.csv, val_log.csv, checkpoints/,
-  val/<iter>/*.png.
+* Adam + MultiStepLR for G and D, EMA of G; fp32 by default as HGGT (bf16 autocast on CUDA is the
+  opt-in ``amp_bf16``).
+* Every random draw (crop, flip, degradation, target choice, AMO tie-break, drop-path) is seeded
+  from (seed, iteration, rank), so ``--auto-resume`` continues bit-identically.
+* torchrun: DistributedDataParallel; ``data.batch_size`` is per process (BasicSR's
+  ``batch_size_per_gpu``), the effective batch (x world size) goes into provenance.json. The GT
+  choice counts are all-reduced every step, so every rank (and the log) holds the global counts.
+  Rank 0 logs, validates and checkpoints.
+* Checkpoints (CONTRACTS C5, :mod:`sr_training.checkpoint`) load with ``weights_only=True``; a
+  truncated newest one falls back to the previous one; a resumed run refuses a changed config
+  unless ``allow_config_change``. The checkpoint is written *before* validation.
+* Experiment folder: config.yaml, provenance.json (start and finish time, effective batch, the
+  sampling metric and why), train_log.csv, val_log.csv (one row per validation: the mean of each
+  metric), val_images.csv (one row per image and validation), tb/ (TensorBoard), checkpoints/
+  (iter_*.pt, best.pt + best.json), val/iter_*/<image>.png. An existing folder that is not resumed
+  is archived to ``<out>_archived_<YYYYmmdd_HHMMSS>`` (BasicSR's rule) before anything is written.
+
+Overridable methods (FT subclasses them): :meth:`build_generator`, :meth:`build_discriminator`,
+:meth:`trainable_parameters`, :meth:`generator_losses`, :meth:`validation_network`,
+:meth:`validation_metrics`, :meth:`checkpoint_state`, :meth:`load_checkpoint_state`.
 """
 
 from __future__ import annotations
 
 import copy
 import csv
+import datetime as dt
 import json
 import os
+import shutil
+import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -28,13 +44,19 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from bench import provenance
+from bench.atomic import atomic_write_text
 from bench.errors import StudyError
 from sr_training.archs import build_generator
+from sr_training.checkpoint import checkpoint_path, latest_loadable, list_checkpoints, save_checkpoint
 from sr_training.config import TrainConfig, save_config
-from sr_training.data.degradation import degrade
+from sr_training.data.pipeline import DataPipeline
 from sr_training.data.multigt import IterationBatchSampler, MultiGTDataset, collate
 from sr_training.losses import PerceptualLoss, UNetDiscriminatorSN, gan_loss
-from sr_training.sampling import amo_scores, choose
+from sr_training.sampling import amo_scores, choose, normalise, tau_warning
+
+# Config sections that may change on resume without --allow-config-change: they decide how long the
+# run goes and what is logged/validated, never the arithmetic of an iteration.
+RESUME_SAFE = ("name", "schedule", "val", "data.workers")
 
 
 def _seed(*parts: int) -> int:
@@ -53,6 +75,94 @@ def _load_rgb(path: Path) -> torch.Tensor:
     return torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1)[None].float() / 255
 
 
+def check_paths(cfg: TrainConfig) -> None:
+    """Every input path the run will need, checked before anything is built (one line each)."""
+    from sr_training.losses import VGG19_FILE  # noqa: F401  (the perceptual loss checks its own cache)
+
+    if not Path(cfg.data.root).is_dir():
+        raise StudyError(f"data.root {cfg.data.root}: not a folder (expected the HGGT layout: images/ + labels/)")
+    if cfg.arch.pretrained and not Path(cfg.arch.pretrained).is_file():
+        raise StudyError(f"arch.pretrained {cfg.arch.pretrained}: file does not exist")
+    pw = cfg.loss.perceptual_weights
+    if cfg.loss.perceptual > 0 and pw not in ("imagenet", "random") and not Path(pw).is_file():
+        raise StudyError(f"loss.perceptual_weights {pw}: file does not exist (or use 'imagenet' / 'random')")
+    iqa = cfg.sampling.iqa
+    for field in ("selection", "store", "manifest"):
+        value = getattr(iqa, field)
+        if value and not Path(value).exists():
+            raise StudyError(f"sampling.iqa.{field} {value}: does not exist")
+    v = cfg.val
+    if v.dir:
+        hr, lr = Path(v.dir) / "hr", Path(v.dir) / v.lr_subdir
+        if not hr.is_dir() or not lr.is_dir():
+            raise StudyError(f"val.dir {v.dir}: expected folders hr/ and {v.lr_subdir}/")
+        lrs = sorted(lr.glob("*.png"))
+        if not lrs:
+            raise StudyError(f"val.dir {v.dir}: no .png images in {v.lr_subdir}/")
+        missing = [p.name for p in lrs if not (hr / p.name).is_file()]
+        if missing:
+            raise StudyError(f"val.dir {v.dir}: no hr/ image for {len(missing)} LR image(s), e.g. {missing[:3]}")
+
+
+def config_diff(old: dict, new: dict, prefix: str = "") -> list[tuple[str, object, object]]:
+    """(dotted key, old, new) for every leaf that differs."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b, path = old.get(key), new.get(key), f"{prefix}{key}"
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_diff(a, b, path + ".")
+        elif a != b:
+            out.append((path, a, b))
+    return out
+
+
+def archive_output(out: Path) -> Path | None:
+    """BasicSR's rule: an existing, non-empty experiment folder is renamed ``<out>_archived_<time>``."""
+    out = Path(out)
+    if not out.exists() or not any(out.iterdir()):
+        return None
+    stamp = dt.datetime.now().strftime("%Y%m%d_%H%M%S")
+    target = out.with_name(f"{out.name}_archived_{stamp}")
+    n = 1
+    while target.exists():
+        target, n = out.with_name(f"{out.name}_archived_{stamp}_{n}"), n + 1
+    out.rename(target)
+    return target
+
+
+def _truncate_csv(path: Path, last_iter: int) -> int:
+    """Drop rows whose 'iter' is beyond ``last_iter`` (they belong to the run after the checkpoint)."""
+    if not path.is_file():
+        return 0
+    with open(path, newline="") as fh:
+        rows = list(csv.reader(fh))
+    if not rows:
+        return 0
+    header, body = rows[0], rows[1:]
+    col = header.index("iter")
+    keep = [r for r in body if r and int(r[col]) <= last_iter]
+    if len(keep) != len(body):
+        tmp = path.with_name(f".{path.name}.partial")
+        with open(tmp, "w", newline="") as fh:
+            csv.writer(fh).writerows([header, *keep])
+        os.replace(tmp, path)
+    return len(body) - len(keep)
+
+
+def _append_csv(path: Path, row: dict) -> None:
+    new = not path.exists() or path.stat().st_size == 0
+    if not new:
+        with open(path, newline="") as fh:
+            header = next(csv.reader(fh))
+        if header != list(row):
+            raise StudyError(f"{path}: columns {header} differ from this run's {list(row)}")
+    with open(path, "a", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(row))
+        if new:
+            w.writeheader()
+        w.writerow(row)
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, out: Path, device: str | None = None):
         self.cfg, self.out = cfg, Path(out)
@@ -61,12 +171,18 @@ class Trainer:
         if device is None:
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
+        self.notes: list[str] = []  # warnings and choices, printed on rank 0 and recorded in provenance.json
+        check_paths(cfg)
+        if self.out.exists() and not self.out.is_dir():
+            raise StudyError(f"--out {self.out}: exists and is not a folder")
         if self.world > 1 and not dist.is_initialized():
             dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
         torch.manual_seed(cfg.seed)
-        self.net_g = build_generator(cfg.arch).to(self.device)
+        self.net_g = self.build_generator().to(self.device)
         self.ema = copy.deepcopy(self.net_g).eval().requires_grad_(False)
-        self.net_d = UNetDiscriminatorSN().to(self.device) if cfg.loss.gan > 0 else None
+        self.net_d = self.build_discriminator()
+        if self.net_d is not None:
+            self.net_d = self.net_d.to(self.device)
         self.perceptual = PerceptualLoss(cfg.loss.perceptual_weights).to(self.device) if cfg.loss.perceptual > 0 else None
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
@@ -77,44 +193,105 @@ class Trainer:
         else:
             self.g, self.d = self.net_g, self.net_d
         o = cfg.optim
-        self.opt_g = torch.optim.Adam([p for p in self.net_g.parameters() if p.requires_grad], lr=o.lr_g, betas=o.betas)
+        self.opt_g = torch.optim.Adam(list(self.trainable_parameters()), lr=o.lr_g, betas=o.betas)
         self.sched_g = torch.optim.lr_scheduler.MultiStepLR(self.opt_g, list(o.milestones), o.gamma)
         if self.net_d is not None:
             self.opt_d = torch.optim.Adam(self.net_d.parameters(), lr=o.lr_d, betas=o.betas)
             self.sched_d = torch.optim.lr_scheduler.MultiStepLR(self.opt_d, list(o.milestones), o.gamma)
         strategy = cfg.sampling.strategy
         self.dataset = MultiGTDataset(cfg.data.root, cfg.data.split, cfg.data.gt_size, cfg.data.hflip, cfg.seed,
-                                      require_positive=strategy in ("upos", "smp"))
+                                      require_positive=cfg.require_positive(), crop=cfg.data.crop_before_degrade)
+        self.pipeline = DataPipeline.from_config(cfg, self.device, self.rank)  # degrade, crop, pair queue (C6)
+        self.note(f"data pipeline: {cfg.data.degradation.kind} degradation of the "
+                  f"{'gt_size crop (crop_before_degrade)' if cfg.data.crop_before_degrade else 'full original'}, "
+                  f"pair queue {self.pipeline.queue.size}")
+        self.note(f"groups: {len(self.dataset)} (require_positive={cfg.require_positive()}, "
+                  f"data.require_positive={cfg.data.require_positive})")
+        self.effective_batch = cfg.data.batch_size * self.world
+        want = cfg.data.intended_total_batch
+        if want is not None and want != self.effective_batch:
+            self.note(f"WARNING: effective batch {self.effective_batch} (data.batch_size {cfg.data.batch_size} x "
+                      f"world size {self.world}) differs from data.intended_total_batch {want}")
         self.image_scores = None
         self.iqa = self.iqa_spec = None
+        self.sampling_metric: dict | None = None
+        if strategy in ("sma", "smp", "amo"):
+            from sr_training.iqa import resolve_metric
+
+            self.iqa_spec, why = resolve_metric(cfg.sampling.iqa, "sampling")
+            self.sampling_metric = {"metric": self.iqa_spec.name, "reason": why,
+                                    "random_init": cfg.sampling.iqa.random_init}
+            self.note(f"SAMPLING METRIC ({strategy}): {self.iqa_spec.name} - {why}"
+                      + (" [RANDOM-INIT: plumbing only, not a quality]" if cfg.sampling.iqa.random_init else ""))
         if strategy in ("sma", "smp"):
             from sr_training.iqa import image_scores_for
 
-            self.image_scores = image_scores_for(self.dataset, cfg.sampling.iqa)
+            self.image_scores = normalise(image_scores_for(self.dataset, cfg.sampling.iqa), self.iqa_spec)
+            mask = (self.dataset.labels == 1) if strategy == "smp" else None
+            if (warn := tau_warning(self.image_scores, cfg.sampling.tau, mask)) is not None:
+                self.note(f"WARNING: {warn}")
         elif strategy == "amo":
             from sr_training.iqa import build_online_metric
 
             self.iqa_spec, self.iqa = build_online_metric(cfg.sampling.iqa, str(self.device))
         self.chosen = torch.zeros(5, dtype=torch.long)
+        self._chosen_at_log = self.chosen.clone()
         self.start_iter = 0
+        self.resumed_from: dict | None = None
+        self.best: dict | None = None
+        self._val_metrics = None
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if cfg.amp_bf16 and self.device.type == "cuda"
                          else nullcontext())
 
+    # --- overridable pieces ---------------------------------------------------------------------
+    def build_generator(self) -> torch.nn.Module:
+        return build_generator(self.cfg.arch)
+
+    def build_discriminator(self) -> torch.nn.Module | None:
+        return UNetDiscriminatorSN() if self.cfg.loss.gan > 0 else None
+
+    def trainable_parameters(self):
+        return (p for p in self.net_g.parameters() if p.requires_grad)
+
+    def generator_losses(self, sr: torch.Tensor, target: torch.Tensor, batch: dict) -> dict[str, torch.Tensor]:
+        """HGGT's base loss: weighted L1 + VGG19 perceptual + vanilla GAN (D frozen here)."""
+        cfg = self.cfg
+        losses = {"l1": cfg.loss.l1 * F.l1_loss(sr.float(), target)}
+        if self.perceptual is not None:
+            losses["perceptual"] = cfg.loss.perceptual * self.perceptual(sr.float(), target)
+        if self.d is not None:
+            losses["gan_g"] = cfg.loss.gan * gan_loss(self.d(sr).float(), True)
+        return losses
+
+    def note(self, msg: str) -> None:
+        self.notes.append(msg)
+        if self.rank == 0:
+            print(msg, file=sys.stderr, flush=True)
+
     # --- one iteration ------------------------------------------------------------------------
+    def count_choices(self, idx: torch.Tensor) -> None:
+        """Add this step's GT choices to the counts, summed over all ranks (all_reduce)."""
+        counts = torch.bincount(idx.cpu(), minlength=5)
+        if self.world > 1:
+            buf = counts.to(self.device)
+            dist.all_reduce(buf)
+            counts = buf.cpu()
+        self.chosen += counts
+
     def step(self, batch: dict, it: int) -> dict[str, float]:
         cfg = self.cfg
         torch.manual_seed(_seed(cfg.seed, it, self.rank, 1))
         gen = torch.Generator().manual_seed(_seed(cfg.seed, it, self.rank, 2))
-        gts = batch["gts"].to(self.device, non_blocking=True)
-        lr = degrade(gts[:, 0], cfg.data.degradation.kind, cfg.arch.scale, gen)
+        data = self.pipeline.next_batch(batch, it)
+        lr, gts, labels, index = data["lr"], data["gts"], data["labels"], data["index"]
         patch_scores = image_scores = None
         if cfg.sampling.strategy == "amo":
             patch_scores = amo_scores(self.iqa, gts, self.iqa_spec.sign)
         elif self.image_scores is not None:
-            image_scores = self.image_scores[batch["index"]]
-        idx = choose(cfg.sampling.strategy, batch["labels"], gen, image_scores=image_scores, tau=cfg.sampling.tau,
+            image_scores = self.image_scores[index]
+        idx = choose(cfg.sampling.strategy, labels, gen, image_scores=image_scores, tau=cfg.sampling.tau,
                      patch_scores=patch_scores)
-        self.chosen += torch.bincount(idx, minlength=5)
+        self.count_choices(idx)
         target = gts[torch.arange(gts.shape[0]), idx.to(self.device)]
 
         self.g.train()
@@ -122,11 +299,7 @@ class Trainer:
             self.net_d.requires_grad_(False)
         with self.autocast:
             sr = self.g(lr)
-            losses = {"l1": cfg.loss.l1 * F.l1_loss(sr.float(), target)}
-            if self.perceptual is not None:
-                losses["perceptual"] = cfg.loss.perceptual * self.perceptual(sr.float(), target)
-            if self.d is not None:
-                losses["gan_g"] = cfg.loss.gan * gan_loss(self.d(sr).float(), True)
+            losses = self.generator_losses(sr, target, batch)
         total = sum(losses.values())
         self.opt_g.zero_grad(set_to_none=True)
         total.backward()
@@ -152,24 +325,19 @@ class Trainer:
         return out
 
     # --- checkpoints ----------------------------------------------------------------------------
-    def state(self, it: int) -> dict:
+    def checkpoint_state(self, it: int) -> dict:
+        """C5: plain tensors / numbers / strings / containers only (``weights_only=True`` loads it)."""
         s = {"iteration": it, "net_g": self.net_g.state_dict(), "ema": self.ema.state_dict(),
              "opt_g": self.opt_g.state_dict(), "sched_g": self.sched_g.state_dict(), "chosen": self.chosen.clone(),
-             "config": self.cfg.model_dump(mode="json")}
+             "config": self.cfg.model_dump_json()}
         if self.net_d is not None:
             s |= {"net_d": self.net_d.state_dict(), "opt_d": self.opt_d.state_dict(), "sched_d": self.sched_d.state_dict()}
+        pipeline = getattr(self, "pipeline", None)
+        if pipeline is not None and hasattr(pipeline, "state_dict"):
+            s["pipeline"] = pipeline.state_dict()
         return s
 
-    def save(self, it: int) -> Path:
-        path = self.out / "checkpoints" / f"iter_{it:08d}.pt"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save(self.state(it), tmp)
-        tmp.replace(path)
-        return path
-
-    def load(self, path: Path) -> int:
-        s = torch.load(path, map_location=self.device, weights_only=False)
+    def load_checkpoint_state(self, s: dict) -> None:
         self.net_g.load_state_dict(s["net_g"])
         self.ema.load_state_dict(s["ema"])
         self.opt_g.load_state_dict(s["opt_g"])
@@ -178,17 +346,102 @@ class Trainer:
             self.net_d.load_state_dict(s["net_d"])
             self.opt_d.load_state_dict(s["opt_d"])
             self.sched_d.load_state_dict(s["sched_d"])
-        self.chosen = s["chosen"].clone()
+        pipeline = getattr(self, "pipeline", None)
+        if pipeline is not None and hasattr(pipeline, "load_state_dict") and "pipeline" in s:
+            pipeline.load_state_dict(s["pipeline"])
+        self.chosen = s["chosen"].clone().cpu()
+        self._chosen_at_log = self.chosen.clone()
+
+    # kept for callers of the old names
+    def state(self, it: int) -> dict:
+        return self.checkpoint_state(it)
+
+    def save(self, it: int) -> Path:
+        path = save_checkpoint(self.checkpoint_state(it), checkpoint_path(self.out / "checkpoints", it))
+        keep = self.cfg.schedule.keep_last
+        if keep is not None:
+            for old in list_checkpoints(self.out / "checkpoints")[keep:]:
+                old.unlink()
+        return path
+
+    def resume(self, allow_config_change: bool = False) -> int:
+        """Load the newest loadable checkpoint (a truncated one falls back to the previous, with a warning);
+        refuse a config that differs from the checkpoint's outside RESUME_SAFE unless allowed."""
+        found = latest_loadable(self.out / "checkpoints", self.device, warn=self.note)
+        if found is None:
+            return 0
+        path, s = found
+        saved = s["config"] if isinstance(s["config"], dict) else json.loads(s["config"])
+        diffs = [d for d in config_diff(saved, json.loads(self.cfg.model_dump_json()))
+                 if not any(d[0] == k or d[0].startswith(k + ".") for k in RESUME_SAFE)]
+        if diffs:
+            text = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in diffs[:5]) + (" ..." if len(diffs) > 5 else "")
+            if not allow_config_change:
+                raise StudyError(f"resume from {path}: the config differs from the checkpoint's ({text}); "
+                                 "pass --allow-config-change to resume anyway, or use a new --out")
+            self.note(f"WARNING: resuming with a changed config (--allow-config-change): {text}")
+        self.load_checkpoint_state(s)
+        self.start_iter = int(s["iteration"])
+        self.resumed_from = {"iteration": self.start_iter, "checkpoint": str(path),
+                             "config_changes": [list(map(str, d)) for d in diffs]}
+        best = self.out / "checkpoints" / "best.json"
+        if best.is_file():
+            self.best = json.loads(best.read_text())
+            if self.best.get("iteration", 0) > self.start_iter:
+                self.best = None
+        return self.start_iter
+
+    def load(self, path: Path) -> int:
+        from sr_training.checkpoint import load_checkpoint
+
+        s = load_checkpoint(path, self.device)
+        self.load_checkpoint_state(s)
         self.start_iter = int(s["iteration"])
         return self.start_iter
 
     def latest_checkpoint(self) -> Path | None:
-        ckpts = sorted((self.out / "checkpoints").glob("iter_*.pt"))
-        return ckpts[-1] if ckpts else None
+        ckpts = list_checkpoints(self.out / "checkpoints")
+        return ckpts[0] if ckpts else None
 
     # --- validation -----------------------------------------------------------------------------
+    def validation_network(self) -> torch.nn.Module:
+        return self.ema
+
+    def validation_metrics(self) -> list[tuple[str, object, object]]:
+        """[(column, MetricSpec, pyiqa metric)] built once through bench's metric factory: the FR metrics
+        of ``val.metrics`` (pyiqa psnr = RGB PSNR, psnry = Y PSNR, ssim = SSIM on Y, ssimc = RGB SSIM,
+        stlpips = LPIPS-ST) and the NR metric (``val.nr_metric``; 'auto' = the sampling metric)."""
+        if self._val_metrics is not None:
+            return self._val_metrics
+        from bench.metrics.factory import create
+        from bench.metrics.table import get
+
+        # pyiqa variants of a table entry: same metric family and orientation, another channel setting
+        variant_of = {"psnry": "psnr", "ssimc": "ssim"}
+        out = []
+        for name in self.cfg.val.metrics:
+            try:
+                spec = get(name)
+            except StudyError:
+                if name not in variant_of:
+                    raise
+                spec = get(variant_of[name]).model_copy(update={"name": name})
+            out.append((name, spec, create(spec, str(self.device))))
+        nr = self.cfg.val.nr_metric
+        if nr == "auto":
+            nr = self.iqa_spec.name if self.iqa_spec is not None and not self.cfg.sampling.iqa.random_init else None
+        if nr:
+            spec = get(nr)
+            if spec.mode != "NR":
+                raise StudyError(f"val.nr_metric {nr}: is a {spec.mode} metric, expected NR")
+            out.append((nr, spec, create(spec, str(self.device))))
+        self._val_metrics = out
+        return out
+
     @torch.no_grad()
-    def validate(self, it: int) -> dict[str, float] | None:
+    def validate(self, it: int) -> dict[str, dict[str, float]] | None:
+        """{image stem: {metric: value}} on the 8-bit SR output (what is saved), FR metrics after cropping
+        ``val.crop_border`` pixels from every border (HGGT: 4) of SR and HR alike."""
         v = self.cfg.val
         if not v.dir:
             return None
@@ -197,32 +450,97 @@ class Trainer:
             raise StudyError(f"val.dir {v.dir}: expected folders hr/ and {v.lr_subdir}/")
         out_dir = self.out / "val" / f"iter_{it:08d}"
         out_dir.mkdir(parents=True, exist_ok=True)
+        net, metrics, c = self.validation_network(), self.validation_metrics(), v.crop_border
         scores = {}
         for lr_path in sorted(lr_dir.glob("*.png")):
-            sr = self.ema(_load_rgb(lr_path).to(self.device)).clamp(0, 1).cpu()
+            sr = net(_load_rgb(lr_path).to(self.device)).clamp(0, 1).cpu()
+            sr = (sr * 255).round() / 255  # the saved 8-bit image is what is scored
             Image.fromarray((sr[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(out_dir / lr_path.name)
-            hr_path = hr_dir / lr_path.name
-            if hr_path.is_file():
-                hr = _load_rgb(hr_path)
-                h, w = min(hr.shape[-2], sr.shape[-2]), min(hr.shape[-1], sr.shape[-1])
-                scores[lr_path.stem] = psnr(sr[..., :h, :w], hr[..., :h, :w], v.crop_border)
+            hr = _load_rgb(hr_dir / lr_path.name)
+            h, w = min(hr.shape[-2], sr.shape[-2]), min(hr.shape[-1], sr.shape[-1])
+            a, b = sr[..., :h, :w], hr[..., :h, :w]
+            if c:
+                a, b = a[..., c:-c, c:-c], b[..., c:-c, c:-c]
+            row = {}
+            for name, spec, metric in metrics:
+                x = sr if spec.mode == "NR" else a
+                value = metric(x.to(self.device)) if spec.mode == "NR" else metric(x.to(self.device), b.to(self.device))
+                row[name] = float(value.reshape(-1)[0])
+            scores[lr_path.stem] = row
         return scores
 
+    def _better(self, value: float, than: float) -> bool:
+        from bench.metrics.table import get
+
+        name = self.cfg.val.best_metric
+        sign = get({"psnry": "psnr", "ssimc": "ssim"}.get(name, name)).sign
+        return sign * value > sign * than
+
+    def _keep_best(self, it: int, means: dict[str, float]) -> None:
+        name = self.cfg.val.best_metric
+        if not name:
+            return
+        if name not in means:
+            raise StudyError(f"val.best_metric {name}: not among the validation metrics {sorted(means)}")
+        value = means[name]
+        if not np.isfinite(value) or (self.best is not None and not self._better(value, self.best["value"])):
+            return
+        src, dst = checkpoint_path(self.out / "checkpoints", it), self.out / "checkpoints" / "best.pt"
+        tmp = dst.with_name(".best.pt.partial")
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+        self.best = {"iteration": it, "metric": name, "value": value}
+        atomic_write_text(json.dumps(self.best, indent=2), self.out / "checkpoints" / "best.json")
+
     # --- the loop -------------------------------------------------------------------------------
-    def fit(self, auto_resume: bool = False) -> dict:
+    def _write_provenance(self, record: dict) -> None:
+        atomic_write_text(json.dumps(record, indent=2, default=str), self.out / "provenance.json")
+
+    def fit(self, auto_resume: bool = False, allow_config_change: bool = False) -> dict:
         cfg, sch = self.cfg, self.cfg.schedule
-        if auto_resume and (ckpt := self.latest_checkpoint()):
-            self.load(ckpt)
         main = self.rank == 0
+        if auto_resume:
+            self.resume(allow_config_change)
+        if self.resumed_from is None and main and (archived := archive_output(self.out)) is not None:
+            self.note(f"{self.out} already existed and is not resumed: archived it to {archived}")
+        if self.world > 1:
+            dist.barrier()
+        self.out.mkdir(parents=True, exist_ok=True)
+        previous = []
         if main:
+            if self.resumed_from is not None:
+                r = self.resumed_from
+                print(f"resumed from iteration {r['iteration']} (checkpoint {r['checkpoint']})", flush=True)
+                dropped = {n: _truncate_csv(self.out / n, self.start_iter)
+                           for n in ("train_log.csv", "val_log.csv", "val_images.csv")}
+                if any(dropped.values()):
+                    self.note(f"dropped log rows after iteration {self.start_iter}: {dropped}")
+                old = self.out / "provenance.json"
+                if old.is_file():
+                    prev = json.loads(old.read_text())
+                    previous = prev.pop("previous_sessions", []) + [prev]
             save_config(cfg, self.out / "config.yaml")
-            (self.out / "provenance.json").write_text(json.dumps(
-                provenance.new_run("train", cfg.model_dump(mode="json"), device=str(self.device), seed=cfg.seed)
-                | {"world_size": self.world, "resumed_from": self.start_iter}, indent=2, default=str))
+            self.provenance = (provenance.new_run("train", json.loads(cfg.model_dump_json()), device=str(self.device),
+                                                  seed=cfg.seed)
+                               | {"world_size": self.world, "batch_size_per_process": cfg.data.batch_size,
+                                  "effective_batch": self.effective_batch,
+                                  "intended_total_batch": cfg.data.intended_total_batch,
+                                  "precision": "bf16-autocast" if cfg.amp_bf16 and self.device.type == "cuda" else "fp32",
+                                  "sampling_metric": self.sampling_metric, "resumed_from": self.resumed_from,
+                                  "notes": self.notes, "previous_sessions": previous})
+            self._write_provenance(self.provenance)
+        writer = None
+        if main:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(str(self.out / "tb"), purge_step=self.start_iter + 1 if self.resumed_from else None)
         sampler = IterationBatchSampler(len(self.dataset), cfg.data.batch_size, cfg.seed, self.start_iter,
                                         sch.total_iters, self.rank, self.world)
         loader = DataLoader(self.dataset, batch_sampler=sampler, num_workers=cfg.data.workers, collate_fn=collate)
-        log_path = self.out / "train_log.csv"
         t0, last = time.perf_counter(), {}
         bar = tqdm(total=sch.total_iters, initial=self.start_iter, desc=cfg.name, unit="it", disable=not main)
         for it, batch in enumerate(loader, start=self.start_iter):
@@ -230,25 +548,56 @@ class Trainer:
             done = it + 1
             bar.update(1)
             if main and (done % sch.log_every == 0 or done == sch.total_iters):
-                row = {"iter": done, **last, "lr_g": self.sched_g.get_last_lr()[0],
-                       "sec_per_iter": (time.perf_counter() - t0) / max(1, done - self.start_iter),
-                       **{f"chosen_{k}": int(c) for k, c in enumerate(self.chosen)}}
-                new = not log_path.exists()
-                with open(log_path, "a", newline="") as fh:
-                    w = csv.DictWriter(fh, fieldnames=list(row))
-                    if new:
-                        w.writeheader()
-                    w.writerow(row)
+                self._log_train(writer, done, last, t0)
                 bar.set_postfix(l1=f"{last['l1']:.4f}", g=f"{last['total_g']:.3f}")
-            if main and (done % sch.val_every == 0 or done == sch.total_iters):
-                scores = self.validate(done)
-                if scores:
-                    with open(self.out / "val_log.csv", "a") as fh:
-                        fh.write(f"{done},{np.mean(list(scores.values())):.4f},{json.dumps(scores)}\n")
-            if main and (done % sch.checkpoint_every == 0 or done == sch.total_iters):
-                self.save(done)
+            val_due = bool(cfg.val.dir) and (done % sch.val_every == 0 or done == sch.total_iters)
+            if main and (val_due or done % sch.checkpoint_every == 0 or done == sch.total_iters):
+                self.save(done)  # before validation: a failing validation never costs a checkpoint
+            if main and val_due:
+                self._log_val(writer, done, self.validate(done))
         bar.close()
+        if writer is not None:
+            writer.close()
         if self.world > 1:
             dist.barrier()
+        if main:
+            self.provenance["finished_at"] = provenance.now().isoformat(timespec="seconds")
+            self.provenance["final"] = {"iteration": sch.total_iters, "chosen": self.chosen.tolist(), "best": self.best}
+            self._write_provenance(self.provenance)
         return {"last": last, "chosen": self.chosen.tolist(),
                 "sec_per_iter": (time.perf_counter() - t0) / max(1, sch.total_iters - self.start_iter)}
+
+    def _log_train(self, writer, done: int, last: dict, t0: float) -> None:
+        lr_g = self.sched_g.get_last_lr()[0]
+        row = {"iter": done, **last, "lr_g": lr_g,
+               "sec_per_iter": (time.perf_counter() - t0) / max(1, done - self.start_iter),
+               **{f"chosen_{k}": int(c) for k, c in enumerate(self.chosen)}}
+        _append_csv(self.out / "train_log.csv", row)
+        for k, v in last.items():
+            writer.add_scalar(f"loss/{k}", v, done)
+        writer.add_scalar("lr/g", lr_g, done)
+        writer.add_scalar("time/sec_per_iter", row["sec_per_iter"], done)
+        interval = self.chosen - self._chosen_at_log
+        self._chosen_at_log = self.chosen.clone()
+        if int(interval.sum()):
+            writer.add_histogram("sampling/chosen_gt_index", torch.repeat_interleave(torch.arange(5), interval), done,
+                                 bins=np.arange(-0.5, 5.5, 1.0))
+        total = max(1, int(self.chosen.sum()))
+        for k, c in enumerate(self.chosen.tolist()):
+            writer.add_scalar(f"sampling/chosen_frac_{k}", c / total, done)
+        writer.flush()
+
+    def _log_val(self, writer, done: int, scores: dict | None) -> None:
+        if not scores:
+            return
+        names = list(next(iter(scores.values())))
+        means = {m: float(np.mean([s[m] for s in scores.values()])) for m in names}
+        _append_csv(self.out / "val_log.csv", {"iter": done, **means})
+        for image, s in scores.items():
+            _append_csv(self.out / "val_images.csv", {"iter": done, "image": image, **s})
+        for m, v in means.items():
+            writer.add_scalar(f"val/{m}", v, done)
+        for path in sorted((self.out / "val" / f"iter_{done:08d}").glob("*.png"))[:4]:
+            writer.add_image(f"val/{path.stem}", np.asarray(Image.open(path).convert("RGB")), done, dataformats="HWC")
+        writer.flush()
+        self._keep_best(done, means)

@@ -12,7 +12,10 @@ def cmd_train(a) -> None:
     from sr_training.trainer import Trainer
 
     cfg = load_config(a.config, a.overrides)
-    result = Trainer(cfg, Path(a.out), device=None if a.device == "auto" else a.device).fit(auto_resume=a.auto_resume)
+    if cfg.ft is not None:  # FT stage (LoRA + -lambda_Q*Q): sr_training/ft
+        from sr_training.ft.trainer import FTTrainer as Trainer
+    result = Trainer(cfg, Path(a.out), device=None if a.device == "auto" else a.device).fit(
+        auto_resume=a.auto_resume, allow_config_change=a.allow_config_change)
     if int(__import__("os").environ.get("RANK", 0)) == 0:
         print(f"{cfg.name}: done; last losses {json.dumps({k: round(v, 4) for k, v in result['last'].items()})}; "
               f"GT index chosen {result['chosen']}; {result['sec_per_iter']:.3f} s/iter; outputs in {a.out}")
@@ -35,8 +38,12 @@ def register(sub) -> None:
     s = sub.add_parser("train", help="train an SR model (sr_training): --config FILE --out DIR [key=value ...]")
     s.add_argument("--config", required=True)
     s.add_argument("--out", required=True)
-    s.add_argument("--auto-resume", action="store_true", help="continue from the newest checkpoint in --out")
-    s.add_argument("--device", default="auto")
+    s.add_argument("--auto-resume", action="store_true",
+                   help="continue from the newest loadable checkpoint in --out (without it, an existing --out is "
+                        "archived to <out>_archived_<time> and training starts afresh)")
+    s.add_argument("--allow-config-change", action="store_true",
+                   help="resume even though the config differs from the checkpoint's (recorded in provenance.json)")
+    s.add_argument("--device", default="auto", help="auto (cuda:LOCAL_RANK if available, else cpu), cpu, cuda:N")
     s.add_argument("overrides", nargs="*", help="config overrides, e.g. data.batch_size=4 sampling.tau=2")
     s.set_defaults(fn=cmd_train)
 

@@ -1,0 +1,107 @@
+"""Training checkpoints (CONTRACTS C5): plain-tensor files that load with ``weights_only=True``.
+
+A checkpoint is a ``torch.save``'d dict of tensors, ints, floats, strings, lists and dicts only:
+``iteration``, ``net_g``, ``ema``, ``opt_g``, ``sched_g`` (+ ``net_d``, ``opt_d``, ``sched_d``),
+``chosen`` (a tensor), ``config`` (the resolved TrainConfig as a JSON *string*) and whatever the
+data pipeline needs for a bit-identical resume. Loading never unpickles arbitrary objects: a
+file carrying a pickled class (``__reduce__`` payload) is refused with one line and its code
+never runs. A truncated or empty file raises :class:`CorruptCheckpoint` so ``--auto-resume``
+can fall back to the previous checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import uuid
+from pathlib import Path
+
+import torch
+
+from bench.errors import StudyError
+
+PATTERN = "iter_*.pt"
+
+
+class CorruptCheckpoint(StudyError):
+    """The file is truncated / not a torch zip archive (a write was interrupted)."""
+
+
+class UnsafeCheckpoint(StudyError):
+    """The file holds pickled objects beyond plain tensors/containers: refused, never executed."""
+
+
+def checkpoint_path(folder: Path, iteration: int) -> Path:
+    return Path(folder) / f"iter_{iteration:08d}.pt"
+
+
+def save_checkpoint(state: dict, path: Path) -> Path:
+    """Write atomically (temp file in the same folder, fsync, rename) so a kill never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
+    torch.save(state, tmp)
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """``torch.load(weights_only=True)``; one-line :class:`StudyError` subclasses on every failure."""
+    path = Path(path)
+    if not path.is_file():
+        raise StudyError(f"checkpoint {path}: file does not exist")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = next((ln.strip() for ln in str(exc).splitlines() if "GLOBAL" in ln or "Unsupported" in ln), "")
+        raise UnsafeCheckpoint(f"checkpoint {path}: refused, it holds pickled objects beyond plain tensors "
+                               f"(weights_only=True load failed{': ' + first if first else ''}); "
+                               f"never load it with weights_only=False unless you made it") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CorruptCheckpoint(f"checkpoint {path}: unreadable, truncated or not a torch file ({msg})") from None
+    if not isinstance(state, dict) or "iteration" not in state:
+        raise CorruptCheckpoint(f"checkpoint {path}: expected a dict with 'iteration', got {type(state).__name__}")
+    return state
+
+
+def list_checkpoints(folder: Path) -> list[Path]:
+    """``iter_*.pt`` newest first (by the iteration in the name, not by mtime)."""
+    def it(p: Path) -> int:
+        try:
+            return int(p.stem.split("_", 1)[1])
+        except (IndexError, ValueError):
+            return -1
+    return sorted((p for p in Path(folder).glob(PATTERN) if it(p) >= 0), key=it, reverse=True)
+
+
+def latest_loadable(folder: Path, map_location="cpu", warn=print) -> tuple[Path, dict] | None:
+    """The newest checkpoint that loads. A corrupt (truncated) one is reported and skipped in favour of
+    the previous one; an unsafe one (pickle payload) stops everything: it is never silently skipped."""
+    for path in list_checkpoints(folder):
+        try:
+            return path, load_checkpoint(path, map_location)
+        except CorruptCheckpoint as exc:
+            warn(f"warning: {exc}; falling back to the previous checkpoint")
+    return None
+
+
+def generator_from_checkpoint(path: str | Path, which: str = "ema", map_location="cpu") -> torch.nn.Module:
+    """Rebuild the generator described by the checkpoint's config and load ``which`` ('ema' or 'net_g')."""
+    import json
+
+    from sr_training.archs import build_generator
+    from sr_training.config import TrainConfig
+
+    state = load_checkpoint(path, map_location)
+    if which not in ("ema", "net_g") or which not in state:
+        raise StudyError(f"checkpoint {path}: no generator weights '{which}' (expected 'ema' or 'net_g')")
+    try:
+        cfg = TrainConfig.model_validate(json.loads(state["config"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise StudyError(f"checkpoint {path}: field 'config' is not a TrainConfig JSON string ({exc})") from None
+    net = build_generator(cfg.arch.model_copy(update={"pretrained": None}))
+    net.load_state_dict(state[which], strict=True)
+    return net.eval()
