@@ -47,6 +47,7 @@ def cmd_weights_status(a) -> None:
     if not a.json:
         dirs = env.cache_dirs()
         print(f"\npyiqa cache: {dirs.pyiqa}\ntorchvision: {dirs.torchvision}\nHF hub: {dirs.hf_hub}\n"
+              f"iqa-study cache ($IQA_STUDY_HOME): {dirs.study}\n"
               f"{int(df['present'].sum())} present, {int((~df['present']).sum())} missing")
 
 
