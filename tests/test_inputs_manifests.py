@@ -43,7 +43,7 @@ def _csv(tmp_path: Path, body: str, name: str = "study.csv", *, raw: bytes | Non
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bench.cli", *args], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "bench.cli", *args], capture_output=True, text=True, check=False)
 
 
 # --- paths stay inside the root ----------------------------------------------------------------
@@ -147,8 +147,8 @@ def test_output_that_is_a_directory_is_one_line_before_any_work(tmp_path, root):
     done = _cli("manifest", "build", "pairs-csv", str(f), "--root", str(root), "-o", str(tmp_path))
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
-        f"iqa-study: error: manifest build: -o {tmp_path} is a directory; expected a file path such as "
-        f"{tmp_path / 'manifest.parquet'}"]
+        (f"iqa-study: error: manifest build: -o {tmp_path} is a directory; expected a file path such as "
+         f"{tmp_path / 'manifest.parquet'}")]
 
 
 # --- kind (C2) and observers -------------------------------------------------------------------------

@@ -229,7 +229,7 @@ def test_cli_manifest_build_accepts_output_after_the_importer(tmp_path):
     base = _sr2afc_folder(tmp_path / "sr2afc")
     out = tmp_path / "m.parquet"
     done = subprocess.run([sys.executable, "-m", "bench.cli", "manifest", "build", "sr2afc", str(base),
-                           "-o", str(out), "--store", str(tmp_path / "store")], capture_output=True, text=True)
+                           "-o", str(out), "--store", str(tmp_path / "store")], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     assert "6 pairs of dataset 'sr2afc'" in done.stdout and "registered in" in done.stdout
     df = schema.read(out)
@@ -237,7 +237,7 @@ def test_cli_manifest_build_accepts_output_after_the_importer(tmp_path):
     # observers 1 and 2 chose the left image, observer 3 the right one; sides are sorted by name
     assert set(zip(df["votes_a"], df["votes_b"])) <= {(2, 1), (1, 2)}
     bad = subprocess.run([sys.executable, "-m", "bench.cli", "manifest", "build", "sr2afc", str(tmp_path),
-                          "-o", str(out)], capture_output=True, text=True)
+                          "-o", str(out)], capture_output=True, text=True, check=False)
     assert bad.returncode == 2 and "votes.csv: file does not exist" in bad.stderr
 
 

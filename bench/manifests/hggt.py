@@ -148,7 +148,7 @@ def hggt(root: str | os.PathLike, split: str = "test") -> pd.DataFrame:
     """
     layout = resolve_layout(root, split)
     groups = group_table(layout)
-    rel = lambda p: str(p.relative_to(layout.images))  # noqa: E731
+    rel = lambda p: str(p.relative_to(layout.images))
     rows = []
     for stem, g in groups.groupby("group", sort=True):
         orig = rel(layout.original(stem))

@@ -22,7 +22,6 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 from bench.atomic import atomic_write_bytes
-
 from bench.env import cache_dirs, network_available
 from bench.errors import WeightsMissing
 from bench.metrics.table import MetricSpec, WeightFile
@@ -73,7 +72,7 @@ def locate(wf: WeightFile) -> Path | None:
         spec = importlib.util.find_spec(pkg)
         if spec is None or not spec.submodule_search_locations:
             return Path(f"<package {pkg} not installed>") / rel
-        return Path(list(spec.submodule_search_locations)[0]) / rel
+        return Path(next(iter(spec.submodule_search_locations))) / rel
     return None
 
 
@@ -249,7 +248,7 @@ def index_urls() -> list[str]:
 
 def _get(url: str, accept: str | None = None, limit: int = NIQE_ARCHIVE_MAX_BYTES) -> tuple[bytes, str]:
     req = urllib.request.Request(url, headers={"Accept": accept} if accept else {})
-    with urllib.request.urlopen(req, timeout=60) as resp:  # noqa: S310 (http(s)/file index URLs by design)
+    with urllib.request.urlopen(req, timeout=60) as resp:
         body = resp.read(limit + 1)
         ctype = resp.headers.get("Content-Type", "") if hasattr(resp, "headers") else ""
     if len(body) > limit:
