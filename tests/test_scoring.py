@@ -215,5 +215,5 @@ def test_missing_weights_fail_fast_with_one_actionable_line():
 def test_unavailable_metric_is_reported_not_a_crash(tmp_path, sample_manifest):
     out = _cli("score", "--manifest", str(sample_manifest), "--metrics", "musiq,piqe", "--store", str(tmp_path / "s"),
                "--workers", "0").stdout
-    assert "musiq                  unavailable: metric 'musiq': weight file" in out
+    assert "  1 metric unavailable here (weights missing, no network): musiq; `iqa-study weights status --missing`" in out
     assert "piqe                   scored 78" in out

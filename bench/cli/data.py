@@ -87,22 +87,70 @@ def cmd_manifest_build(a) -> None:
 
 
 def cmd_score(a) -> None:
-    from bench.manifests import schema
     from bench.metrics.table import select
-    from bench.scoring.engine import Shard, score_manifest
+    from bench.scoring.engine import Shard, pick_device, validate_options
+    from bench.scoring.report import summary_lines
     from bench.store import Store
 
-    manifest = schema.read(a.manifest, root=a.root)
+    if a.manifest and a.images:
+        raise StudyError("score: give --manifest (pair study) or --images (folder/file), not both")
+    if not (a.manifest or a.images):
+        raise StudyError("score: give --manifest FILE or --images DIR_OR_FILE")
+    if a.ref and not a.images:
+        raise StudyError("score: --ref goes with --images (a manifest has no references)")
+    if a.root and not a.manifest:
+        raise StudyError("score: --root goes with --manifest")
+    if not a.metrics.strip(" ,"):
+        raise StudyError("score: --metrics is empty; give names (e.g. piqe,niqe) or study | available | all")
+    cap = a.pixel_cap
+    if cap != "auto":
+        try:
+            cap = int(cap)
+        except ValueError:
+            raise StudyError(f"--pixel-cap {cap!r}: expected an integer >= 0 or 'auto'") from None
+    validate_options(batch_size=a.batch_size, workers=a.workers, max_pixels=a.max_pixels,
+                     pixel_cap=None if cap == "auto" else cap, retries=a.retries,
+                     max_consecutive_errors=a.max_consecutive_errors)
+    device = pick_device(a.device)
     metrics = select(a.metrics)
-    run, summaries = score_manifest(manifest, metrics, Store(a.store), device=a.device, batch_size=a.batch_size,
-                                    workers=a.workers, shard=Shard.parse(a.shard), max_pixels=a.max_pixels,
-                                    retry_failed=a.retry_failed, flush_rows=a.flush_rows)
-    print(f"run {run['run_id']} on {run['device_name']}: {len(manifest)} pairs, store {a.store}")
-    print("\n".join(_summary_lines(summaries)))
-    failures = sum(s.error + s.nan for s in summaries)
-    if failures:
-        print(f"{failures} image scores failed (rows kept with status/error; re-run with --retry-failed)")
+    if not metrics:
+        raise StudyError(f"score: --metrics {a.metrics!r} selects no metric")
+    opts = dict(device=device, batch_size=a.batch_size, workers=a.workers, shard=Shard.parse(a.shard),
+                max_pixels=a.max_pixels, pixel_cap=cap,
+                retry_failed=a.retry_failed, retries=a.retries, max_consecutive_errors=a.max_consecutive_errors,
+                flush_rows=a.flush_rows, fr_protocol=a.fr_protocol)
+    if a.images:
+        from bench.scoring.folder import score_folder
 
+        run, summaries, table, unmatched = score_folder(a.images, metrics, Store(a.store), ref_dir=a.ref, **opts)
+        if a.format == "table":
+            print(f"run {run['run_id']} on {run['device_name']}: {len(table)} images, store {a.store}")
+            print("\n".join(summary_lines(summaries)))
+            if unmatched:
+                print(f"{unmatched} image(s) have no reference in {a.ref} (matched by file name): no FR scores")
+            print()
+        _print_scores(table, a.format)
+    else:
+        from bench.manifests import schema
+        from bench.scoring.engine import score_manifest
+
+        manifest = schema.read(a.manifest, root=a.root)
+        run, summaries = score_manifest(manifest, metrics, Store(a.store), **opts)
+        print(f"run {run['run_id']} on {run['device_name']}: {len(manifest)} pairs, store {a.store}")
+        print("\n".join(summary_lines(summaries)))
+    failures = sum(s.error + s.nan for s in summaries)
+    if failures and a.format == "table":
+        print(f"{failures} image scores failed (rows kept with status/error; transient ones are retried on the "
+              f"next run, the rest with --retry-failed)")
+
+
+def _print_scores(table, fmt: str) -> None:
+    import sys
+
+    if fmt == "csv":
+        table.to_csv(sys.stdout, index=False)
+    else:
+        _print_table(table, fmt == "json")
 
 def cmd_query(a) -> None:
     from bench.store import Store
@@ -110,7 +158,8 @@ def cmd_query(a) -> None:
 
     import duckdb
 
-    con = connect(Store(a.store, create=False))
+    # read-only: the SQL can read the store's views and nothing else (no COPY/ATTACH/file access)
+    con = connect(Store(a.store, create=False), read_only=True, include_inferred=a.include_inferred)
     try:
         df = con.execute(a.sql).df()
     except duckdb.Error as exc:
@@ -124,17 +173,20 @@ def cmd_agree(a) -> None:
     from bench.store.views import agreement
 
     store = Store(a.store, create=False)
-    only = None
-    if a.manifest:
+    manifest_id = None
+    if a.manifest:  # that manifest's own pairs and votes, registering it first if it is new
         m = schema.read(a.manifest)
-        store.register_manifest(m)
-        only = sorted({(d, s) for d, s in zip(m["dataset"], m["split"])})
-    df = agreement(store, only)
+        manifest_id = Store.manifest_id(m)
+        if not (store.root / "pairs" / f"{manifest_id}.parquet").exists():
+            reg = store.register(m, replace=a.replace)
+            if reg.replaced:
+                print(reg.summary())
+    df = agreement(store, manifest_id=manifest_id, include_inferred=a.include_inferred)
+    if a.json:
+        _print_table(df, True)  # an empty store gives []
+        return
     if df.empty:
         print("no scored pairs yet (run `iqa-study score` first)")
-        return
-    if a.json:
-        _print_table(df, True)
         return
     if df["synthetic"].any():
         print("NOTE: rows marked synthetic=True use SYNTHETIC preferences (embedded sample), not human votes.")
@@ -152,28 +204,48 @@ def register(sub) -> None:
     s.add_argument("importer_args", nargs=argparse.REMAINDER)
     s.set_defaults(fn=cmd_manifest_build)
 
-    s = sub.add_parser("score", help="score every image of a manifest with the chosen metrics")
-    s.add_argument("--manifest", required=True)
+    s = sub.add_parser("score", help="score the images of a manifest, or a folder/file (NR; FR with --ref), into a store")
+    src = s.add_argument_group("what to score (one of)")
+    src.add_argument("--manifest", help="pair manifest (Parquet): every image it cites")
+    src.add_argument("--images", help="an image folder or file, no manifest needed; prints a per-image table")
+    s.add_argument("--ref", help="with --images: reference folder for full-reference metrics, matched by file name")
     s.add_argument("--metrics", default="available", help="comma-separated names | study | available | all")
     s.add_argument("--store", required=True)
+    s.add_argument("--format", choices=["table", "csv", "json"], default="table",
+                   help="with --images: how the per-image scores are printed")
     s.add_argument("--root", help="override the manifest's image root (data moved)")
     s.add_argument("--device", default="auto")
     s.add_argument("--batch-size", type=int, help="default: 8 on GPU, 1 on CPU (batching large images is slower on CPU)")
-    s.add_argument("--workers", type=int, default=2)
+    s.add_argument("--workers", type=int, default=2, help="image-decoding worker processes")
     s.add_argument("--shard", help="i/n (default: RANK/WORLD_SIZE from torchrun, else 0/1)")
     s.add_argument("--max-pixels", type=int, help="downscale larger images to this many pixels (recorded in the key)")
-    s.add_argument("--retry-failed", action="store_true", help="re-score keys whose stored row failed")
+    s.add_argument("--pixel-cap", default="auto",
+                   help="images above this many pixels become error rows ('auto': 16000000 on CPU, none on GPU; 0: none)")
+    s.add_argument("--fr-protocol", choices=["hggt", "pyiqa"], default="hggt",
+                   help="full-reference options: hggt = crop border 4, RGB (HGGT evaluation); pyiqa = pyiqa defaults")
+    s.add_argument("--retry-failed", action="store_true",
+                   help="re-score keys whose stored row failed (transient failures are retried anyway)")
+    s.add_argument("--retries", type=int, default=2, help="in-run retries of transient errors (I/O, CUDA OOM)")
+    s.add_argument("--max-consecutive-errors", type=int, default=20,
+                   help="stop a metric after this many identical errors in a row")
     s.add_argument("--flush-rows", type=int, default=1000, help="rows per Parquet part (work at risk on a kill)")
     s.set_defaults(fn=cmd_score)
 
-    s = sub.add_parser("query", help="SQL over the store (views: scores, scores_raw, pairs, pair_scores, agreement, runs)")
+    s = sub.add_parser("query", help="read-only SQL over the store (views: scores, scores_raw, pairs, pairs_all, "
+                                     "pair_scores, agreement, runs, study_*); the SQL cannot write or read other files")
     s.add_argument("--store", required=True)
     s.add_argument("sql")
     s.add_argument("--json", action="store_true")
+    s.add_argument("--include-inferred", action="store_true",
+                   help="the agreement view also counts HGGT pairs inferred from labels (kind='inferred')")
     s.set_defaults(fn=cmd_query)
 
     s = sub.add_parser("agree", help="metric/human agreement per dataset, split and metric")
     s.add_argument("--store", required=True)
-    s.add_argument("--manifest")
+    s.add_argument("--manifest", help="only this manifest's pairs, with its own votes (registered first if new)")
+    s.add_argument("--replace", action="store_true",
+                   help="with --manifest: its votes replace conflicting rows of registered manifests")
+    s.add_argument("--include-inferred", action="store_true",
+                   help="also count HGGT pairs inferred from labels (kind='inferred'; excluded by default)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_agree)

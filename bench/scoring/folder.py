@@ -1,0 +1,97 @@
+"""Score a folder (or one file) without a manifest, as ``pyiqa METRIC -t folder`` users do.
+
+References for full-reference metrics come from a second folder, matched by file name: the
+same name, else the one file with the same stem (``x.png`` <- ``x.jpg``); an image with no or an
+ambiguous match gets no FR score and is counted in the summary. Images are keyed by content hash
+like every other score, so a folder scored here joins manifests and evaluations in the store.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PIL import Image
+
+from bench.errors import StudyError
+from bench.scoring.images import ImageRef, content_hash
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+def list_images(path: str | Path, what: str = "--images") -> list[Path]:
+    p = Path(path)
+    if p.is_file():
+        return [p]
+    if not p.is_dir():
+        raise StudyError(f"{what} {p}: no such file or directory")
+    files = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise StudyError(f"{what} {p}: no image files ({', '.join(IMAGE_SUFFIXES)})")
+    return files
+
+
+def _describe(path: Path) -> tuple[str, int, int]:
+    data = path.read_bytes()
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+    except (OSError, ValueError, Image.DecompressionBombError):
+        w = h = -1  # the engine records the decode error as a row
+    return content_hash(data), w, h
+
+
+def match_reference(image: Path, refs: dict[str, Path], by_stem: dict[str, list[Path]]) -> Path | None:
+    if image.name in refs:
+        return refs[image.name]
+    cands = by_stem.get(image.stem, [])
+    return cands[0] if len(cands) == 1 else None
+
+
+def refs_from_folder(images: str | Path, ref_dir: str | Path | None = None) -> tuple[list[ImageRef], list[str], int]:
+    """(refs, their file names, number of images without a reference when ``ref_dir`` is given)."""
+    files = list_images(images)
+    ref_files = list_images(ref_dir, "--ref") if ref_dir is not None else []
+    by_name = {f.name: f for f in ref_files}
+    by_stem: dict[str, list[Path]] = {}
+    for f in ref_files:
+        by_stem.setdefault(f.stem, []).append(f)
+    out, names, unmatched = [], [], 0
+    ref_ids: dict[Path, str] = {}
+    for f in files:
+        iid, w, h = _describe(f)
+        names.append(f.name)
+        ref = match_reference(f, by_name, by_stem) if ref_dir is not None else None
+        if ref is None:
+            unmatched += ref_dir is not None
+            out.append(ImageRef(iid, str(f.resolve()), w, h))
+            continue
+        if ref not in ref_ids:
+            ref_ids[ref] = content_hash(ref.read_bytes())
+        out.append(ImageRef(iid, str(f.resolve()), w, h, ref_ids[ref], str(ref.resolve())))
+    if ref_dir is not None and unmatched == len(files):
+        raise StudyError(f"--ref {ref_dir}: no reference matches any image of {images} by file name")
+    return out, names, unmatched
+
+
+def score_folder(images: str | Path, metrics, store, ref_dir: str | Path | None = None, **kwargs):
+    """Score a folder/file into ``store`` and record the run. Returns (run, summaries, table, unmatched)."""
+    from bench import provenance
+    from bench.scoring.engine import Shard, pick_device, score_refs, validate_options
+    from bench.scoring.report import score_table
+
+    device = pick_device(kwargs.pop("device", None))
+    validate_options(batch_size=kwargs.get("batch_size"), workers=kwargs.get("workers", 0),
+                     max_pixels=kwargs.get("max_pixels"))
+    refs, names, unmatched = refs_from_folder(images, ref_dir)
+    shard = kwargs.get("shard", Shard())
+    config = {"metrics": [m.name for m in metrics], "images": str(Path(images).resolve()),
+              "ref": str(Path(ref_dir).resolve()) if ref_dir else None, "shard": f"{shard.index}/{shard.count}",
+              **{k: v for k, v in kwargs.items() if k in ("batch_size", "workers", "max_pixels", "retry_failed",
+                                                         "fr_protocol")}}
+    run = provenance.new_run("score", config, device=device, seed=None)
+    store.write_run(run)
+    summaries = score_refs(refs, metrics, store, run=run, device=device, **kwargs)
+    run["finished_at"] = provenance.now().isoformat(timespec="seconds")
+    run["summary"] = [s.__dict__ for s in summaries]
+    store.write_run(run)
+    return run, summaries, score_table(store, refs, summaries, names), unmatched

@@ -1,0 +1,64 @@
+"""What a scoring run prints: per-metric summary lines and the per-image score table."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from bench.metrics.table import get
+from bench.scoring.images import ImageRef
+from bench.store.layout import Store
+
+
+def summary_lines(summaries) -> list[str]:
+    """One line per scored metric; metrics that could not run here are ONE line with a count and
+    the command that lists why (not one long line each)."""
+    lines, unavailable = [], []
+    for s in summaries:
+        if s.unavailable:
+            unavailable.append(s)
+            continue
+        rate = f"{s.scored / s.seconds:.2f} img/s" if s.seconds else "-"
+        extra = ""
+        if getattr(s, "stored_failures_skipped", 0):
+            extra += f", {s.stored_failures_skipped} stored failures skipped (--retry-failed re-scores them)"
+        if getattr(s, "skipped_no_ref", 0):
+            extra += f", {s.skipped_no_ref} images without a reference"
+        lines.append(f"  {s.metric:<22} scored {s.scored} (ok {s.ok}, error {s.error}, nan {s.nan}), "
+                     f"skipped {s.skipped_existing} already stored{extra}, {rate}")
+        if getattr(s, "stopped", None):
+            lines.append(f"      {s.stopped}")
+        lines.extend(f"      {e}" for e in s.first_errors)
+    if unavailable:
+        names = ", ".join(s.metric for s in unavailable)
+        lines.append(f"  {len(unavailable)} metric{'s' if len(unavailable) > 1 else ''} unavailable here "
+                     f"(weights missing, no network): {names}; `iqa-study weights status --missing` lists why")
+    return lines
+
+
+def score_table(store: Store, refs: list[ImageRef], summaries, names: list[str]) -> pd.DataFrame:
+    """One row per image (``names``: display names aligned with ``refs``), one column per metric: the stored
+    score under this run's configuration (the newest ok row), or ``error: ...`` / empty."""
+    import duckdb
+
+    hashes = [s.config_hash for s in summaries if s.config_hash and not s.unavailable]
+    table = pd.DataFrame({"image": list(names)})
+    if not hashes:
+        return table
+    con = duckdb.connect()
+    rows = con.execute(
+        "SELECT image_id, coalesce(ref_id, '') AS ref, metric, "
+        "  arg_max(score, (status = 'ok', written_at)) AS score, arg_max(status, (status = 'ok', written_at)) AS status, "
+        "  arg_max(error, (status = 'ok', written_at)) AS error "
+        "FROM read_parquet(?, union_by_name=true) WHERE list_contains(?, config_hash) "
+        "AND list_contains(?, image_id) GROUP BY ALL",
+        [store.score_glob(), hashes, [r.image_id for r in refs]]).df()
+    con.close()
+    got = {(r.image_id, r.ref, r.metric): (r.score if r.status == "ok" else f"{r.status}: {r.error}")
+           for r in rows.itertuples()}
+    for s in summaries:
+        if s.unavailable or not s.config_hash:
+            continue
+        fr = get(s.metric).mode == "FR"
+        table[s.metric] = [None if fr and not r.ref_id else got.get((r.image_id, (r.ref_id or "") if fr else "", s.metric))
+                           for r in refs]
+    return table

@@ -1,0 +1,114 @@
+"""`iqa-study score --images DIR [--ref DIR]`: one-line scoring without a manifest, and option errors."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pyiqa
+import pytest
+from PIL import Image
+
+from bench.cli import main
+
+
+def _images(tmp: Path, n: int = 3) -> tuple[Path, Path]:
+    """n noisy 'SR' images in sr/ and their references (same names) in hr/."""
+    rng = np.random.default_rng(7)
+    (tmp / "sr").mkdir()
+    (tmp / "hr").mkdir()
+    yy, xx = np.mgrid[0:72, 0:64] / 72
+    for i in range(n):
+        hr = np.stack([np.sin((5 + i) * xx + c) * np.cos(3 * yy + i) for c in range(3)], axis=2) * 0.45 + 0.5
+        sr = np.clip(hr + rng.normal(0, 0.03 * (i + 1), hr.shape), 0, 1)
+        for folder, arr in (("hr", hr), ("sr", sr)):
+            Image.fromarray((arr * 255).round().astype(np.uint8)).save(tmp / folder / f"im{i}.png")
+    return tmp / "sr", tmp / "hr"
+
+
+def _score_json(capsys, *args: str) -> list[dict]:
+    capsys.readouterr()
+    assert main(["score", *args, "--format", "json", "--workers", "0"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_score_images_nr_and_fr_equal_pyiqa_called_directly(tmp_path, capsys):
+    sr, hr = _images(tmp_path)
+    rows = _score_json(capsys, "--images", str(sr), "--ref", str(hr), "--metrics", "piqe,psnr",
+                       "--store", str(tmp_path / "store"))
+    piqe = pyiqa.create_metric("piqe", device="cpu")
+    psnr = pyiqa.create_metric("psnr", crop_border=4, device="cpu")
+    assert [r["image"] for r in rows] == ["im0.png", "im1.png", "im2.png"]
+    for r in rows:
+        assert r["piqe"] == pytest.approx(piqe(str(sr / r["image"])).item(), abs=1e-6)
+        assert r["psnr"] == pytest.approx(psnr(str(sr / r["image"]), str(hr / r["image"])).item(), abs=1e-6)
+    assert rows[0]["psnr"] > rows[2]["psnr"]  # more noise, lower PSNR
+    # a rerun reads the stored scores back (nothing rescored) and prints the same table as CSV
+    capsys.readouterr()
+    assert main(["score", "--images", str(sr), "--ref", str(hr), "--metrics", "piqe,psnr", "--store",
+                 str(tmp_path / "store"), "--format", "csv", "--workers", "0"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == "image,piqe,psnr" and len(out.splitlines()) == 4
+
+
+def test_score_images_on_set5_equals_pyiqa(tmp_path, capsys):
+    from tests.conftest import shared_path
+
+    set5 = shared_path("set5")
+    sr = tmp_path / "sr"
+    sr.mkdir()
+    for name in ("bird.png", "butterfly.png"):
+        with Image.open(set5 / "hr" / name) as h, Image.open(set5 / "lr_blind_x4" / name) as lr:
+            lr.convert("RGB").resize(h.size, Image.Resampling.BICUBIC).save(sr / name)
+    rows = _score_json(capsys, "--images", str(sr), "--ref", str(set5 / "hr"), "--metrics", "entropy,psnr",
+                       "--store", str(tmp_path / "store"))
+    entropy = pyiqa.create_metric("entropy", device="cpu")
+    psnr = pyiqa.create_metric("psnr", crop_border=4, device="cpu")
+    for r in rows:
+        assert r["entropy"] == pytest.approx(entropy(str(sr / r["image"])).item(), abs=1e-6)
+        assert r["psnr"] == pytest.approx(psnr(str(sr / r["image"]), str(set5 / "hr" / r["image"])).item(), abs=1e-6)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--max-pixels", "-5"], "--max-pixels -5: expected an integer >= 1"),
+    (["--workers", "-1"], "--workers -1: expected an integer >= 0"),
+    (["--batch-size", "0"], "--batch-size 0: expected an integer >= 1"),
+    (["--metrics", ""], "--metrics is empty"),
+    (["--metrics", " , "], "--metrics is empty"),
+    (["--device", "cuda"], "--device cuda: CUDA is not available here"),
+    (["--pixel-cap", "lots"], "--pixel-cap 'lots': expected an integer >= 0 or 'auto'"),
+])
+def test_bad_score_options_are_one_line_errors_and_store_nothing(tmp_path, capsys, args, message):
+    sr, _ = _images(tmp_path, n=1)
+    store = tmp_path / "store"
+    assert main(["score", "--images", str(sr), "--metrics", "piqe", "--store", str(store), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("iqa-study: error: ") and message in err and err.count("\n") == 1
+    assert not store.exists() or not list((store / "scores").glob("part-*-r*.parquet"))
+
+
+def test_wrong_root_is_refused_before_anything_is_stored(tmp_path, capsys, sample_manifest):
+    store = tmp_path / "store"
+    empty = tmp_path / "elsewhere"
+    empty.mkdir()
+    assert main(["score", "--manifest", str(sample_manifest), "--root", str(empty), "--metrics", "piqe",
+                 "--store", str(store), "--workers", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "none of the" in err and "wrong --root?" in err and err.count("\n") == 1
+    assert not list((store / "scores").glob("part-*-r*.parquet")) if store.exists() else True
+    assert main(["score", "--manifest", str(sample_manifest), "--root", str(tmp_path / "missing"), "--metrics",
+                 "piqe", "--store", str(store)]) == 2
+    assert "not a directory" in capsys.readouterr().err
+
+
+def test_unavailable_metrics_are_one_summary_line(tmp_path, capsys):
+    sr, _ = _images(tmp_path, n=1)
+    assert main(["score", "--images", str(sr), "--metrics", "musiq,nima,topiq_nr,piqe", "--store",
+                 str(tmp_path / "s"), "--workers", "0"]) == 0
+    out = capsys.readouterr().out
+    lines = [ln for ln in out.splitlines() if "unavailable here" in ln]
+    assert lines == ["  3 metrics unavailable here (weights missing, no network): musiq, nima, topiq_nr; "
+                     "`iqa-study weights status --missing` lists why"]
+    assert "piqe                   scored 1 (ok 1" in out
