@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
+import json
 import subprocess
 import sys
 import tarfile
@@ -220,3 +221,19 @@ def test_niqe_plumbing_params_make_niqe_score(niqe_plumbing_params):
     metric = factory.create(get("niqe"), "cpu")
     x = torch.from_numpy(np.array(bundled_photo("astronaut.png"))).permute(2, 0, 1)[None].float() / 255
     assert torch.isfinite(metric(x[..., :192, :192])).all()
+
+
+def test_weight_hashes_are_remembered_across_processes_and_redone_when_the_file_changes(tmp_path, monkeypatch):
+    monkeypatch.setenv("IQA_STUDY_HOME", str(tmp_path / "home"))
+    big = tmp_path / "w.pth"
+    big.write_bytes(b"\x01" * (1 << 20))
+    want = hashlib.sha256(big.read_bytes()).hexdigest()
+    assert weights.file_sha256(big) == want
+    index = json.loads((tmp_path / "home" / weights.HASH_INDEX).read_text())
+    assert index[str(big.resolve())][3] == want
+    weights._HASHES.clear()  # a new process: the index answers without reading the file
+    index[str(big.resolve())][3] = "from-the-index"
+    (tmp_path / "home" / weights.HASH_INDEX).write_text(json.dumps(index))
+    assert weights.file_sha256(big) == "from-the-index"
+    big.write_bytes(b"\x02" * (1 << 20) + b"x")  # changed file: other size/mtime, hashed again
+    assert weights.file_sha256(big) == hashlib.sha256(big.read_bytes()).hexdigest()

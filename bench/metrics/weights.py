@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 
-from bench.atomic import atomic_write_bytes
+from bench.atomic import atomic_write_bytes, atomic_write_text
 from bench.env import cache_dirs, network_available
 from bench.errors import WeightsMissing
 from bench.metrics.table import MetricSpec, WeightFile
@@ -181,19 +181,46 @@ def fetch(spec: MetricSpec) -> None:
 
 # --- weight identity (part of the metric configuration key) ---------------------------------
 _HASHES: dict[tuple[str, int, int, int], str] = {}
+HASH_INDEX = "weight-hashes.json"  # under env.cache_dirs().study: {path: [inode, size, mtime_ns, sha256]}
+
+
+def _hash_index() -> Path:
+    return cache_dirs().study / HASH_INDEX
+
+
+def _load_index() -> dict:
+    try:
+        data = json.loads(_hash_index().read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def file_sha256(path: str | Path) -> str:
-    """sha256 of a file, memoised per (path, size, mtime) in this process."""
+    """sha256 of a file, memoised per (path, inode, size, mtime): in this process and in
+    ``<iqa-study cache>/weight-hashes.json`` (multi-GB weights are hashed once per machine; a
+    changed file has another inode/size/mtime and is hashed again)."""
     path = Path(path)
     st = path.stat()
     key = (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
-    if key not in _HASHES:
-        h = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 22), b""):
-                h.update(chunk)
-        _HASHES[key] = h.hexdigest()
+    if key in _HASHES:
+        return _HASHES[key]
+    index = _load_index()
+    entry = index.get(key[0])
+    if isinstance(entry, list) and len(entry) == 4 and tuple(entry[:3]) == key[1:] and isinstance(entry[3], str):
+        _HASHES[key] = entry[3]
+        return entry[3]
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            h.update(chunk)
+    _HASHES[key] = h.hexdigest()
+    if st.st_size >= 1 << 20:  # small files are cheaper to hash than to index
+        index[key[0]] = [*key[1:], _HASHES[key]]
+        try:
+            atomic_write_text(json.dumps(index, indent=0, sort_keys=True), _hash_index())
+        except OSError:  # a read-only cache only costs a re-hash next time
+            pass
     return _HASHES[key]
 
 
