@@ -72,7 +72,12 @@ def psnr(a: torch.Tensor, b: torch.Tensor, crop: int) -> float:
 
 def _load_rgb(path: Path) -> torch.Tensor:
     """(1,3,H,W) float in [0,1]."""
-    return torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1)[None].float() / 255
+    try:
+        with Image.open(path) as im:
+            arr = np.array(im.convert("RGB"))
+    except (OSError, ValueError) as exc:
+        raise StudyError(f"{path}: cannot read image ({exc})") from None
+    return torch.from_numpy(arr).permute(2, 0, 1)[None].float() / 255
 
 
 def check_paths(cfg: TrainConfig) -> None:
