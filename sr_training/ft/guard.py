@@ -1,0 +1,193 @@
+"""Reward-hacking guard for FT (beyond the paper, which names exploiting Q as the core risk).
+
+Every ``schedule.val_every`` iterations (and once before the first FT step) the held-out
+validation set (``val.dir``: hr/ + ``val.lr_subdir``/) is super-resolved and scored with
+Q (each reward term), the watched NR metrics (default: the selection's complementary metrics
+available here) and FR metrics against the GT (default LPIPS-ST and PSNR, crop ``val.crop_border``).
+The means are logged side by side in ``guard_log.csv``.
+
+Rule (GuardRule): with every metric oriented (sign) and divided by its table range,
+
+    flagged(t) = Q_norm(t) > Q_norm(ref)  and  min_m [sign_m * (m(t) - m(ref)) / (hi_m - lo_m)] < -margin
+
+where ref is the check before FT (``reference: start``) or the previous check (``previous``).
+``patience`` consecutive flagged checks trip the guard: ``action: stop`` ends the run,
+``keep_best`` keeps training. Either way ``checkpoints/best.pt`` holds the adapter of the
+unflagged check with the highest Q_norm, and the log says which.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench.errors import StudyError
+from bench.metrics.table import MetricSpec, get
+
+
+class GuardStop(Exception):
+    """Raised by the FT trainer after a tripped guard with ``action: stop`` (checkpoint already saved)."""
+
+    def __init__(self, iteration: int, message: str):
+        super().__init__(message)
+        self.iteration, self.message = iteration, message
+
+
+@dataclass
+class Decision:
+    iteration: int
+    flagged: bool
+    streak: int
+    tripped: bool
+    is_best: bool
+    reasons: list[str] = field(default_factory=list)
+
+
+class GuardRule:
+    """The stateful rule; ``state()`` / ``load_state()`` hold plain types only (weights_only checkpoints)."""
+
+    def __init__(self, cfg, specs: dict[str, MetricSpec]):
+        self.cfg, self.specs = cfg, specs
+        self.history: list[dict] = []
+        self.streak = 0
+        self.best_iter: int | None = None
+        self.best_q: float | None = None
+
+    def _delta(self, name: str, now: float, ref: float) -> float:
+        spec = self.specs[name]
+        return spec.sign * (now - ref) / (spec.score_max - spec.score_min)
+
+    def update(self, iteration: int, q_norm: float, watched: dict[str, float]) -> Decision:
+        row = {"iter": int(iteration), "q_norm": float(q_norm), **{k: float(v) for k, v in watched.items()}}
+        if not self.history:  # the first check is the reference, never a candidate
+            self.history.append(row)
+            return Decision(iteration, False, 0, False, False, ["reference check"])
+        ref = self.history[0] if self.cfg.reference == "start" else self.history[-1]
+        self.history.append(row)
+        q_up = q_norm > ref["q_norm"]
+        worse = {}
+        for name, value in watched.items():
+            d = self._delta(name, value, ref[name])
+            if d < -self.cfg.margin:
+                worse[name] = d
+        flagged = bool(q_up and worse)
+        self.streak = self.streak + 1 if flagged else 0
+        reasons = []
+        if flagged:
+            reasons = [f"Q_norm {ref['q_norm']:.4f}->{q_norm:.4f} while " +
+                       ", ".join(f"{n} {ref[n]:.4f}->{watched[n]:.4f} ({d:+.4f} of its range)" for n, d in worse.items())]
+        is_best = not flagged and (self.best_q is None or q_norm > self.best_q)
+        if is_best:
+            self.best_iter, self.best_q = int(iteration), float(q_norm)
+        return Decision(iteration, flagged, self.streak, self.streak >= self.cfg.patience, is_best, reasons)
+
+    def state(self) -> dict:
+        return {"history": [dict(r) for r in self.history], "streak": self.streak,
+                "best_iter": -1 if self.best_iter is None else self.best_iter,
+                "best_q": float("nan") if self.best_q is None else self.best_q}
+
+    def load_state(self, s: dict) -> None:
+        self.history = [dict(r) for r in s["history"]]
+        self.streak = int(s["streak"])
+        self.best_iter = None if int(s["best_iter"]) < 0 else int(s["best_iter"])
+        self.best_q = None if np.isnan(s["best_q"]) else float(s["best_q"])
+
+
+def watched_metrics(guard_cfg, selection: str | None, reward_names: list[str]) -> tuple[list[MetricSpec], list[str]]:
+    """(NR specs to watch, notes): explicit ``guard.metrics`` must be available; the selection's
+    complementary metrics are filtered to those available here, and the log says which were skipped."""
+    from bench.metrics.weights import is_available
+
+    notes = []
+    if guard_cfg.metrics is not None:
+        specs = [get(n) for n in guard_cfg.metrics]
+        for s in specs:
+            if s.mode != "NR":
+                raise StudyError(f"ft.guard.metrics: '{s.name}' is full-reference; list it under ft.guard.fr")
+            if not is_available(s):
+                raise StudyError(f"ft.guard.metrics: '{s.name}' weights are not available here "
+                                 f"(`iqa-study weights status {s.name}`)")
+        return specs, notes
+    if not selection:
+        return [], ["no selection and no ft.guard.metrics: only Q and the FR metrics are watched"]
+    from bench.study.select import read_selection
+
+    sel = read_selection(selection)
+    specs = []
+    for rec in sel.get("complementary") or []:
+        s = get(rec["metric"])
+        if s.name in reward_names:
+            continue
+        if is_available(s):
+            specs.append(s)
+        else:
+            notes.append(f"complementary metric {s.name} skipped: weights not available here")
+    return specs, notes
+
+
+class GuardScorer:
+    """Scores a generator on the validation set; returns per-metric means over the images."""
+
+    def __init__(self, val_cfg, reward, nr_specs: list[MetricSpec], fr_names: tuple[str, ...], device):
+        from bench.metrics.factory import create
+
+        if not val_cfg.dir:
+            raise StudyError("ft.guard: needs val.dir (a held-out folder with hr/ and the LR subfolder); "
+                             "or set ft.guard.enabled: false")
+        self.hr_dir, self.lr_dir = Path(val_cfg.dir) / "hr", Path(val_cfg.dir) / val_cfg.lr_subdir
+        if not self.hr_dir.is_dir() or not self.lr_dir.is_dir():
+            raise StudyError(f"val.dir {val_cfg.dir}: expected folders hr/ and {val_cfg.lr_subdir}/")
+        self.items = sorted(p for p in self.lr_dir.glob("*.png") if (self.hr_dir / p.name).is_file())
+        if not self.items:
+            raise StudyError(f"val.dir {val_cfg.dir}: no LR png with a matching hr/ file")
+        self.reward, self.device = reward, torch.device(device)
+        self.nr = [(s, create(s, self.device)) for s in nr_specs]
+        self.fr = []
+        for name in fr_names:
+            s = get(name)
+            if s.mode != "FR":
+                raise StudyError(f"ft.guard.fr: '{name}' is not a full-reference metric")
+            kwargs = {"crop_border": val_cfg.crop_border} if name in ("psnr", "psnry", "ssim", "ssimc") else None
+            self.fr.append((s, create(s, self.device, kwargs=kwargs)))
+
+    @property
+    def specs(self) -> dict[str, MetricSpec]:
+        return {s.name: s for s, _ in self.nr + self.fr}
+
+    @torch.no_grad()
+    def __call__(self, model: torch.nn.Module) -> tuple[float, dict[str, float], dict[str, float]]:
+        """(mean Q_norm, mean raw reward terms, mean watched metrics)."""
+        from sr_training.trainer import _load_rgb
+
+        was_training = model.training
+        model.eval()
+        q, raw_terms, watched = [], {}, {}
+        for lr_path in self.items:
+            sr = model(_load_rgb(lr_path).to(self.device)).clamp(0, 1).float()
+            hr = _load_rgb(self.hr_dir / lr_path.name).to(self.device)
+            h, w = min(hr.shape[-2], sr.shape[-2]), min(hr.shape[-1], sr.shape[-1])
+            sr, hr = sr[..., :h, :w], hr[..., :h, :w]
+            qn, raw = self.reward(sr)
+            q.append(float(qn))
+            for k, v in raw.items():
+                raw_terms.setdefault(k, []).append(v)
+            for s, m in self.nr:
+                watched.setdefault(s.name, []).append(float(m(sr)))
+            for s, m in self.fr:
+                watched.setdefault(s.name, []).append(float(m(sr, hr)))
+        model.train(was_training)
+        mean = lambda d: {k: float(np.mean(v)) for k, v in d.items()}  # noqa: E731
+        return float(np.mean(q)), mean(raw_terms), mean(watched)
+
+
+def append_log(path: Path, row: dict) -> None:
+    new = not path.exists()
+    with open(path, "a", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(row))
+        if new:
+            w.writeheader()
+        w.writerow(row)
