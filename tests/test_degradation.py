@@ -97,7 +97,7 @@ def test_two_stage_sizes_follow_realesrgan(size):
         lr = D.degrade(hr, "two_stage", 4, torch.Generator().manual_seed(seed), trace)
         assert lr.shape == (2, 3, size // 4, size // 4)
         r1, r2, rf = _events(trace, "resize", 1)[0], _events(trace, "resize", 2)[0], _events(trace, "resize", "final")[0]
-        assert r1["size"] == (int(math.floor(size * r1["scale"])),) * 2  # stage 1: a factor of the HR size
+        assert r1["size"] == (math.floor(size * r1["scale"]),) * 2  # stage 1: a factor of the HR size
         assert int(size * 0.9) <= r1["size"][0] <= int(size * 1.1)
         assert r2["size"] == (int(size / 4 * r2["scale"]),) * 2  # stage 2: the LR scale, ori / 4 * s
         assert int(size / 4 * 0.9) <= r2["size"][0] <= int(size / 4 * 1.1)
@@ -149,9 +149,9 @@ def test_number_of_jpeg_compressions(kind, expected, monkeypatch):
 
 
 def _noise_only(**kw) -> D.StageParams:
-    base = dict(kernel_sizes=(3,), sigma=(0.1, 0.1), iso_prob=1, sinc_prob=0, blur_prob=1, resize_prob=(0, 0, 1),
-                resize_range=(1, 1), gaussian_noise_prob=0, noise_sigma=(0, 0), poisson_scale=(1, 1),
-                gray_noise_prob=0, jpeg_range=(95, 95))
+    base = {"kernel_sizes": (3,), "sigma": (0.1, 0.1), "iso_prob": 1, "sinc_prob": 0, "blur_prob": 1,
+            "resize_prob": (0, 0, 1), "resize_range": (1, 1), "gaussian_noise_prob": 0, "noise_sigma": (0, 0),
+            "poisson_scale": (1, 1), "gray_noise_prob": 0, "jpeg_range": (95, 95)}
     return D.StageParams(**(base | kw))
 
 

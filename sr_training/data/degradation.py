@@ -48,8 +48,7 @@ import torch.nn.functional as F
 from kornia.enhance import jpeg_codec_differentiable
 from kornia.filters import filter2d
 
-from sr_training.data.kernels import final_sinc_kernel, random_blur_kernel, sinc_kernel  # noqa: F401 (re-export)
-from sr_training.data.kernels import gaussian_kernel  # noqa: F401 (re-export)
+from sr_training.data.kernels import final_sinc_kernel, random_blur_kernel
 
 
 @dataclass(frozen=True)

@@ -62,7 +62,7 @@ class DataPipeline:
         self.queue = PairQueue(queue_size, self.device)
 
     @classmethod
-    def from_config(cls, cfg, device, rank: int = 0) -> "DataPipeline":
+    def from_config(cls, cfg, device, rank: int = 0) -> DataPipeline:
         d = cfg.data
         size = d.queue_size if d.queue_size is not None else hggt_queue_size(cfg.arch.type, d.degradation.kind)
         return cls(d.degradation.kind, cfg.arch.scale, d.gt_size, size, cfg.seed, rank, device, d.crop_before_degrade)
