@@ -182,3 +182,16 @@ def test_trainer_checkpoint_carries_the_queue_for_a_bit_identical_resume(tmp_pat
     tr.load(path)  # weights, optimiser and the queue go back to iteration 1
     assert [tr.step(batches[it], it)["l1"] for it in (1, 2)] == straight
     assert all(torch.equal(after[k], v) for k, v in tr.net_g.state_dict().items())
+
+
+def test_config_queue_size_is_checked_before_training(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from sr_training.config import load_config
+
+    monkeypatch.setenv("SYNTH_HGGT_ROOT", str(tmp_path))
+    smoke = Path(__file__).resolve().parents[1] / "sr_training" / "configs" / "smoke_swinir_amo.yaml"
+    assert DataPipeline.from_config(load_config(smoke, ["data.batch_size=8"]), "cpu").queue.size == 160
+    with pytest.raises(StudyError, match=r"queue_size=160 \(HGGT default\) must be a multiple of data.batch_size=12"):
+        DataPipeline.from_config(load_config(smoke, ["data.batch_size=12"]), "cpu")
+    assert DataPipeline.from_config(load_config(smoke, ["data.batch_size=12", "data.queue_size=0"]), "cpu").queue.size == 0

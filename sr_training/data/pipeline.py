@@ -65,6 +65,9 @@ class DataPipeline:
     def from_config(cls, cfg, device, rank: int = 0) -> DataPipeline:
         d = cfg.data
         size = d.queue_size if d.queue_size is not None else hggt_queue_size(cfg.arch.type, d.degradation.kind)
+        if size % d.batch_size:
+            raise StudyError(f"data.queue_size={size}{' (HGGT default)' if d.queue_size is None else ''} must be a "
+                             f"multiple of data.batch_size={d.batch_size} (HGGT asserts it); set data.queue_size")
         return cls(d.degradation.kind, cfg.arch.scale, d.gt_size, size, cfg.seed, rank, device, d.crop_before_degrade)
 
     def next_batch(self, batch: dict, it: int, trace: list | None = None) -> dict:
