@@ -28,7 +28,7 @@ from bench.study.outcomes import outcomes
 from bench.study.phases import evaluate_phase1, evaluate_phase2, phase2_pairs
 from bench.study.select import build_selection, read_selection, write_selection
 
-T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 
 def manifest_of(n_pairs: int, per_group: int = 1, dataset: str = "d", prefs=None, kinds=None, split="all",
@@ -143,7 +143,7 @@ def test_complement_and_ensemble_follow_phase2_not_the_store_intersection(tmp_pa
     p2 = evaluate_phase2(store, pairs, "p1", top, "p2", split_used=used, n_boot=100, seed=0)
     assert p2["n"].iloc[0] == n
 
-    key, tables = complement(store)
+    _, tables = complement(store)
     greedy = tables["complement_greedy"]
     assert greedy["n_pairs"].iloc[0] == n  # the old default intersected all 42 metrics: 24 pairs
     assert set(greedy["metric"]) == set(top) and greedy["best"].iloc[0] == p2.loc[p2["is_best"], "metric"].iloc[0]
@@ -324,8 +324,8 @@ def test_phase2_holm_corrects_the_k_minus_1_mcnemar_tests(tmp_path):
     holm = {"niqe": 3 * raw["niqe"], "musiq": max(3 * raw["niqe"], 2 * raw["musiq"])}
     holm["entropy"] = max(holm["musiq"], raw["entropy"])
     assert ranked.loc["piqe", "is_best"] and math.isnan(ranked.loc["piqe", "p_value_holm"])
-    for name in raw:
-        assert ranked.loc[name, "p_value_vs_best"] == pytest.approx(raw[name])
+    for name, p_raw in raw.items():
+        assert ranked.loc[name, "p_value_vs_best"] == pytest.approx(p_raw)
         assert ranked.loc[name, "p_value_holm"] == pytest.approx(holm[name])
     # musiq: raw p = 0.031 < 0.05, but not after correcting for 3 comparisons
     assert not ranked.loc["musiq", "best_significantly_better"] and ranked.loc["niqe", "best_significantly_better"]

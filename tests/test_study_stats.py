@@ -8,8 +8,16 @@ from scipy.stats import binomtest
 from bench.errors import StudyError
 from bench.study.configs import parse_pins
 from bench.study.phases import stratified_subset
-from bench.study.stats import (bootstrap_ci, both_wrong, conditional_accuracy, greedy_complement,
-                               group_bootstrap_ratio, holm, mcnemar_exact, oracle_of_two)
+from bench.study.stats import (
+    bootstrap_ci,
+    both_wrong,
+    conditional_accuracy,
+    greedy_complement,
+    group_bootstrap_ratio,
+    holm,
+    mcnemar_exact,
+    oracle_of_two,
+)
 
 # 6 pairs x 3 metrics, 1 = right
 HAND = pd.DataFrame({"best": [1, 0, 1, 0, 1, 1], "nima": [0, 1, 1, 1, 0, 1], "qalign": [1, 0, 0, 1, 1, 0]})

@@ -11,9 +11,8 @@ def cmd_phase1(a) -> None:
     from bench.manifests import schema
     from bench.metrics.table import select
     from bench.store import Store
-    from bench.study.phases import phase1
-
     from bench.study.configs import parse_pins
+    from bench.study.phases import phase1
 
     key, ranked, summaries = phase1(schema.read(a.manifest, root=a.root), Store(a.store), select(a.metrics),
                                     n_pairs=a.n_pairs, seed=a.seed, top_k=a.top_k, n_boot=a.n_boot,
@@ -28,15 +27,14 @@ def cmd_phase1(a) -> None:
 def cmd_phase2(a) -> None:
     from bench.manifests import schema
     from bench.store import Store
-    from bench.study.phases import phase2
-
     from bench.study.configs import parse_pins
+    from bench.study.phases import phase2
 
     key, ranked = phase2(schema.read(a.manifest, root=a.root), Store(a.store), from_phase1=a.from_phase1,
                          split=a.split, n_boot=a.n_boot, include_inferred=a.include_inferred,
                          pins=parse_pins(a.config), **_score_opts(a))
     best = ranked.iloc[0]
-    print(f"phase2 {key} (from phase1 {best['phase1_key']}, split {best['split']}): best = {best['metric']} "
+    print(f"phase2 {key} (from phase1 {best['phase1_key']}, split {best['split_by_dataset']}): best = {best['metric']} "
           f"({best['acc']:.4f} [{best['ci_lo']:.4f}, {best['ci_hi']:.4f}], n={int(best['n'])} pairs, "
           f"{int(best['n_groups'])} groups; CI: {best['ci_method']})")
     _print_table(ranked[["rank", "metric", "config_hash", "acc", "ci_lo", "ci_hi", "only_best_right",
@@ -49,7 +47,6 @@ def cmd_phase2(a) -> None:
 def cmd_complement(a) -> None:
     from bench.store import Store
     from bench.study.complement import complement
-
     from bench.study.configs import parse_pins
 
     key, t = complement(Store(a.store, create=False), a.best, metrics=a.metrics.split(",") if a.metrics else None,
@@ -68,9 +65,8 @@ def cmd_complement(a) -> None:
 
 def cmd_ensemble(a) -> None:
     from bench.store import Store
-    from bench.study.ensemble import ensemble
-
     from bench.study.configs import parse_pins
+    from bench.study.ensemble import ensemble
 
     key, summary, scorer = ensemble(Store(a.store, create=False), metrics=a.metrics.split(",") if a.metrics else None,
                                     datasets=a.dataset, split=a.split, n_splits=a.folds, C=a.C,
@@ -82,14 +78,14 @@ def cmd_ensemble(a) -> None:
 
 
 def cmd_select(a) -> None:
+    import sys
+
     from bench.store import Store
     from bench.study.select import build_selection, summary_text, write_selection
 
-    import sys
-
     sel = build_selection(Store(a.store, create=False), phase2_key=a.from_phase2)
     print(f"wrote {write_selection(sel, a.output)}")
-    print(summary_text(sel))
+    print(summary_text(sel, with_warnings=False))
     for w in sel["warnings"]:
         print(f"iqa-study: WARNING: {w}", file=sys.stderr)
 

@@ -25,10 +25,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold
 
 from bench import provenance
+from bench.atomic import atomic_write_text
 from bench.errors import StudyError
 from bench.metrics.table import get
 from bench.store import Store
-from bench.atomic import atomic_write_text
 from bench.study.outcomes import correctness_matrix
 from bench.study.phases import key_of
 from bench.study.scope import study_scope
@@ -70,7 +70,7 @@ class EnsembleScorer:
         return atomic_write_text(json.dumps(asdict(self), indent=1), path)
 
     @classmethod
-    def load(cls, path: str | Path) -> "EnsembleScorer":
+    def load(cls, path: str | Path) -> EnsembleScorer:
         return cls(**json.loads(Path(path).read_text()))
 
 
@@ -135,7 +135,7 @@ def ensemble(store: Store, *, metrics: list[str] | None = None, datasets: list[s
     scale, model = _fit(Xv, y, C)
     scorer = EnsembleScorer(metrics=names, signs=[get(m).sign for m in names], scale=[float(s) for s in scale],
                             coef=[float(c) for c in model.coef_[0]], key=key, cv_strict_acc=float(held_out.mean()),
-                            n_pairs=int(len(y)), config_hashes=[configs[m] for m in names],
+                            n_pairs=len(y), config_hashes=[configs[m] for m in names],
                             phase2_key=scope.phase2_key or "")
     predictions = pd.DataFrame({"dataset": X.index.get_level_values(0), "pair_id": X.index.get_level_values(1),
                                 "group": groups, "fold": fold_of, "y": y, "pred": pred, "ensemble_key": key})

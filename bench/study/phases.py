@@ -225,7 +225,9 @@ def evaluate_phase2(store: Store, pairs: pd.DataFrame, p1_key: str, metrics: lis
     ranked["is_best"] = ranked["metric"] == best
     ranked.insert(0, "phase2_key", key)
     ranked["phase1_key"] = p1_key
-    ranked["split"] = ",".join(f"{d}:{s}" for d, s in sorted(split_used.items()))
+    splits = sorted(set(split_used.values()))  # one name when every dataset used the same split
+    ranked["split"] = splits[0] if len(splits) == 1 else "mixed"
+    ranked["split_by_dataset"] = json.dumps(split_used, sort_keys=True)
     ranked["include_inferred"] = include_inferred
     ranked["created_at"] = provenance.now()
     used_pairs = pd.DataFrame(list(correct.index), columns=["dataset", "pair_id"])

@@ -33,11 +33,11 @@ import pandas as pd
 import pyiqa
 
 from bench import provenance
+from bench.atomic import atomic_write_text
 from bench.errors import StudyError
 from bench.metrics.table import get
 from bench.metrics.weights import is_available
 from bench.store import Store
-from bench.atomic import atomic_write_text
 from bench.store.views import connect
 from bench.study.phases import latest_key, read_study
 
@@ -238,14 +238,14 @@ def read_selection(path: str | Path) -> dict:
     return sel
 
 
-def summary_text(sel: dict) -> str:
+def summary_text(sel: dict, with_warnings: bool = True) -> str:
     b, s, r = sel["best"], sel["sampling_metric"], sel.get("reward_metric")
-    lines = [f"best metric: {b['metric']}  strict acc {b['strict_acc']:.4f} [{b['ci_lo']:.4f}, {b['ci_hi']:.4f}] "
-             f"on {b['n_pairs']} pairs ({b['source']}; {b.get('ci_method') or 'CI'})",
+    lines = [(f"best metric: {b['metric']}  strict acc {b['strict_acc']:.4f} [{b['ci_lo']:.4f}, {b['ci_hi']:.4f}] "
+              f"on {b['n_pairs']} pairs ({b['source']}; {b.get('ci_method') or 'CI'})"),
              f"complementary: {', '.join(c['metric'] for c in sel['complementary']) or '(none computed)'}",
              f"sampling metric (SMA/SMP/AMO): {s['metric']} ({s['reason']})",
              f"reward metric (FT): {r['metric']} ({r['reason']})" if r else "reward metric (FT): none available"]
     if sel.get("ensemble"):
         lines.append(f"ensemble (grouped CV): strict acc {sel['ensemble']['cv_strict_acc']:.4f}")
-    lines += [f"WARNING: {w}" for w in sel.get("warnings", [])]
+    lines += [f"WARNING: {w}" for w in sel.get("warnings", [])] if with_warnings else []
     return "\n".join(lines)
