@@ -1,1 +1,2 @@
-"""Multi-GT data, degradations, synthetic HGGT-layout builder."""
+"""Multi-GT data (multigt), HGGT's degradation (kernels, degradation), the data pipeline that degrades the
+full original, crops co-located and runs the pair queue (pipeline, queue), synthetic HGGT-layout builder."""

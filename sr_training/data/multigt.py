@@ -72,7 +72,7 @@ class MultiGTDataset(Dataset):
 
 class IterationBatchSampler(Sampler[list[tuple[int, int]]]):
     """Batches for iterations [start, total): epoch-wise permutations seeded by (seed, epoch), split
-    across ranks; each index is paired with its iteration so crops are reproducible on resume."""
+    across ranks; each index is paired with its iteration so flips (and crops) are reproducible on resume."""
 
     def __init__(self, n: int, batch_size: int, seed: int, start: int, total: int, rank: int = 0, world: int = 1):
         self.n, self.bs, self.seed, self.start, self.total = n, batch_size, seed, start, total
