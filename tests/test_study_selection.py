@@ -330,3 +330,39 @@ def test_phase2_holm_corrects_the_k_minus_1_mcnemar_tests(tmp_path):
     # musiq: raw p = 0.031 < 0.05, but not after correcting for 3 comparisons
     assert not ranked.loc["musiq", "best_significantly_better"] and ranked.loc["niqe", "best_significantly_better"]
     assert (ranked["n_comparisons"] == 3).all()
+
+
+def test_sma_target_scores_come_from_one_configuration(tmp_path):
+    """SMA/SMP read GT scores from the store under one configuration of the metric (sr_training.iqa)."""
+    from bench.manifests import hggt, schema
+    from sr_training.config import IQAConfig
+    from sr_training.data.multigt import MultiGTDataset
+    from sr_training.iqa import image_scores_for
+    from tests.hggt_fixture import make_hggt
+
+    p, s, n = "Positive", "Similar", "Negative"
+    root = make_hggt(tmp_path / "hggt", {"0001-0-0": {"A": [p, s, n, n], "B": [p, s, n, s], "C": [s, s, n, n]}},
+                     size=16)
+    ds = MultiGTDataset(str(root), gt_size=16)
+    manifest_path = schema.write(hggt.hggt(root, split="train"), tmp_path / "hggt.parquet")
+    m = schema.read(manifest_path)
+    ids = sorted(set(m["image_a_id"]) | set(m["image_b_id"]))
+    assert len(ids) == 5
+    store = Store(tmp_path / "store")
+
+    def put(config, run, minute, values):
+        store.write_scores([{"image_id": i, "metric": "piqe", "config_hash": config, "metric_config": "{}",
+                             "score": v, "status": "ok", "lower_better": True, "random_init": False, "run_id": run,
+                             "written_at": T0 + dt.timedelta(minutes=minute)} for i, v in zip(ids, values)],
+                           run_id=f"{run}-{config}", rank=0, seq=0)
+
+    put("old", "r1", 0, [50.0] * 5)
+    put("new", "r2", 5, [10.0, 20.0, 30.0, 40.0, 60.0])
+    cfg = IQAConfig(metric="piqe", store=str(store.root), manifest=str(manifest_path))
+    got = image_scores_for(ds, cfg)
+    assert got.shape == (1, 5)
+    assert sorted((-got[0]).tolist()) == [10.0, 20.0, 30.0, 40.0, 60.0]  # all from 'new', oriented (lower-better)
+    put("c3", "r3", 9, [1.0] * 5)
+    put("c4", "r3", 9, [2.0] * 5)
+    with pytest.raises(StudyError, match=r"pin one with --config piqe=HASH"):
+        image_scores_for(ds, cfg)
