@@ -151,8 +151,11 @@ def _score_stack(metric, xs: list[torch.Tensor], refs: list[torch.Tensor] | None
                  retries: int) -> list[tuple[float | None, str, str | None, float]]:
     """(score, status, error, seconds) per image of one equal-size batch; retries transient failures,
     then splits a failing batch into single images."""
-    x = torch.stack([to_float(t) for t in xs]).to(device)
-    r = torch.stack([to_float(t) for t in refs]).to(device) if refs is not None else None
+    def batch(ts):  # a single image needs no stacking copy
+        return (to_float(ts[0]).unsqueeze(0) if len(ts) == 1 else torch.stack([to_float(t) for t in ts])).to(device)
+
+    x = batch(xs)
+    r = batch(refs) if refs is not None else None
     if crop:
         x = x[..., crop:-crop, crop:-crop]
         r = r[..., crop:-crop, crop:-crop] if r is not None else None
@@ -199,24 +202,32 @@ def auto_batch_size(device: str) -> int:
     return 8 if str(device).startswith("cuda") else 1
 
 
+def score_files(store: Store) -> list[str]:
+    """The store's readable score parts (bad parts are skipped and reported by the store)."""
+    if hasattr(store, "score_parts"):  # bench.store.parts: footers checked, corrupt parts left out
+        return [str(p) for p in store.score_parts().paths]
+    return sorted(str(p) for p in (store.root / "scores").glob("part-*.parquet"))
+
+
 def _stored_status(store: Store, hashes: list[str]) -> dict[tuple, str]:
     """{(image_id, ref_id or '', metric, config_hash): 'ok' | 'transient' | 'failed'} for the given configs.
 
     A key is 'ok' when any stored row is ok; else the newest failure decides (transient or not)."""
     import duckdb
 
-    if not hashes:
+    files = score_files(store)
+    if not hashes or not files:
         return {}
     con = duckdb.connect()
     try:
         cols = {r[0] for r in con.execute("DESCRIBE SELECT * FROM read_parquet(?, union_by_name=true)",
-                                          [store.score_glob()]).fetchall()}
+                                          [files]).fetchall()}
         ref = "coalesce(ref_id, '')" if "ref_id" in cols else "''"
         rows = con.execute(
             f"SELECT image_id, {ref} AS ref, metric, config_hash, "
             f"  bool_or(status = 'ok') AS ok, arg_max(coalesce(error, ''), written_at) AS last_error "
             f"FROM read_parquet(?, union_by_name=true) WHERE list_contains(?, config_hash) GROUP BY ALL",
-            [store.score_glob(), hashes]).fetchall()
+            [files, hashes]).fetchall()
     except duckdb.Error as exc:
         raise StoreError(f"{store.root}/scores: cannot read stored scores ({str(exc).splitlines()[0]})") from None
     finally:

@@ -40,9 +40,12 @@ def score_table(store: Store, refs: list[ImageRef], summaries, names: list[str])
     score under this run's configuration (the newest ok row), or ``error: ...`` / empty."""
     import duckdb
 
+    from bench.scoring.engine import score_files
+
     hashes = [s.config_hash for s in summaries if s.config_hash and not s.unavailable]
     table = pd.DataFrame({"image": list(names)})
-    if not hashes:
+    files = score_files(store)
+    if not hashes or not files:
         return table
     con = duckdb.connect()
     rows = con.execute(
@@ -51,7 +54,7 @@ def score_table(store: Store, refs: list[ImageRef], summaries, names: list[str])
         "  arg_max(error, (status = 'ok', written_at)) AS error "
         "FROM read_parquet(?, union_by_name=true) WHERE list_contains(?, config_hash) "
         "AND list_contains(?, image_id) GROUP BY ALL",
-        [store.score_glob(), hashes, [r.image_id for r in refs]]).df()
+        [files, hashes, [r.image_id for r in refs]]).df()
     con.close()
     got = {(r.image_id, r.ref, r.metric): (r.score if r.status == "ok" else f"{r.status}: {r.error}")
            for r in rows.itertuples()}
