@@ -366,3 +366,25 @@ def test_sma_target_scores_come_from_one_configuration(tmp_path):
     put("c4", "r3", 9, [2.0] * 5)
     with pytest.raises(StudyError, match=r"pin one with --config piqe=HASH"):
         image_scores_for(ds, cfg)
+
+
+def test_agreement_with_group_bootstrap_cis_matches_the_view_and_is_wider_on_clusters(tmp_path):
+    from bench.store.views import agreement
+    from bench.study.agreement import bootstrap_agreement
+
+    store = Store(tmp_path / "store")
+    n_groups, per = 24, 8
+    n = n_groups * per
+    prefs = ["tie" if i % 8 == 7 else "a" for i in range(n)]
+    votes = [(2, 2) if p == "tie" else (3 + i % 3, 1) for i, p in enumerate(prefs)]
+    m = manifest_of(n, per_group=per, prefs=prefs, votes=votes)
+    store.register_manifest(m)
+    right = [1 if (i // per) % 4 else (0.5 if i % 2 else 0) for i in range(n)]  # a quarter of the groups fail
+    write_metric(store, m, "niqe", right)
+    boot = bootstrap_agreement(store, n_boot=2000).iloc[0]
+    view = agreement(store).iloc[0]  # the SQL view: same definitions, Wilson intervals
+    for col in ("strict_acc", "tie_half_acc", "vote_agreement"):
+        assert boot[col] == pytest.approx(view[col])
+    assert (boot["n_decided"], boot["n_voted"], boot["n_groups"]) == (view["n_decided"], view["n_voted"], 24)
+    for lo, hi in (("strict_ci_lo", "strict_ci_hi"), ("tie_half_ci_lo", "tie_half_ci_hi"), ("vote_ci_lo", "vote_ci_hi")):
+        assert boot[hi] - boot[lo] > 1.5 * (view[hi] - view[lo])
