@@ -1,29 +1,42 @@
-"""The study report: one list of blocks rendered to Markdown and to HTML (same content).
+"""The study report: one list of blocks rendered to Markdown and to a self-contained HTML page.
 
-Sections: agreement per dataset (three conventions, CIs) - Phase I ranking (CIs, top-k) -
-Phase II with McNemar - complementarity heatmap and conditional accuracy - failure gallery -
-ensemble - provenance. Every figure's data is written as CSV next to its PNG.
+Sections: agreement per dataset - Phase I ranking - Phase II ranking with McNemar (raw and Holm
+p) and the human split-half ceiling - accuracy per SR method - accuracy vs human vote margin -
+complementarity (both-wrong heatmap, conditional accuracy, greedy complement / oracle curve) -
+failure gallery with zoomed crops - ensemble with its CI - provenance.
+
+Every figure is written as ``NAME.png``, ``NAME.pdf`` (vector) and ``NAME.csv`` (its data);
+``FIGURES`` lists the names a full study produces. ``report.html`` embeds every PNG as a base64
+data URI, so the page alone can be mailed; ``report.md`` links the files next to it.
+
+One CI method for every accuracy: percentile bootstrap over source groups, 95%
+(``bench.report.analyses.CI_METHOD``; the Phase I/II tables carry the study's own B).
 """
 
 from __future__ import annotations
 
+import base64
 import html
 import json
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import seaborn as sns
-from PIL import Image
 
+from bench.errors import StudyError
+from bench.report import analyses
+from bench.report.figures import accuracy_bars, greedy_curve, grouped_points, heatmap, save
+from bench.report.gallery import pair_figure
 from bench.report.sources import provenance
-from bench.report.figures import accuracy_bars, save
 from bench.store import Store
-from bench.store.views import agreement, connect
 from bench.study.phases import latest_result
 
 Block = tuple[str, object]
+
+# Every figure a full study (phase1 -> phase2 -> complement -> ensemble) on a dataset with SR
+# method columns, votes and per-observer votes produces (agreement_<dataset>_<split> come on top).
+FIGURES = ["phase1_ranking", "phase2_ranking", "accuracy_by_method", "accuracy_by_margin", "complement_overlap",
+           "complement_conditional", "complement_greedy", "failure_gallery", "ensemble"]
 
 
 def _latest(store: Store, table: str, key_column: str) -> pd.DataFrame | None:
@@ -31,51 +44,166 @@ def _latest(store: Store, table: str, key_column: str) -> pd.DataFrame | None:
 
 
 def _fmt(v) -> str:
+    if isinstance(v, (bool, np.bool_)):
+        return str(bool(v))
     if isinstance(v, (float, np.floating)):
         return "" if np.isnan(v) else f"{v:.4f}"
     return str(v)
 
 
-def _gallery(store: Store, best: str, out: Path, limit: int = 6) -> tuple[Path | None, pd.DataFrame]:
-    con = connect(store)
-    wrong = con.execute("""
-        SELECT p.dataset, p.pair_id, p.image_a, p.image_b, p.root, p.pref, p.votes_a, p.votes_b, p.synthetic
-        FROM pair_scores s JOIN pairs p USING (dataset, pair_id)
-        WHERE s.metric = ? AND s.pref <> 'tie' AND s.metric_pref <> s.pref
-        ORDER BY abs(coalesce(p.votes_a, 0) - coalesce(p.votes_b, 0)) DESC, p.pair_id LIMIT ?""", [best, limit]).df()
+def _ci(df: pd.DataFrame, value: str = "acc", lo: str = "ci_lo", hi: str = "ci_hi") -> pd.Series:
+    return [f"{a:.3f} [{b:.3f}, {c:.3f}]" if np.isfinite(a) else "" for a, b, c in zip(df[value], df[lo], df[hi])]
+
+
+def _agreement_blocks(store: Store, out: Path) -> list[Block]:
+    agree = analyses.agreement_by_dataset(store)
+    synthetic = analyses.pair_info(store).groupby("dataset")["synthetic"].any()
+    blocks: list[Block] = [
+        ("h2", "Agreement with human preference"),
+        ("p", ("strict: metric tie = wrong; tie-half: metric tie = 0.5; vote: share of votes for the metric's "
+              f"choice (definitions: bench/store/views.py). CIs: {analyses.CI_METHOD}. Each metric uses one "
+              "scoring configuration (the study's rule, bench/study/configs.py)."))]
+    for (dataset, split), g in agree.groupby(["dataset", "split"], sort=True):
+        name = f"agreement_{dataset}_{split}".replace("/", "_")
+        syn = " (SYNTHETIC)" if synthetic.get(dataset, False) else ""
+        save(accuracy_bars(g, "acc", "ci_lo", "ci_hi", f"{dataset} / {split}{syn}: {int(g['n_decided'].max())} "
+                           "decided pairs", xlabel="strict accuracy (95% CI)"), g, out, name)
+        t = pd.DataFrame({"metric": g["metric"], "n_decided": g["n_decided"], "strict": _ci(g),
+                          "tie-half": _ci(g, "tie_half_acc", "tie_half_ci_lo", "tie_half_ci_hi"),
+                          "vote agreement": _ci(g, "vote_agreement", "vote_ci_lo", "vote_ci_hi")})
+        blocks += [("h3", f"{dataset} / {split}{syn}"), ("table", t), ("img", name)]
+    return blocks
+
+
+def _phase2_blocks(p2: pd.DataFrame, ceiling: pd.DataFrame | None, out: Path) -> list[Block]:
+    best = p2.loc[p2["is_best"], "metric"].iloc[0] if "is_best" in p2 else p2["metric"].iloc[0]
+    holm = "p_value_holm" if "p_value_holm" in p2 else "p_value_vs_best"
+    notes = {r.metric: f"p={getattr(r, holm):.3g} (Holm)" for r in p2.itertuples()
+             if r.metric != best and np.isfinite(getattr(r, holm))}
+    band = None
+    if ceiling is not None and len(ceiling) == 1:
+        c = ceiling.iloc[0]
+        band = (c["agreement"], c["ci_lo"], c["ci_hi"])
+    n = int(p2["n"].iloc[0])
+    save(accuracy_bars(p2, "acc", "ci_lo", "ci_hi", f"Phase II: {n} pairs, best = {best}", highlight={best},
+                       xlabel="strict accuracy (95% CI)", ceiling=band, notes=notes), p2, out, "phase2_ranking")
+    cols = [c for c in ["rank", "metric", "acc", "ci_lo", "ci_hi", "n", "n_groups", "only_best_right",
+                        "only_this_right", "p_value_vs_best", "p_value_holm", "best_significantly_better"] if c in p2]
+    test = p2["test_method"].iloc[0] if "test_method" in p2 else "McNemar exact test"
+    ci = p2["ci_method"].iloc[0] if "ci_method" in p2 else analyses.CI_METHOD
+    return [("h2", "Phase II ranking"),
+            ("p", (f"Top-k of Phase I on the full set (split: {p2['split'].iloc[0] if 'split' in p2 else 'all'}). "
+                  f"CIs: {ci}. {test}: the best against each runner-up; only_best_right / only_this_right are the "
+                  "discordant pairs; p_value_vs_best is the raw exact p, p_value_holm the Holm-adjusted one. "
+                  "The blue band is the human split-half agreement (below) where per-observer votes exist.")),
+            ("table", p2[cols]), ("img", "phase2_ranking")]
+
+
+def _ceiling_blocks(ceiling: pd.DataFrame | None) -> list[Block]:
+    if ceiling is None:
+        return []
+    t = ceiling.assign(agreement=_ci(ceiling, "agreement"))[["dataset", "agreement", "n_observers", "n_splits",
+                                                               "n_pairs"]]
+    return [("h2", "Inter-observer ceiling"),
+            ("p", ("Split-half agreement: observers split into two halves (every balanced split, or 200 seeded random "
+                  "ones for more than 10 observers); share of (pair, split) where both halves' majorities are decided "
+                  f"and agree. CI: {analyses.CI_METHOD}. Observer ids are anonymised by the importer.")),
+            ("table", t)]
+
+
+def _by_method_blocks(long: pd.DataFrame, pairs: pd.DataFrame, out: Path) -> list[Block]:
+    t = analyses.accuracy_by_method(long, pairs)
+    if t is None:
+        return []
+    save(grouped_points(t, "method", "Accuracy on pairs involving each SR method", "SR method"), t, out,
+         "accuracy_by_method")
+    return [("h2", "Accuracy per SR method"),
+            ("p", ("A pair counts for a method when either image is that method's output (manifest columns "
+                  f"method_a/method_b). Strict accuracy; CIs: {analyses.CI_METHOD}.")),
+            ("table", t.assign(acc=_ci(t))[["method", "metric", "acc", "n_decided"]]), ("img", "accuracy_by_method")]
+
+
+def _by_margin_blocks(long: pd.DataFrame, out: Path) -> list[Block]:
+    t = analyses.accuracy_by_margin(long)
+    if t is None:
+        return []
+    order = [label for _, _, label in analyses.MARGIN_BINS if label in set(t["margin"])]
+    n = t.groupby("margin")["n_decided"].max()
+    shown = [f"{label}\nn={int(n[label])}" for label in order]
+    fig = grouped_points(t.assign(margin=t["margin"].map(dict(zip(order, shown)))), "margin",
+                         "Accuracy vs human vote margin", "share of votes for the majority side", order=shown)
+    save(fig, t, out, "accuracy_by_margin")
+    return [("h2", "Accuracy vs human vote margin"),
+            ("p", ("Decided pairs with votes, binned by the majority's share of votes (weak 50-70%, medium 70-90%, "
+                  f"strong 90-100%). Strict accuracy; CIs: {analyses.CI_METHOD}.")),
+            ("table", t.assign(acc=_ci(t))[["margin", "metric", "acc", "n_decided"]]), ("img", "accuracy_by_margin")]
+
+
+def _complement_blocks(store: Store, p2: pd.DataFrame | None, out: Path) -> tuple[list[Block], str | None]:
+    overlap = _latest(store, "complement_overlap", "complement_key")
+    cond = _latest(store, "complement_conditional", "complement_key")
+    if overlap is None or cond is None:
+        return [], None
+    best = cond["best"].iloc[0]
+    mat = overlap.pivot(index="metric_a", columns="metric_b", values="both_wrong_share")
+    save(heatmap(mat, "Both-wrong overlap (diagonal: error rate)", "share of pairs both wrong"), mat.reset_index(),
+         out, "complement_overlap")
+    import matplotlib.pyplot as plt
+
+    from bench.report.figures import COLORS, FULL_WIDTH, style
+
+    style()
+    fig, ax = plt.subplots(figsize=(FULL_WIDTH / 2 + 0.5, 0.28 * len(cond) + 1.0))
+    d = cond.sort_values("acc_on_best_wrong")
+    ax.barh(d["metric"], d["acc_on_best_wrong"], color=COLORS[2])
+    ax.set_xlim(0, 1)
+    ax.set_xlabel(f"accuracy on the {int(cond['n_best_wrong'].iloc[0])} pairs {best} gets wrong")
+    ax.set_title(f"Conditional accuracy given {best} is wrong")
+    save(fig, cond, out, "complement_conditional")
+    blocks: list[Block] = [("h2", f"Complementarity to {best}"),
+                           ("p", ("Descriptive shares on the Phase II pairs (no CI): the both-wrong overlap, each "
+                                 f"metric's accuracy where {best} is wrong, and the greedy complement.")),
+                           ("img", "complement_overlap"), ("img", "complement_conditional"),
+                           ("table", cond[["metric", "acc_on_best_wrong", "n_best_wrong"]])]
+    greedy = _latest(store, "complement_greedy", "complement_key")
+    if greedy is not None:
+        single = float(p2.loc[p2["metric"] == best, "acc"].iloc[0]) if p2 is not None and best in set(p2["metric"]) \
+            else None
+        save(greedy_curve(greedy, single, "Greedy complement: oracle accuracy"), greedy, out, "complement_greedy")
+        blocks += [("p", ("Greedy complement: each step adds the metric that most raises the share of pairs where at "
+                         "least one chosen metric is right (an oracle upper bound, not a usable combination).")),
+                   ("table", greedy[["step", "metric", "oracle_acc", "gain"]]), ("img", "complement_greedy")]
+    return blocks, best
+
+
+def _gallery_blocks(long: pd.DataFrame, pairs: pd.DataFrame, best: str, out: Path) -> list[Block]:
+    wrong = analyses.failures(long, best)
     if wrong.empty:
-        return None, wrong
-    verdicts = con.execute("""
-        SELECT dataset, pair_id, metric, metric_pref, (metric_pref = pref) AS right FROM pair_scores
-        WHERE pair_id IN (SELECT unnest(?))""", [list(wrong["pair_id"])]).df()
-    fig, axes = plt.subplots(len(wrong), 2, figsize=(6.4, 3.4 * len(wrong)), squeeze=False)
-    rows = []
-    for i, r in enumerate(wrong.itertuples()):
-        v = verdicts[(verdicts["pair_id"] == r.pair_id) & (verdicts["dataset"] == r.dataset)]
-        verdict = ", ".join(f"{m}: {'right' if ok else 'WRONG'}" for m, ok in zip(v["metric"], v["right"]))
-        votes = f"votes {r.votes_a}-{r.votes_b}" if pd.notna(r.votes_a) else "label-based"
-        for j, (side, rel) in enumerate((("a", r.image_a), ("b", r.image_b))):
-            ax = axes[i][j]
-            path = Path(r.root) / rel
-            if path.is_file():
-                with Image.open(path) as im:
-                    im = im.convert("RGB")
-                    im.thumbnail((320, 320))
-                    ax.imshow(np.asarray(im))
-            else:
-                ax.text(0.5, 0.5, f"image not found:\n{path}", ha="center", va="center", fontsize=7, wrap=True)
-            pick = (" (preferred, SYNTHETIC)" if r.synthetic else " (human choice)") if r.pref == side else ""
-            ax.set_title(f"{side.upper()}{pick}", fontsize=9)
-            ax.axis("off")
-        axes[i][0].text(0, -0.08, f"{r.dataset}/{r.pair_id}: {votes}; {verdict}", transform=axes[i][0].transAxes,
-                        fontsize=7, va="top")
-        rows.append({"dataset": r.dataset, "pair_id": r.pair_id, "image_a": r.image_a,
-                     "image_b": r.image_b, "human_pref": r.pref, "votes_a": r.votes_a, "votes_b": r.votes_b,
-                     "verdicts": verdict})
-    fig.suptitle(f"Pairs {best} gets wrong", fontsize=11)
-    fig.tight_layout()
-    data = pd.DataFrame(rows)
-    return save(fig, data, out, "failure_gallery"), data
+        return [("h2", "Failure gallery"), ("p", f"{best} gets no decided pair wrong.")]
+    rows = wrong[["dataset", "pair_id"]].merge(pairs, on=["dataset", "pair_id"])
+    verdicts = long.merge(rows[["dataset", "pair_id"]], on=["dataset", "pair_id"])
+    fig, shown = pair_figure(rows, verdicts, f"Pairs {best} gets wrong (strongest human preference first)")
+    save(fig, shown, out, "failure_gallery")
+    return [("h2", "Failure gallery"),
+            ("p", (f"The decided pairs {best} gets wrong, strongest human preference first. Columns: A and B whole "
+                  "(yellow box), then the same box of both at full resolution: the region where |A - B|, "
+                  "mean-filtered over the box, is largest (bench/report/zoom.py). Under each row: every Phase II "
+                  "metric's choice and both scores.")),
+            ("img", "failure_gallery")]
+
+
+def _ensemble_blocks(store: Store, out: Path) -> list[Block]:
+    t = analyses.ensemble_ci(store)
+    if t is None:
+        return []
+    save(accuracy_bars(t.rename(columns={"model": "metric"}), "acc", "ci_lo", "ci_hi",
+                       f"Ensemble vs single metrics on the same {int(t['n'].iloc[0])} pairs",
+                       highlight={t["model"].iloc[0]}, xlabel="strict accuracy (95% CI)"), t, out, "ensemble")
+    return [("h2", "Ensemble (beyond the paper)"),
+            ("p", ("Logistic regression on standardised score differences; the ensemble's accuracy is held out "
+                  "(cross-validation grouped by source image), the single metrics' accuracies are on the same pairs. "
+                  f"CIs: {analyses.CI_METHOD}, paired.")),
+            ("table", t.assign(acc=_ci(t))[["model", "acc", "n"]]), ("img", "ensemble")]
 
 
 def build_blocks(store: Store, out: Path, title: str) -> list[Block]:
@@ -83,86 +211,48 @@ def build_blocks(store: Store, out: Path, title: str) -> list[Block]:
     synthetic = any(d.get("synthetic") for d in prov["datasets"])
     blocks: list[Block] = [("h1", title)]
     if synthetic:
-        blocks.append(("warn", "SYNTHETIC DATA: some datasets in this store (marked synthetic) use the embedded "
+        blocks.append(("warn", ("SYNTHETIC DATA: some datasets in this store (marked synthetic) use the embedded "
                                "sample's synthetic preferences, not human votes. Their numbers describe metric "
-                               "behaviour on documented synthetic degradations only."))
+                               "behaviour on documented synthetic degradations only.")))
     blocks.append(("p", f"Store: {prov['store']}. Datasets: " + ", ".join(
         f"{d['dataset']} ({d['n_pairs']} pairs{', SYNTHETIC' if d['synthetic'] else ''})" for d in prov["datasets"])))
-
-    agree = agreement(store)
-    blocks.append(("h2", "Agreement with human preference"))
-    blocks.append(("p", "strict: metric tie = wrong; tie-half: metric tie = 0.5; vote: share of votes for the "
-                        "metric's choice. 95% Wilson CIs. Definitions: bench/store/views.py."))
-    for (dataset, split), g in agree.groupby(["dataset", "split"], sort=True):
-        name = f"agreement_{dataset}_{split}".replace("/", "_")
-        save(accuracy_bars(g, "strict_acc", "strict_ci_lo", "strict_ci_hi", f"{dataset} / {split}"
-                           + (" (SYNTHETIC)" if g["synthetic"].any() else "")), g, out, name)
-        blocks += [("h3", f"{dataset} / {split}"),
-                   ("table", g[["metric", "n_pairs", "n_decided", "strict_acc", "strict_ci_lo", "strict_ci_hi",
-                                "tie_half_acc", "tie_half_ci_lo", "tie_half_ci_hi", "vote_agreement", "vote_ci_lo",
-                                "vote_ci_hi"]]),
-                   ("img", name)]
+    blocks.append(("p", (f"One CI method for every accuracy in this report: {analyses.CI_METHOD}, resampling whole "
+                        "source groups because pairs of one source share images. Every figure comes as PNG, PDF "
+                        "(vector) and CSV (its data) next to this page.")))
+    blocks += _agreement_blocks(store, out)
 
     p1 = _latest(store, "phase1_ranking", "phase1_key")
     if p1 is not None:
         top = set(p1.loc[p1["top_k"], "metric"])
-        save(accuracy_bars(p1.rename(columns={"acc": "strict_acc"}), "strict_acc", "ci_lo", "ci_hi",
-                           f"Phase I: {int(p1['n'].iloc[0])} pairs, top-{len(top)} highlighted", highlight=top),
-             p1, out, "phase1_ranking")
+        save(accuracy_bars(p1, "acc", "ci_lo", "ci_hi", f"Phase I: {int(p1['n'].iloc[0])} pairs, top-{len(top)} "
+                           "highlighted", highlight=top, xlabel="strict accuracy (95% CI)"), p1, out, "phase1_ranking")
+        ci = p1["ci_method"].iloc[0] if "ci_method" in p1 else analyses.CI_METHOD
         blocks += [("h2", "Phase I ranking"),
-                   ("p", f"Key {p1['phase1_key'].iloc[0]}: stratified subset of {int(p1['n_subset'].iloc[0])} pairs, "
-                         f"bootstrap 95% CIs over pairs. Orange = top-k."),
-                   ("table", p1[["rank", "metric", "acc", "ci_lo", "ci_hi", "n", "top_k", "differentiable"]]),
+                   ("p", (f"Key {p1['phase1_key'].iloc[0]}: stratified subset of {int(p1['n_subset'].iloc[0])} pairs. "
+                         f"CIs: {ci}. Orange = top-k, carried to Phase II.")),
+                   ("table", p1[[c for c in ["rank", "metric", "acc", "ci_lo", "ci_hi", "n", "top_k",
+                                             "differentiable"] if c in p1]]),
                    ("img", "phase1_ranking")]
-    p2 = _latest(store, "phase2_ranking", "phase2_key")
+    pairs = analyses.pair_info(store)
+    ceiling = analyses.split_half_ceiling(pairs)
+    p2, long = analyses.study_outcomes(store)
     if p2 is not None:
-        p2.to_csv(out / "phase2_ranking.csv", index=False)
-        blocks += [("h2", "Phase II"),
-                   ("p", "Top-k on the full manifest. McNemar exact test of the best against each runner-up "
-                         "(only_best_right / only_this_right are the discordant pairs)."),
-                   ("table", p2[["rank", "metric", "acc", "ci_lo", "ci_hi", "n", "only_best_right", "only_this_right",
-                                 "p_value_vs_best", "best_significantly_better"]])]
-    overlap = _latest(store, "complement_overlap", "complement_key")
-    cond = _latest(store, "complement_conditional", "complement_key")
-    if overlap is not None and cond is not None:
-        best = cond["best"].iloc[0]
-        mat = overlap.pivot(index="metric_a", columns="metric_b", values="both_wrong_share")
-        fig, ax = plt.subplots(figsize=(1.0 + 0.6 * len(mat), 0.8 + 0.5 * len(mat)))
-        sns.heatmap(mat, annot=len(mat) <= 12, fmt=".2f", cmap="rocket_r", vmin=0, ax=ax,
-                    cbar_kws={"label": "share of pairs both wrong"})
-        ax.set_xlabel("")
-        ax.set_ylabel("")
-        ax.set_title("Both-wrong overlap (diagonal: error rate)", fontsize=10)
-        save(fig, mat.reset_index(), out, "complement_overlap")
-        fig, ax = plt.subplots(figsize=(7, 0.35 * len(cond) + 1.4))
-        d = cond.sort_values("acc_on_best_wrong")
-        ax.barh(d["metric"], d["acc_on_best_wrong"], color="#7570b3")
-        ax.set_xlim(0, 1)
-        ax.set_xlabel(f"accuracy on the {int(cond['n_best_wrong'].iloc[0])} pairs {best} gets wrong")
-        ax.set_title(f"Conditional accuracy given {best} is wrong", fontsize=10)
-        save(fig, cond, out, "complement_conditional")
-        greedy = _latest(store, "complement_greedy", "complement_key")
-        blocks += [("h2", f"Complementarity to {best}"),
-                   ("img", "complement_overlap"), ("img", "complement_conditional"),
-                   ("table", cond[["metric", "acc_on_best_wrong", "n_best_wrong"]]),
-                   ("p", "Greedy complement (share of pairs where at least one chosen metric is right):"),
-                   ("table", greedy[["step", "metric", "oracle_acc", "gain"]])]
-        path, _ = _gallery(store, best, out)
-        blocks += [("h2", "Failure gallery"),
-                   ("img", "failure_gallery") if path else ("p", f"{best} gets no decided pair wrong.")]
-    ens = _latest(store, "ensemble_summary", "ensemble_key")
-    if ens is not None:
-        ens.to_csv(out / "ensemble_summary.csv", index=False)
-        blocks += [("h2", "Ensemble (beyond the paper)"),
-                   ("p", f"Logistic regression on standardised score differences, {int(ens['n_folds'].iloc[0])}-fold "
-                         "cross-validation grouped by source image; held-out strict accuracy vs each single metric "
-                         "on the same pairs."),
-                   ("table", ens[["model", "strict_acc", "n_pairs"]])]
+        blocks += _phase2_blocks(p2, ceiling, out)
+    blocks += _ceiling_blocks(ceiling)
+    blocks += _by_method_blocks(long, pairs, out)
+    blocks += _by_margin_blocks(long, out)
+    comp, best = _complement_blocks(store, p2, out)
+    blocks += comp
+    if best is None and p2 is not None:
+        best = p2["metric"].iloc[0]
+    if best is not None and best in set(long["metric"]):
+        blocks += _gallery_blocks(long, pairs, best, out)
+    blocks += _ensemble_blocks(store, out)
     blocks += [("h2", "Provenance"), ("p", f"Store {prov['store']}; study tables: {', '.join(store.study_tables())}.")]
     for r in prov["runs"]:
         v = json.loads(r["versions"]) if isinstance(r.get("versions"), str) else {}
-        blocks.append(("li", f"run {r['run_id']} ({r['kind']}): device {r['device_name']}, git {r['git_commit']}, "
-                             f"pyiqa {v.get('pyiqa')}, torch {v.get('torch_build', v.get('torch'))}"))
+        blocks.append(("li", (f"run {r['run_id']} ({r['kind']}): device {r['device_name']}, git {r['git_commit']}, "
+                             f"pyiqa {v.get('pyiqa')}, torch {v.get('torch_build', v.get('torch'))}")))
     (out / "provenance.json").write_text(json.dumps(prov, indent=2, default=str))
     return blocks
 
@@ -184,11 +274,17 @@ def to_markdown(blocks: list[Block]) -> str:
             out += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
             out.append("")
         elif kind == "img":
-            out += [f"![{x}]({x}.png)", f"Data: [{x}.csv]({x}.csv)", ""]
+            out += [f"![{x}]({x}.png)", f"Vector: [{x}.pdf]({x}.pdf) · data: [{x}.csv]({x}.csv)", ""]
     return "\n".join(out) + "\n"
 
 
-def to_html(blocks: list[Block], title: str) -> str:
+def _data_uri(path: Path, mime: str) -> str:
+    return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
+
+
+def to_html(blocks: list[Block], title: str, out: Path) -> str:
+    """A self-contained page: figures are embedded as base64 PNG data URIs (the PDF/CSV links point
+    to the files next to it)."""
     body = []
     for kind, x in blocks:
         if kind in ("h1", "h2", "h3"):
@@ -201,22 +297,29 @@ def to_html(blocks: list[Block], title: str) -> str:
             body.append(f"<ul><li>{html.escape(str(x))}</li></ul>")
         elif kind == "table":
             df = x
-            head = "".join(f"<th>{html.escape(c)}</th>" for c in df.columns)
+            head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
             rows = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in r) + "</tr>"
                            for r in df.itertuples(index=False))
             body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
         elif kind == "img":
-            body.append(f'<figure><img src="{x}.png" alt="{x}"><figcaption><a href="{x}.csv">{x}.csv</a>'
-                        f"</figcaption></figure>")
+            body.append(f'<figure id="{x}"><img src="{_data_uri(out / f"{x}.png", "image/png")}" alt="{x}">'
+                        f'<figcaption>{x}: <a href="{x}.pdf">PDF</a> · <a href="{x}.csv">CSV</a></figcaption>'
+                        "</figure>")
     style = ("body{font-family:sans-serif;max-width:1000px;margin:2em auto;}table{border-collapse:collapse;"
-             "font-size:13px}td,th{border:1px solid #ccc;padding:2px 6px}img{max-width:100%}.warn{color:#b00}")
+             "font-size:13px}td,th{border:1px solid #ccc;padding:2px 6px}img{max-width:100%}.warn{color:#b00}"
+             "figcaption{font-size:12px;color:#555}")
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")
 
 
 def write_study_report(store: Store, out: Path, title: str = "iqa-study: metric selection report") -> Path:
+    """Write report.md, report.html (self-contained), NAME.{png,pdf,csv} per figure and
+    provenance.json under ``out``; returns the path of report.md."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise StudyError(f"report: --out {out} is a file; expected a directory")
     out.mkdir(parents=True, exist_ok=True)
     blocks = build_blocks(store, out, title)
     (out / "report.md").write_text(to_markdown(blocks))
-    (out / "report.html").write_text(to_html(blocks, title))
+    (out / "report.html").write_text(to_html(blocks, title, out))
     return out / "report.md"
