@@ -128,9 +128,9 @@ def test_report_renders_and_references_every_figure(which, sample_study, sr2afc_
         with Image.open(png) as im:
             assert im.width > 200 and im.height > 100
             assert len(set(im.convert("L").get_flattened_data())) > 5  # not blank
-        assert f'src="{png.name}"' in html_text and f"({png.name})" in md
+        assert f'<figure id="{png.stem}"><img src="data:image/png;base64,' in html_text and f"({png.name})" in md
         assert (report / f"{png.stem}.csv").stat().st_size > 0
-    referenced = set(re.findall(r'src="([^"]+)"', html_text))
+    referenced = {f"{name}.png" for name in re.findall(r'<figure id="([^"]+)">', html_text)}
     assert referenced == {p.name for p in pngs}
     assert ("SYNTHETIC" in md) is (which == "sample")
     prov = json.loads((report / "provenance.json").read_text())
