@@ -31,7 +31,7 @@ def synth(tmp_path_factory):
     small = root / "val1"
     for sub in ("hr", "lr_blind_x4"):
         (small / sub).mkdir(parents=True)
-        shutil.copy(sorted((root / "val" / sub).glob("*.png"))[0], small / sub)
+        shutil.copy(min((root / "val" / sub).glob("*.png")), small / sub)
     return root
 
 
@@ -135,7 +135,7 @@ def test_q_gradient_reaches_sr_and_one_step_raises_niqe_reward(synth, bases, tmp
     # far below one grey level only flip roundings (+-0.2 NIQE); lr 0.01 moves pixels by ~1e-3 (a quarter level)
     tr = _trainer(synth, bases, "swinir", tmp_path, "loss.l1=0", "optim.lr_g=0.01")
     niqe = create(get("niqe"), "cpu")  # plain scorer (as_loss=False), independent of the reward's instance
-    lr = _load_rgb(sorted((synth / "val" / "lr_blind_x4").glob("*.png"))[0])  # 32x32 -> 128x128 SR
+    lr = _load_rgb(min((synth / "val" / "lr_blind_x4").glob("*.png")))  # 32x32 -> 128x128 SR
     tr.net_g.train()
     sr = tr.g(lr)
     sr.retain_grad()

@@ -180,7 +180,7 @@ class GuardScorer:
             for s, m in self.fr:
                 watched.setdefault(s.name, []).append(float(m(sr, hr)))
         model.train(was_training)
-        mean = lambda d: {k: float(np.mean(v)) for k, v in d.items()}  # noqa: E731
+        mean = lambda d: {k: float(np.mean(v)) for k, v in d.items()}
         return float(np.mean(q)), mean(raw_terms), mean(watched)
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import pickle
 import re
 from pathlib import Path
 
@@ -53,25 +52,15 @@ def resolve_init(init: str | Path) -> Path:
 
 
 def _read_checkpoint(path: Path) -> dict | None:
-    """A training checkpoint (C5) as a dict, or None when the file is not one (then spandrel tries it)."""
-    try:
-        from sr_training.checkpoint import load_checkpoint  # C5 (H5)
-    except ImportError:
-        load_checkpoint = None
-    if load_checkpoint is not None:
-        from sr_training.checkpoint import CorruptCheckpoint
+    """A training checkpoint (C5) as a dict, or None when the file is not one (then spandrel tries it).
+    A file with a pickle payload is refused (UnsafeCheckpoint) and never handed to another loader."""
+    from sr_training.checkpoint import CorruptCheckpoint, load_checkpoint
 
-        try:
-            state = load_checkpoint(path, map_location="cpu")  # a pickle payload: UnsafeCheckpoint, never retried
-        except CorruptCheckpoint:
-            state = None  # not a training checkpoint (e.g. a plain state dict): spandrel tries it
-    else:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
-            raise StudyError(f"ft.init {path}: not loadable with torch.load(weights_only=True) "
-                             f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
-    if isinstance(state, dict) and "iteration" in state and ("ema" in state or "net_g" in state):
+    try:
+        state = load_checkpoint(path, map_location="cpu")
+    except CorruptCheckpoint:
+        return None  # not a training checkpoint (e.g. a plain state dict)
+    if "ema" in state or "net_g" in state:
         return state
     return None
 
@@ -87,7 +76,7 @@ def load_base(net: torch.nn.Module, arch_cfg, init: str | Path, which: str = "em
     """Load the base weights into ``net`` (built from the FT config's arch); returns a provenance record."""
     path = resolve_init(init)
     state = _read_checkpoint(path)
-    record = {"init": str(path), "init_sha256": file_sha256(path)}
+    record = {"init": str(path.resolve()), "init_sha256": file_sha256(path)}
     if state is not None:
         if which not in state:
             raise StudyError(f"ft.init {path}: checkpoint has no '{which}' weights (ft.weights); keys: {sorted(state)}")

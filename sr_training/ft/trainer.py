@@ -32,7 +32,14 @@ from bench import provenance
 from bench.atomic import atomic_write_text
 from bench.errors import StudyError
 from sr_training.ft.guard import GuardRule, GuardStop, append_log, watched_metrics
-from sr_training.ft.lora import adapter_hash, adapter_state, attach_lora, load_base, set_adapter_state
+from sr_training.ft.lora import (
+    DEFAULT_TARGETS,
+    adapter_hash,
+    adapter_state,
+    attach_lora,
+    load_base,
+    set_adapter_state,
+)
 from sr_training.ft.reward import Reward, resolve_terms
 from sr_training.trainer import Trainer, _truncate_csv
 
@@ -221,6 +228,19 @@ class FTTrainer(Trainer):
         return it
 
     # --- the loop -------------------------------------------------------------------------------
+    def ft_record(self) -> dict:
+        """What provenance.json records about the FT stage (beside the base trainer's fields)."""
+        ft = self.cfg.ft
+        return {"base": self.ft_base, "lora": ft.lora.model_dump(mode="json") | {
+                    "targets_resolved": ft.lora.targets or DEFAULT_TARGETS[self.cfg.arch.type]},
+                "reward": self.reward.describe(), "lambda_q": ft.reward.lambda_q,
+                "q_norm_rule": "Q_norm = sum_k w_k * sign_k * score_k / (score_max_k - score_min_k)",
+                "reward_random_init": ft.reward.random_init, "ema": "off (LoRA weights; method.md 9)",
+                "guard": ft.guard.model_dump(mode="json") | {"watched": self.guard_names}}
+
+    def _write_provenance(self, record: dict) -> None:
+        super()._write_provenance(record | {"ft": self.ft_record()})
+
     def fit(self, auto_resume: bool = False, allow_config_change: bool = False) -> dict:
         try:
             result = super().fit(auto_resume=auto_resume, allow_config_change=allow_config_change)
@@ -233,4 +253,7 @@ class FTTrainer(Trainer):
             result = {"last": {}, "chosen": self.chosen.tolist(), "sec_per_iter": float("nan"),
                       "stopped_by_guard": stop.iteration}
         result["adapter_sha256"] = adapter_hash(adapter_state(self.net_g))
+        if self.rank == 0 and getattr(self, "provenance", None) is not None:
+            self.provenance["final_adapter_sha256"] = result["adapter_sha256"]
+            self._write_provenance(self.provenance)
         return result
