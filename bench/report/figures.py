@@ -6,11 +6,13 @@ Sizes follow a two-column paper: full width 7.0 in, 8-pt text.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import matplotlib
 
-matplotlib.use("Agg")
+if "ipykernel" not in sys.modules:  # headless for the CLI; a notebook keeps its inline backend
+    matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
