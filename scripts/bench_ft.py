@@ -96,7 +96,7 @@ def main() -> None:
                              "base_sec_per_iter": round(timings["base"], 4), "ft_sec_per_iter": round(timings["ft"], 4),
                              "ft_over_base_ratio": round(timings["ft"] / timings["base"], 3)})
                 print(rows[-1], flush=True)
-    name = f"ft_speed_{'paper' if a.paper_size else 'smoke'}_{device}.json"
+    name = f"ft_speed_paper_{device}.json" if a.paper_size else f"ft_speed_{device}.json"
     record = {"benchmark": "FT step vs base step (same config, same batches; base = no ft: section)",
               "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
               "device": provenance.device_name(device), "torch_threads": torch.get_num_threads(),

@@ -293,3 +293,18 @@ def test_shipped_ft_configs_parse_and_differ_as_named(monkeypatch):
         assert ft.ft.init == f"/data/{arch.upper()}_AMO_RUN" and upos.ft.init == f"/data/{arch.upper()}_UPOS_RUN"
         assert upos.sampling.strategy == "upos" and ft.sampling.strategy == "amo"
         assert ft.ft.lora.rank == 8 and ft.arch.type == arch and ft.arch.pretrained is None
+
+
+def test_merge_refuses_what_it_cannot_merge(tmp_path, capsys):
+    from bench.cli import main
+
+    run = tmp_path / "base_run"
+    (run / "checkpoints").mkdir(parents=True)
+    torch.save({"iteration": 3, "ema": {}, "net_g": {}, "config": "{}"}, run / "checkpoints" / "iter_00000003.pt")
+    assert main(["merge", "--run", str(run), "-o", str(tmp_path / "m.pth")]) == 2
+    assert "not an FT checkpoint (no 'adapter')" in capsys.readouterr().err
+    assert main(["merge", "--run", str(tmp_path / "nothing"), "-o", str(tmp_path / "m.pth")]) == 2
+    assert "no checkpoints/iter_*.pt" in capsys.readouterr().err
+    assert main(["merge", "--run", str(run), "--guard-best", "-o", str(tmp_path / "m.pth")]) == 2
+    assert "guard_best.pt does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "m.pth").exists()

@@ -1,10 +1,11 @@
 """Reward-hacking guard for FT (beyond the paper, which names exploiting Q as the core risk).
 
 Every ``schedule.val_every`` iterations (and once before the first FT step) the held-out
-validation set (``val.dir``: hr/ + ``val.lr_subdir``/) is super-resolved and scored with
-Q (each reward term), the watched NR metrics (default: the selection's complementary metrics
-available here) and FR metrics against the GT (default LPIPS-ST and PSNR, crop ``val.crop_border``).
-The means are logged side by side in ``guard_log.csv``.
+validation set (``val.dir``: hr/ + ``val.lr_subdir``/) is super-resolved and scored by the base
+trainer's validation (8-bit outputs, FR metrics after cropping ``val.crop_border``) with Q (each
+reward term), the watched NR metrics (default: the selection's complementary metrics available
+here) and the watched FR metrics (default LPIPS-ST) beside ``val.metrics`` (PSNR, ...): one row per
+check in ``val_log.csv``; the rule's inputs and decisions in ``guard_log.csv``.
 
 Rule (GuardRule): with every metric oriented (sign) and divided by its table range,
 
@@ -23,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from bench.errors import StudyError
 from bench.metrics.table import MetricSpec, get
@@ -127,61 +127,6 @@ def watched_metrics(guard_cfg, selection: str | None, reward_names: list[str]) -
         else:
             notes.append(f"complementary metric {s.name} skipped: weights not available here")
     return specs, notes
-
-
-class GuardScorer:
-    """Scores a generator on the validation set; returns per-metric means over the images."""
-
-    def __init__(self, val_cfg, reward, nr_specs: list[MetricSpec], fr_names: tuple[str, ...], device):
-        from bench.metrics.factory import create
-
-        if not val_cfg.dir:
-            raise StudyError("ft.guard: needs val.dir (a held-out folder with hr/ and the LR subfolder); "
-                             "or set ft.guard.enabled: false")
-        self.hr_dir, self.lr_dir = Path(val_cfg.dir) / "hr", Path(val_cfg.dir) / val_cfg.lr_subdir
-        if not self.hr_dir.is_dir() or not self.lr_dir.is_dir():
-            raise StudyError(f"val.dir {val_cfg.dir}: expected folders hr/ and {val_cfg.lr_subdir}/")
-        self.items = sorted(p for p in self.lr_dir.glob("*.png") if (self.hr_dir / p.name).is_file())
-        if not self.items:
-            raise StudyError(f"val.dir {val_cfg.dir}: no LR png with a matching hr/ file")
-        self.reward, self.device = reward, torch.device(device)
-        self.nr = [(s, create(s, self.device)) for s in nr_specs]
-        self.fr = []
-        for name in fr_names:
-            s = get(name)
-            if s.mode != "FR":
-                raise StudyError(f"ft.guard.fr: '{name}' is not a full-reference metric")
-            kwargs = {"crop_border": val_cfg.crop_border} if name in ("psnr", "psnry", "ssim", "ssimc") else None
-            self.fr.append((s, create(s, self.device, kwargs=kwargs)))
-
-    @property
-    def specs(self) -> dict[str, MetricSpec]:
-        return {s.name: s for s, _ in self.nr + self.fr}
-
-    @torch.no_grad()
-    def __call__(self, model: torch.nn.Module) -> tuple[float, dict[str, float], dict[str, float]]:
-        """(mean Q_norm, mean raw reward terms, mean watched metrics)."""
-        from sr_training.trainer import _load_rgb
-
-        was_training = model.training
-        model.eval()
-        q, raw_terms, watched = [], {}, {}
-        for lr_path in self.items:
-            sr = model(_load_rgb(lr_path).to(self.device)).clamp(0, 1).float()
-            hr = _load_rgb(self.hr_dir / lr_path.name).to(self.device)
-            h, w = min(hr.shape[-2], sr.shape[-2]), min(hr.shape[-1], sr.shape[-1])
-            sr, hr = sr[..., :h, :w], hr[..., :h, :w]
-            qn, raw = self.reward(sr)
-            q.append(float(qn))
-            for k, v in raw.items():
-                raw_terms.setdefault(k, []).append(v)
-            for s, m in self.nr:
-                watched.setdefault(s.name, []).append(float(m(sr)))
-            for s, m in self.fr:
-                watched.setdefault(s.name, []).append(float(m(sr, hr)))
-        model.train(was_training)
-        mean = lambda d: {k: float(np.mean(v)) for k, v in d.items()}
-        return float(np.mean(q)), mean(raw_terms), mean(watched)
 
 
 def append_log(path: Path, row: dict) -> None:

@@ -78,7 +78,10 @@ class FTTrainer(Trainer):
                 self.note(f"guard: {n}")
             from bench.metrics.table import get
 
-            self._guard_nr = nr_specs
+            for name in g.fr:
+                if get(name).mode != "FR":
+                    raise StudyError(f"ft.guard.fr: '{name}' is not a full-reference metric (list it under "
+                                     f"ft.guard.metrics)")
             self.guard_names = [s.name for s in nr_specs] + list(g.fr)
             self.guard = GuardRule(g, {n: get(n) for n in self.guard_names})
             self.note(f"guard: watching Q against {', '.join(self.guard_names) or '(nothing)'}; margin {g.margin}, "
