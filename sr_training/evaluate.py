@@ -97,19 +97,23 @@ def _images_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXT and not p.name.startswith("."))
 
 
-def make_fixed_lr(layout, out: Path, scale: int = 4, seed: int = 0) -> Path:
-    """SYNTHETIC set only: one fixed LR per group, the training one-stage degradation (method.md 5)
-    seeded by (seed, group index); existing files are kept (an LR is never regenerated)."""
+def fixed_lr(hr: torch.Tensor, index: int, scale: int = 4, seed: int = 0) -> torch.Tensor:
+    """The fixed LR of test image number ``index``: the training one-stage degradation (method.md 5,
+    sr_training.data.degradation.degrade) with a generator seeded by (seed, index)."""
     from sr_training.data.degradation import degrade
 
+    gen = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, index]).generate_state(1)[0]))
+    return degrade(hr, "one_stage", scale, gen)
+
+
+def make_fixed_lr(layout, out: Path, scale: int = 4, seed: int = 0) -> Path:
+    """SYNTHETIC set only: one fixed LR per group (``fixed_lr`` of its original, group index in
+    label order); existing files are kept (an LR is never regenerated)."""
     out.mkdir(parents=True, exist_ok=True)
     for i, stem in enumerate(layout.stems()):
         target = out / f"{stem}.png"
-        if target.exists():
-            continue
-        hr = infer.load_rgb(layout.original(stem))
-        gen = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, i]).generate_state(1)[0]))
-        infer.save_png(degrade(hr, "one_stage", scale, gen), target)
+        if not target.exists():
+            infer.save_png(fixed_lr(infer.load_rgb(layout.original(stem)), i, scale, seed), target)
     return out
 
 

@@ -8,8 +8,10 @@ never with TorchScript or unrestricted pickle:
   default (``which='net_g'`` for the raw ones);
 * any other state dict spandrel recognises (official SwinIR / Real-ESRGAN x4 files, BasicSR
   ``params_ema`` wrappers, a merged FT model from ``iqa-study merge``): the architecture is
-  detected by spandrel from the weights. A JSON sidecar ``<file>.json`` next to it, when present,
-  supplies the provenance fields (run_name, sampling, ft_variant, iteration, ...).
+  detected by spandrel from the weights. A JSON sidecar ``<file>.json`` next to it (``iqa-study
+  merge`` writes one) supplies the provenance fields (run_name, sampling, iteration, ...); a merged
+  FT model gets ``weights='merged'`` and ``ft_variant`` = its FT run's name;
+* an adapter-only FT checkpoint is refused with the merge command to run.
 
 Tiling (``upscale``): the LR is cut into ``tile`` x ``tile`` windows whose origins step by
 ``tile - overlap`` (the last window is flush with the border), each window is super-resolved on
@@ -88,6 +90,21 @@ def _suite_info(state: dict, path: Path, which: str) -> tuple[dict, dict]:
     return cfg, info
 
 
+def _sidecar_info(meta: dict) -> dict:
+    """Provenance from ``<file>.json``: the record ``iqa-study merge`` writes (sr_training.ft.merge: run_name,
+    iteration, arch, arch_size, sampling, adapter_sha256, source_checkpoint), or plain INFO_FIELDS."""
+    info = {k: meta[k] for k in INFO_FIELDS if k in meta and k != "checkpoint_sha256"}
+    if "adapter_sha256" in meta:  # a merged FT model: its own run, FT variant = the FT run's name
+        info["ft_variant"] = meta.get("ft_variant") or meta.get("run_name")
+        info["weights"] = "merged"
+        if meta.get("arch_size"):
+            info["arch"] = f"{meta.get('arch')}-{meta['arch_size']}"
+        src = Path(meta.get("source_checkpoint", ""))
+        if src.parent.name == "checkpoints":
+            info["run_dir"] = str(src.parent.parent)
+    return info
+
+
 def load_model(path: str | Path, which: str = "ema", device: str | torch.device = "cpu") -> LoadedModel:
     """A model ready for ``upscale`` (eval mode, no grad), with its provenance (module docstring)."""
     path = Path(path)
@@ -95,6 +112,9 @@ def load_model(path: str | Path, which: str = "ema", device: str | torch.device 
         raise StudyError(f"--checkpoint {path}: file does not exist")
     state = _read_state(path, "cpu")
     sha = sha256_file(path)
+    if isinstance(state, dict) and "adapter" in state and "ft" in state:
+        raise StudyError(f"--checkpoint {path}: an adapter-only FT checkpoint; merge it into a plain model first "
+                         f"(`iqa-study merge --checkpoint {path} -o model.pth`)")
     if isinstance(state, dict) and "config" in state and ("ema" in state or "net_g" in state):
         from sr_training.archs import build_generator
         from sr_training.config import ArchConfig
@@ -111,9 +131,6 @@ def load_model(path: str | Path, which: str = "ema", device: str | torch.device 
             raise StudyError(f"--checkpoint {path}: '{which}' weights do not fit the saved arch "
                              f"({str(exc).splitlines()[0]})") from None
         scale, info["source"] = arch.scale, "suite"
-    elif isinstance(state, dict) and any("lora_" in k for k in state) and "iteration" in state:
-        raise StudyError(f"--checkpoint {path}: an adapter-only FT checkpoint; merge it into a plain model first "
-                         f"(`iqa-study merge --checkpoint {path} -o model.pth`)")
     else:
         from spandrel import ModelLoader, UnsupportedModelError, canonicalize_state_dict
 
@@ -131,7 +148,7 @@ def load_model(path: str | Path, which: str = "ema", device: str | torch.device 
                 meta = json.loads(sidecar.read_text())
             except json.JSONDecodeError as exc:
                 raise StudyError(f"{sidecar}: invalid JSON ({exc.msg})") from None
-            info |= {k: meta[k] for k in INFO_FIELDS if k in meta and k != "checkpoint_sha256"}
+            info |= _sidecar_info(meta)
     info["checkpoint_sha256"] = sha
     net = net.to(device).eval().requires_grad_(False)
     return LoadedModel(net, scale, info)

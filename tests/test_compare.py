@@ -118,7 +118,7 @@ def test_crop_window_is_where_the_reference_has_detail():
     from bench.report.compare import _crop_box
 
     ref = np.full((240, 300, 3), 90, np.uint8)
-    ref[160:240, 200:300] = (np.random.default_rng(0).random((80, 100, 3)) * 255).astype(np.uint8)
+    ref[144:240, 192:300] = (np.random.default_rng(0).random((96, 108, 3)) * 255).astype(np.uint8)
     top, left, size = _crop_box(ref)
-    assert size == 80  # a third of the shorter side, a multiple of the scale 4
-    assert top == 160 and 200 <= left and left + size <= 300  # inside the textured block
+    assert size == 96  # a third of the shorter side (80) raised to NIQE's minimum of 96, a multiple of 4
+    assert (top, left) == (144, 192)  # the only grid window inside the textured block

@@ -17,8 +17,8 @@ Definitions (every number is recomputed from the views of bench.store.eval_views
   (e.g. tiled and untiled), or a metric scored under two configurations for a test set's SR outputs.
 * P-D plots: PSNR and LPIPS-ST (y) against each NR metric (x), one point per run; runs of the same
   arch and sampling are connected, the base run first, then its FT variants by name (a lambda sweep
-  is a set of FT variants). Crop grid: the window (1/3 of the image side, clamped to [64, 128] px and
-  to the image) where the
+  is a set of FT variants). Crop grid: the window (1/3 of the image side, clamped to [96, 128] px (NIQE needs
+  96) and to the image) where the
   first reference has the most gradient energy, from the LR (bicubic), each run and that reference,
   with PSNR / LPIPS-ST (pyiqa, on the crop, against the reference crop) and the first NR metrics
   computed on the crop.
@@ -238,6 +238,7 @@ def pd_plot(t: pd.DataFrame, test_set: str, out_dir: Path, note: str = "") -> li
                 ax.axvline(gold[x].iloc[0], color="goldenrod", ls="--", lw=1, label=GOLD)
             ax.set_xlabel(f"{_name(x)} {'↓' if lb.get(x) else '↑'} (NR, SR output)")
             ax.set_ylabel(f"{_name(y)} {'↓' if lb.get(y) else '↑'} (vs references)")
+            ax.ticklabel_format(useOffset=False)  # tiny differences: print the values, not an offset
             ax.grid(alpha=0.3)
             if i == 0 and j == 0:
                 ax.legend(fontsize=7, loc="best")
@@ -261,7 +262,7 @@ def _crop_box(ref: np.ndarray, scale_hint: int = 4) -> tuple[int, int, int]:
     """(top, left, size): the window with the most gradient energy in the reference (module docstring)."""
     h, w = ref.shape[:2]
     side = min(h, w)
-    size = max(scale_hint, min(side, max(64, min(128, side // 3))) // scale_hint * scale_hint)
+    size = max(scale_hint, min(side, max(96, min(128, side // 3))) // scale_hint * scale_hint)
     gray = ref.astype(np.float64).mean(axis=2)
     energy = np.zeros_like(gray)
     energy[:, 1:] += np.abs(np.diff(gray, axis=1))
@@ -289,7 +290,7 @@ def _crop_scores(crops: dict[str, np.ndarray], ref: np.ndarray, nr: list[str]) -
     def tensor(a):
         return torch.from_numpy(a.astype(np.float32) / 255).permute(2, 0, 1)[None]
 
-    wanted = [m for m in ("psnr", "stlpips") if is_available(get(m))] + nr[:2]  # LPIPS-ST needs >= ~40 px crops
+    wanted = [m for m in ("psnr", "stlpips") if is_available(get(m))] + nr[:2]
     created, notes = {}, []
     for m in wanted:
         try:
@@ -306,7 +307,8 @@ def _crop_scores(crops: dict[str, np.ndarray], ref: np.ndarray, nr: list[str]) -
                 with torch.no_grad():
                     v = float(metric(tensor(crop), ref_t) if spec.mode == "FR" else metric(tensor(crop)))
             except (RuntimeError, ValueError, IndexError, np.linalg.LinAlgError) as exc:
-                notes.append(f"crop {_name(m)} of {label}: {type(exc).__name__}: {str(exc).splitlines()[0][:80]}")
+                notes.append(f"crop {_name(m)} not shown for some panels: {type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0][:100]}")
                 continue
             if spec.mode == "FR" and label == "reference":
                 continue
@@ -347,7 +349,7 @@ def crop_grid(store: Store, per: pd.DataFrame, t: pd.DataFrame, test_set: str, o
     nr = [m for m in t.attrs["metrics"] if m not in FR_ORDER]
     text, notes = _crop_scores(crops, crops["reference"], nr)
     n = len(crops)
-    cols = min(n, 4)
+    cols = min(n, 6)
     nrows = -(-n // cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(3.1 * cols, 3.5 * nrows), squeeze=False)
     for ax in axes.ravel():
