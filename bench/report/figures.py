@@ -66,11 +66,13 @@ def accuracy_bars(df: pd.DataFrame, value: str, lo: str, hi: str, title: str, hi
     return fig
 
 
-def grouped_points(df: pd.DataFrame, x: str, title: str, xlabel: str, order: list[str] | None = None):
-    """Accuracy (``acc``, ``ci_lo``, ``ci_hi``) per ``x`` category, one dodged series per metric."""
+def grouped_points(df: pd.DataFrame, x: str, title: str, xlabel: str, order: list[str] | None = None,
+                   metrics: list[str] | None = None):
+    """Accuracy (``acc``, ``ci_lo``, ``ci_hi``) per ``x`` category, one dodged series per metric
+    (in the order ``metrics``, e.g. the Phase II ranking; default: by name)."""
     style()
     cats = order or list(dict.fromkeys(df[x]))
-    metrics = list(dict.fromkeys(df["metric"]))
+    metrics = [m for m in (metrics or sorted(df["metric"].unique())) if m in set(df["metric"])]
     fig, ax = plt.subplots(figsize=(FULL_WIDTH / 2 + 0.5, 2.4))
     width = 0.7 / max(len(metrics), 1)
     for k, m in enumerate(metrics):
@@ -80,7 +82,7 @@ def grouped_points(df: pd.DataFrame, x: str, title: str, xlabel: str, order: lis
                     lw=0.8, color=COLORS[k % len(COLORS)], label=m)
     ax.axhline(0.5, color="grey", lw=0.8, ls="--")
     ax.set_xticks(np.arange(len(cats)), cats)
-    ax.set_ylim(0, 1)
+    ax.set_ylim(-0.03, 1.03)
     ax.set_ylabel("strict accuracy (95% CI)")
     ax.set_xlabel(xlabel)
     ax.set_title(title)

@@ -111,11 +111,11 @@ def _ceiling_blocks(ceiling: pd.DataFrame | None) -> list[Block]:
             ("table", t)]
 
 
-def _by_method_blocks(long: pd.DataFrame, pairs: pd.DataFrame, out: Path) -> list[Block]:
+def _by_method_blocks(long: pd.DataFrame, pairs: pd.DataFrame, out: Path, metrics: list[str]) -> list[Block]:
     t = analyses.accuracy_by_method(long, pairs)
     if t is None:
         return []
-    save(grouped_points(t, "method", "Accuracy on pairs involving each SR method", "SR method"), t, out,
+    save(grouped_points(t, "method", "Accuracy on pairs involving each SR method", "SR method", metrics=metrics), t, out,
          "accuracy_by_method")
     return [("h2", "Accuracy per SR method"),
             ("p", ("A pair counts for a method when either image is that method's output (manifest columns "
@@ -123,7 +123,7 @@ def _by_method_blocks(long: pd.DataFrame, pairs: pd.DataFrame, out: Path) -> lis
             ("table", t.assign(acc=_ci(t))[["method", "metric", "acc", "n_decided"]]), ("img", "accuracy_by_method")]
 
 
-def _by_margin_blocks(long: pd.DataFrame, out: Path) -> list[Block]:
+def _by_margin_blocks(long: pd.DataFrame, out: Path, metrics: list[str]) -> list[Block]:
     t = analyses.accuracy_by_margin(long)
     if t is None:
         return []
@@ -131,7 +131,8 @@ def _by_margin_blocks(long: pd.DataFrame, out: Path) -> list[Block]:
     n = t.groupby("margin")["n_decided"].max()
     shown = [f"{label}\nn={int(n[label])}" for label in order]
     fig = grouped_points(t.assign(margin=t["margin"].map(dict(zip(order, shown)))), "margin",
-                         "Accuracy vs human vote margin", "share of votes for the majority side", order=shown)
+                         "Accuracy vs human vote margin", "share of votes for the majority side", order=shown,
+                         metrics=metrics)
     save(fig, t, out, "accuracy_by_margin")
     return [("h2", "Accuracy vs human vote margin"),
             ("p", ("Decided pairs with votes, binned by the majority's share of votes (weak 50-70%, medium 70-90%, "
@@ -239,8 +240,9 @@ def build_blocks(store: Store, out: Path, title: str) -> list[Block]:
     if p2 is not None:
         blocks += _phase2_blocks(p2, ceiling, out)
     blocks += _ceiling_blocks(ceiling)
-    blocks += _by_method_blocks(long, pairs, out)
-    blocks += _by_margin_blocks(long, out)
+    ranked = list(p2["metric"]) if p2 is not None else sorted(long["metric"].unique())
+    blocks += _by_method_blocks(long, pairs, out, ranked)
+    blocks += _by_margin_blocks(long, out, ranked)
     comp, best = _complement_blocks(store, p2, out)
     blocks += comp
     if best is None and p2 is not None:
