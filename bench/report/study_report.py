@@ -107,7 +107,8 @@ def _ceiling_blocks(ceiling: pd.DataFrame | None) -> list[Block]:
     return [("h2", "Inter-observer ceiling"),
             ("p", ("Split-half agreement: observers split into two halves (every balanced split, or 200 seeded random "
                   "ones for more than 10 observers); share of (pair, split) where both halves' majorities are decided "
-                  f"and agree. CI: {analyses.CI_METHOD}. Observer ids are anonymised by the importer.")),
+                  f"and agree. CI: {analyses.CI_METHOD}. Observer ids are anonymised by the importer. With few "
+                  "observers (or very unequal numbers of votes per observer) the estimate is coarse.")),
             ("table", t)]
 
 
