@@ -1,7 +1,13 @@
 """Benchmark: `agree` on a synthetic store of 180,000 pairs x 42 metrics.
 
-The store is SYNTHETIC (random scores, random votes) and exists only to time the DuckDB
-agreement view at SBS180K scale: 360,000 images x 42 metrics = 15.1 M score rows.
+The store is SYNTHETIC (random scores, random votes) and exists only to time the agreement at
+SBS180K scale: 360,000 images x 42 metrics = 15.1 M score rows in 42 Parquet parts.
+
+Timed in a fresh child process (so its peak RSS is the agreement's alone):
+  * cold: the first ``agreement(store)`` after the parts landed - it joins the long score table
+    and writes the cache (STORE/cache/agreement-<state>.parquet);
+  * warm: later calls (new connections, same store state) - they read the cached sums;
+  * invalidated: after one more part lands, the next call rebuilds (a cold run again).
 
     python scripts/bench_agree.py --out reports/perf [--pairs 180000] [--metrics 42]
 """
@@ -11,6 +17,9 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import resource
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -20,10 +29,26 @@ import pandas as pd
 import pyarrow as pa
 
 
-def build(store_root: Path, n_pairs: int, n_metrics: int, seed: int = 0):
-    from bench.store import Store
+def _score_part(store, ids: np.ndarray, m: int, rng, seq: int, when) -> None:
     from bench.atomic import atomic_write_table
     from bench.store.layout import SCORE_SCHEMA
+
+    n = len(ids)
+    table = pa.table({
+        "image_id": ids, "ref_id": pa.nulls(n, pa.string()), "metric": np.full(n, f"metric_{m:02d}"),
+        "config_hash": np.full(n, f"{m:016x}"),
+        "metric_config": np.full(n, "{}"), "score": rng.normal(size=n), "status": np.full(n, "ok"),
+        "error": pa.nulls(n, pa.string()), "lower_better": np.full(n, m % 5 == 0),
+        "random_init": np.zeros(n, bool), "input_h": np.full(n, 512, np.int32), "input_w": np.full(n, 512, np.int32),
+        "input_policy": np.full(n, "native"), "batch_size": np.full(n, 8, np.int32), "seconds": np.zeros(n),
+        "device": np.full(n, "cpu"), "dtype": np.full(n, "float32"), "pyiqa_version": np.full(n, "0.1.16"),
+        "torch_version": np.full(n, "2.14.1"), "run_id": np.full(n, "bench"),
+        "written_at": pa.array([when] * n, pa.timestamp("us", tz="UTC"))}, schema=SCORE_SCHEMA)
+    atomic_write_table(table, store.root / "scores" / f"part-bench-r000-{seq:06d}.parquet")
+
+
+def build(store_root: Path, n_pairs: int, n_metrics: int, seed: int = 0):
+    from bench.store import Store
 
     rng = np.random.default_rng(seed)
     store = Store(store_root)
@@ -35,22 +60,40 @@ def build(store_root: Path, n_pairs: int, n_metrics: int, seed: int = 0):
         "pair_id": [f"p{i}" for i in range(n_pairs)], "dataset": "synthetic-bench", "split": "test",
         "group": [f"g{i // 6}" for i in range(n_pairs)], "image_a": ids[:n_pairs], "image_b": ids[n_pairs:],
         "votes_a": va, "votes_b": vb, "pref": np.where(va > vb, "a", np.where(va < vb, "b", "tie")),
-        "image_a_id": ids[:n_pairs], "image_b_id": ids[n_pairs:], "manifest_id": "bench", "synthetic": True})
-    atomic_write_table(pa.Table.from_pandas(pairs, preserve_index=False), store.root / "pairs" / "bench.parquet")
+        "image_a_id": ids[:n_pairs], "image_b_id": ids[n_pairs:]})
+    pairs.attrs["iqa_study"] = {"dataset": "synthetic-bench", "synthetic": True, "root": ""}
+    store.register(pairs)
     now = pd.Timestamp.now(tz="UTC")
     for m in range(n_metrics):
-        n = n_images
-        table = pa.table({
-            "image_id": ids, "metric": np.full(n, f"metric_{m:02d}"), "config_hash": np.full(n, f"{m:016x}"),
-            "metric_config": np.full(n, "{}"), "score": rng.normal(size=n), "status": np.full(n, "ok"),
-            "error": pa.nulls(n, pa.string()), "lower_better": np.full(n, m % 5 == 0),
-            "random_init": np.zeros(n, bool), "input_h": np.full(n, 512, np.int32), "input_w": np.full(n, 512, np.int32),
-            "input_policy": np.full(n, "native"), "batch_size": np.full(n, 8, np.int32), "seconds": np.zeros(n),
-            "device": np.full(n, "cpu"), "dtype": np.full(n, "float32"), "pyiqa_version": np.full(n, "0.1.16"),
-            "torch_version": np.full(n, "2.14.1"), "run_id": np.full(n, "bench"),
-            "written_at": pa.array([now] * n, pa.timestamp("us", tz="UTC"))}, schema=SCORE_SCHEMA)
-        atomic_write_table(table, store.root / "scores" / f"part-bench-r000-{m:06d}.parquet")
+        _score_part(store, ids, m, rng, m, now)
     return store
+
+
+def measure(store_root: str, n_pairs: int, n_metrics: int) -> dict:
+    """Runs in the child process."""
+    from bench.store import Store
+    from bench.store.views import agreement
+
+    store = Store(store_root, create=False)
+
+    def timed() -> float:
+        t0 = time.perf_counter()
+        df = agreement(Store(store_root, create=False))
+        dt_s = time.perf_counter() - t0
+        assert len(df) == n_metrics and (df["n_pairs"] == n_pairs).all(), df.head()
+        return dt_s
+
+    cold = timed()
+    warm = [timed() for _ in range(5)]
+    rng = np.random.default_rng(1)  # one more part lands: metric 0 re-scored on every image
+    ids = np.array([f"{i:032x}" for i in range(2 * n_pairs)])
+    _score_part(store, ids, 0, rng, n_metrics, pd.Timestamp.now(tz="UTC"))
+    invalidated = timed()
+    warm_after = [timed() for _ in range(3)]
+    return {"cold_s": round(cold, 2), "warm_s_runs": [round(t, 3) for t in warm],
+            "warm_s_median": round(float(np.median(warm)), 3), "after_new_part_cold_s": round(invalidated, 2),
+            "after_new_part_warm_s_median": round(float(np.median(warm_after)), 3),
+            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
 
 
 def main() -> None:
@@ -58,24 +101,27 @@ def main() -> None:
     ap.add_argument("--out", default="reports/perf")
     ap.add_argument("--pairs", type=int, default=180_000)
     ap.add_argument("--metrics", type=int, default=42)
+    ap.add_argument("--measure", help=argparse.SUPPRESS)  # child mode: time agreement on this store
     a = ap.parse_args()
+    if a.measure:
+        print(json.dumps(measure(a.measure, a.pairs, a.metrics)))
+        return
     from bench import provenance
-    from bench.store.views import agreement
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         store = build(Path(tmp) / "store", a.pairs, a.metrics)
         t_build = time.perf_counter() - t0
-        times = []
-        for _ in range(3):
-            t0 = time.perf_counter()
-            df = agreement(store)
-            times.append(time.perf_counter() - t0)
-        assert len(df) == a.metrics and (df["n_pairs"] == a.pairs).all()
+        child = subprocess.run([sys.executable, __file__, "--measure", str(store.root), "--pairs", str(a.pairs),
+                                "--metrics", str(a.metrics)], capture_output=True, text=True, check=True)
+        timing = json.loads(child.stdout.strip().splitlines()[-1])
     result = {"date": dt.date.today().isoformat(), "device": provenance.device_name("cpu"),
               "pairs": a.pairs, "metrics": a.metrics, "score_rows": 2 * a.pairs * a.metrics,
-              "build_store_s": round(t_build, 1), "agree_s_runs": [round(t, 2) for t in times],
-              "agree_s_median": round(float(np.median(times)), 2), "versions": provenance.versions()}
+              "build_store_s": round(t_build, 1), **timing,
+              "note": "cold = first agree after parts land (joins the long table, writes STORE/cache/); "
+                      "warm = later agree calls on the same store state (fresh connection each); "
+                      "peak RSS of the measuring process (cold build included)",
+              "versions": provenance.versions()}
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "agree_scale.json").write_text(json.dumps(result, indent=1))

@@ -11,7 +11,7 @@ import sys
 from importlib import metadata
 
 from bench import env
-from bench.cli import catalog, data, evaluate, ft, study, train
+from bench.cli import catalog, data, evaluate, ft, store, study, train
 from bench.errors import StudyError
 
 
@@ -49,7 +49,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--weights-dir", help="TORCH_HOME-style folder with pre-downloaded weights "
                                          "(also $IQA_STUDY_WEIGHTS_DIR)")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND", parser_class=_Parser)
-    for group in (catalog, data, study, train, evaluate, ft):
+    for group in (catalog, data, study, train, evaluate, ft, store):
         group.register(sub)
     return p
 

@@ -1,0 +1,178 @@
+"""The part files of a store: which are readable, which are not, and the store's state.
+
+Readers never glob the store folders through DuckDB: they list the folder here, skip hidden and
+temporary names (``bench.atomic``), check each Parquet file's footer, and pass DuckDB an explicit,
+escaped list of the good files. A zero-byte, truncated or otherwise unreadable part is reported by
+name (``logging`` warning, logger ``bench.store``) and left out of every view, so one bad file never
+makes every query fail; ``iqa-study store check --repair`` moves it to ``STORE/quarantine/``.
+
+Checked footers are remembered in ``STORE/cache/parts.json`` by (size, mtime_ns), so a reader only
+opens files that are new or changed since the last check. The *state* of a set of parts (their
+names, sizes and modification times) keys every derived cache (``bench.store.cache``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from bench.atomic import atomic_write_text, is_temp_name
+
+log = logging.getLogger("bench.store")
+
+MEMO = "parts.json"
+
+
+@dataclass(frozen=True)
+class Part:
+    path: Path
+    rel: str  # path relative to the store root, '/'-separated
+    size: int
+    mtime_ns: int
+    columns: tuple[str, ...] = ()
+
+
+@dataclass
+class PartList:
+    good: list[Part] = field(default_factory=list)
+    bad: list[tuple[str, str]] = field(default_factory=list)  # (relative path, reason)
+
+    @property
+    def paths(self) -> list[Path]:
+        return [p.path for p in self.good]
+
+    def columns(self) -> set[str]:
+        return {c for p in self.good for c in p.columns}
+
+    def state(self) -> str:
+        """Hash of (name, size, mtime_ns) of the good parts: changes whenever a part lands or changes."""
+        h = hashlib.sha256()
+        for p in sorted(self.good, key=lambda p: p.rel):
+            h.update(f"{p.rel}\0{p.size}\0{p.mtime_ns}\n".encode())
+        return h.hexdigest()[:20]
+
+
+def _is_data_name(name: str, prefix: str) -> bool:
+    return name.endswith(".parquet") and name.startswith(prefix) and not name.startswith(".") and not is_temp_name(name)
+
+
+def footer_problem(path: Path, full: bool = False) -> tuple[str | None, tuple[str, ...]]:
+    """(None, columns) for a readable Parquet file, else (reason, ()). ``full`` also decodes every page."""
+    try:
+        if path.stat().st_size == 0:
+            return "zero-byte file", ()
+        pf = pq.ParquetFile(path)
+        cols = tuple(pf.schema_arrow.names)
+        if full:
+            pf.read()
+        return None, cols
+    except (OSError, pa.ArrowException, ValueError) as exc:
+        return f"not a readable Parquet file ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})", ()
+
+
+class PartIndex:
+    """Lists and checks the Parquet parts of one store, remembering checked footers."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.memo_path = self.root / "cache" / MEMO
+        self._memo: dict[str, list] | None = None
+        self._dirty = False
+        self.reported: set[str] = set()
+
+    def _load_memo(self) -> dict[str, list]:
+        if self._memo is None:
+            try:
+                self._memo = json.loads(self.memo_path.read_text())
+                if not isinstance(self._memo, dict):
+                    self._memo = {}
+            except (OSError, ValueError):
+                self._memo = {}
+        return self._memo
+
+    def list(self, sub: str, prefix: str = "") -> PartList:
+        """Good and bad ``*.parquet`` files directly under STORE/<sub> whose names start with ``prefix``."""
+        folder = self.root / sub
+        out = PartList()
+        if not folder.is_dir():
+            return out
+        memo = self._load_memo()
+        with os.scandir(folder) as it:
+            entries = sorted((e for e in it if _is_data_name(e.name, prefix) and e.is_file()), key=lambda e: e.name)
+        for e in entries:
+            st = e.stat()
+            rel = f"{sub}/{e.name}"
+            seen = memo.get(rel)
+            if seen and seen[0] == st.st_size and seen[1] == st.st_mtime_ns:
+                out.good.append(Part(Path(e.path), rel, st.st_size, st.st_mtime_ns, tuple(seen[2])))
+                continue
+            problem, cols = footer_problem(Path(e.path))
+            if problem:
+                out.bad.append((rel, problem))
+                continue
+            memo[rel] = [st.st_size, st.st_mtime_ns, list(cols)]
+            self._dirty = True
+            out.good.append(Part(Path(e.path), rel, st.st_size, st.st_mtime_ns, cols))
+        for rel, why in out.bad:
+            if rel not in self.reported:
+                self.reported.add(rel)
+                log.warning("%s: skipped %s (%s); run `iqa-study store check --repair` to move it to quarantine/",
+                            self.root, rel, why)
+        return out
+
+    def save(self) -> None:
+        """Persist the memo of checked footers (best effort: a read-only store just re-checks next time)."""
+        if not self._dirty:
+            return
+        memo = self._load_memo()
+        live = {k: v for k, v in memo.items() if (self.root / k).exists()}
+        try:
+            atomic_write_text(json.dumps(live), self.memo_path)
+            self._dirty = False
+        except OSError as exc:
+            log.debug("could not write %s: %s", self.memo_path, exc)
+
+
+DATA_FOLDERS = ("pairs", "scores", "runs", "images")
+
+
+def check(root: Path, repair: bool = False) -> list[dict]:
+    """Fully decode every Parquet file of the store (data folders and study tables).
+
+    Returns one record per problem: {path, problem, action}. With ``repair`` a bad file is moved to
+    STORE/quarantine/<its relative path> (never deleted), so later reads skip it and nothing is lost.
+    """
+    root = Path(root)
+    folders = [root / d for d in DATA_FOLDERS] + sorted(p for p in (root / "study").glob("*") if p.is_dir())
+    found = []
+    for folder in folders:
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.iterdir()):
+            if not path.is_file():
+                continue
+            rel = path.relative_to(root).as_posix()
+            if is_temp_name(path.name):
+                found.append({"path": rel, "problem": "temporary file of an interrupted write", "action": "left"})
+                continue
+            if not path.name.endswith(".parquet"):
+                continue
+            problem, _ = footer_problem(path, full=True)
+            if problem is None:
+                continue
+            action = "left (use --repair)"
+            if repair:
+                dest = root / "quarantine" / rel
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.move(str(path), str(dest))
+                action = f"moved to quarantine/{rel}"
+            found.append({"path": rel, "problem": problem, "action": action})
+    return found

@@ -1,0 +1,46 @@
+"""SQL text for file sources: every path is a quoted, escaped literal, never spliced raw.
+
+DuckDB table functions inside a view cannot take bind parameters, so file lists are written as
+string literals with ``'`` doubled (SQL standard escaping); everything else uses ``?`` parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import pyarrow as pa
+
+_DUCK_TYPES = {
+    pa.string(): "VARCHAR", pa.large_string(): "VARCHAR", pa.float64(): "DOUBLE", pa.float32(): "FLOAT",
+    pa.int64(): "BIGINT", pa.int32(): "INTEGER", pa.bool_(): "BOOLEAN",
+}
+
+
+def literal(text: str) -> str:
+    """A SQL string literal for ``text`` (quotes doubled; NUL refused)."""
+    if "\0" in text:
+        raise ValueError(f"NUL byte in a path: {text!r}")
+    return "'" + text.replace("'", "''") + "'"
+
+
+def duck_type(t: pa.DataType) -> str:
+    if pa.types.is_timestamp(t):
+        return "TIMESTAMP WITH TIME ZONE" if t.tz else "TIMESTAMP"
+    return _DUCK_TYPES.get(t, "VARCHAR")
+
+
+def empty_select(schema: pa.Schema) -> str:
+    """A typed, empty relation with ``schema``'s columns (for a folder without readable parts)."""
+    cols = ", ".join(f"NULL::{duck_type(f.type)} AS \"{f.name}\"" for f in schema)
+    return f"(SELECT {cols} WHERE false)"
+
+
+def read_parquet(paths: Iterable[Path | str], prefix: str = "", empty: pa.Schema | None = None) -> str:
+    """``read_parquet([...], union_by_name=true)`` over exactly ``paths``; ``empty`` if there are none."""
+    items = [literal(prefix + str(p)) for p in paths]
+    if not items:
+        if empty is None:
+            raise ValueError("no files and no schema for an empty relation")
+        return empty_select(empty)
+    return f"read_parquet([{', '.join(items)}], union_by_name=true)"
