@@ -10,10 +10,10 @@ from bench.errors import StudyError
 from sr_training.config import ArchConfig
 
 # HGGT's SwinIR: embed 180, 6x6 depths/heads, window 8, mlp 2, pixelshuffle, 1conv (method.md 5)
-SWINIR = {"full": dict(embed_dim=180, depths=[6] * 6, num_heads=[6] * 6, window_size=8, mlp_ratio=2.0),
-          "tiny": dict(embed_dim=24, depths=[2], num_heads=[2], window_size=4, mlp_ratio=2.0)}
+SWINIR = {"full": {"embed_dim": 180, "depths": [6] * 6, "num_heads": [6] * 6, "window_size": 8, "mlp_ratio": 2.0},
+          "tiny": {"embed_dim": 24, "depths": [2], "num_heads": [2], "window_size": 4, "mlp_ratio": 2.0}}
 # Real-ESRGAN's RRDBNet: 64 features, 23 blocks (growth 32 is fixed in spandrel's ESRGAN)
-RRDB = {"full": dict(num_filters=64, num_blocks=23), "tiny": dict(num_filters=16, num_blocks=2)}
+RRDB = {"full": {"num_filters": 64, "num_blocks": 23}, "tiny": {"num_filters": 16, "num_blocks": 2}}
 SPANDREL_ID = {"swinir": "SwinIR", "rrdb": "ESRGAN"}
 
 

@@ -58,9 +58,15 @@ def image_scores_for(dataset, cfg: IQAConfig) -> torch.Tensor:
     manifest = schema.read(cfg.manifest)
     ids = dict(zip(manifest["image_a"], manifest["image_a_id"])) | dict(zip(manifest["image_b"], manifest["image_b_id"]))
     con = connect(Store(cfg.store, create=False))
-    from bench.study.configs import config_for_images  # one configuration per metric (its docstring: the rule)
+    from bench.study.configs import (
+        config_for_images,  # one configuration per metric (its docstring: the rule)
+    )
 
-    config = config_for_images(con, spec.name, list(ids.values()))
+    hint = f"compute them with `iqa-study score --manifest {cfg.manifest} --metrics {spec.name} --store {cfg.store}`"
+    try:
+        config = config_for_images(con, spec.name, list(ids.values()))
+    except StudyError as exc:
+        raise StudyError(f"sampling {spec.name}: {exc}; {hint}") from None
     stored = dict(con.execute("SELECT image_id, score FROM scores WHERE metric = ? AND config_hash = ? AND status = 'ok'",
                               [spec.name, config]).fetchall())
     table, missing = [], []
@@ -77,6 +83,5 @@ def image_scores_for(dataset, cfg: IQAConfig) -> torch.Tensor:
         table.append(row)
     if missing:
         raise StudyError(f"sampling {spec.name}: no stored score for {len(missing)} GT image(s), e.g. {missing[:3]}; "
-                         f"compute them with `iqa-study score --manifest {cfg.manifest} --metrics {spec.name} "
-                         f"--store {cfg.store}`")
+                         f"{hint}")
     return torch.tensor(table, dtype=torch.float64)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 from torch.nn.utils import spectral_norm
 
 from bench.errors import StudyError
@@ -99,8 +99,8 @@ class UNetDiscriminatorSN(nn.Module):
         self.conv9 = nn.Conv2d(nf, 1, 3, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        act = lambda t: F.leaky_relu(t, 0.2)  # noqa: E731
-        up = lambda t: F.interpolate(t, scale_factor=2, mode="bilinear", align_corners=False)  # noqa: E731
+        act = lambda t: F.leaky_relu(t, 0.2)
+        up = lambda t: F.interpolate(t, scale_factor=2, mode="bilinear", align_corners=False)
         e0 = act(self.conv0(x))
         e1 = act(self.conv1(e0))
         e2 = act(self.conv2(e1))

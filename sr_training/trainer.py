@@ -49,8 +49,8 @@ from bench.errors import StudyError
 from sr_training.archs import build_generator
 from sr_training.checkpoint import checkpoint_path, latest_loadable, list_checkpoints, save_checkpoint
 from sr_training.config import TrainConfig, save_config
-from sr_training.data.pipeline import DataPipeline
 from sr_training.data.multigt import IterationBatchSampler, MultiGTDataset, collate
+from sr_training.data.pipeline import DataPipeline
 from sr_training.losses import PerceptualLoss, UNetDiscriminatorSN, gan_loss
 from sr_training.sampling import amo_scores, choose, normalise, tau_warning
 
@@ -171,10 +171,10 @@ def _append_csv(path: Path, row: dict) -> None:
 class Trainer:
     def __init__(self, cfg: TrainConfig, out: Path, device: str | None = None):
         self.cfg, self.out = cfg, Path(out)
-        self.world = int(os.environ.get("WORLD_SIZE", 1))
-        self.rank = int(os.environ.get("RANK", 0))
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
         if device is None:
-            device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
         self.notes: list[str] = []  # warnings and choices, printed on rank 0 and recorded in provenance.json
         check_paths(cfg)

@@ -135,8 +135,10 @@ def _cfg(synth_root, name="smoke_rrdb_upos.yaml", *overrides):
 
 @pytest.mark.parametrize("arch", ["swinir", "rrdb"])
 def test_tiny_nets_learn_on_a_fixed_batch(arch, synth_root, tmp_path):
+    lr = {"swinir": 0.002, "rrdb": 0.0005}[arch]  # RRDB diverges at 0.002 on the full-original degradation
     cfg = _cfg(synth_root, "smoke_rrdb_upos.yaml", f"arch.type={arch}", "sampling.strategy=original",
-               "optim.lr_g=0.002", "loss.gan=0", "loss.perceptual=0", "data.gt_size=64")
+               f"optim.lr_g={lr}", "loss.gan=0", "loss.perceptual=0", "data.gt_size=64", "data.queue_size=0",
+               "arch.drop_path_rate=0")  # a fixed batch: no pair queue, deterministic forward
     tr = Trainer(cfg, tmp_path, device="cpu")
     batch = collate([tr.dataset[(i, 0)] for i in range(2)])
     losses = [tr.step(batch, it=0)["l1"] for _ in range(12)]
@@ -148,7 +150,7 @@ def _params(tr):
 
 
 def test_resume_is_bit_identical(synth_root, tmp_path):
-    common = ("schedule.checkpoint_every=3", "schedule.log_every=1", "schedule.val_every=100")
+    common = ("schedule.checkpoint_every=3", "schedule.log_every=1", "val.dir=null")
     straight = Trainer(_cfg(synth_root, "smoke_rrdb_upos.yaml", "schedule.total_iters=6", *common), tmp_path / "a", "cpu")
     straight.fit()
     first = Trainer(_cfg(synth_root, "smoke_rrdb_upos.yaml", "schedule.total_iters=3", *common), tmp_path / "b", "cpu")
@@ -170,7 +172,7 @@ def test_ddp_with_two_gloo_processes(synth_root, tmp_path):
            "--master_port", "29533", "-m", "bench.cli", "train", "--config", str(SMOKE / "smoke_rrdb_upos.yaml"),
            "--out", str(tmp_path / "ddp"), "schedule.total_iters=4", "schedule.checkpoint_every=4",
            "schedule.log_every=2", "schedule.val_every=4", "--device", "cpu"]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     assert (tmp_path / "ddp" / "checkpoints" / "iter_00000004.pt").is_file()
     log = pd.read_csv(tmp_path / "ddp" / "train_log.csv")
@@ -202,7 +204,7 @@ def test_sma_reads_scores_from_the_store_and_names_missing_ones(synth_root, tmp_
     store = Store(tmp_path / "store")
     over = ("sampling.strategy=sma", "sampling.iqa.metric=niqe", f"sampling.iqa.store={store.root}",
             f"sampling.iqa.manifest={manifest}", "data.gt_size=96")
-    with pytest.raises(StudyError, match=r"no stored score for 60 GT image\(s\).*iqa-study score --manifest"):
+    with pytest.raises(StudyError, match=r"sampling niqe: metric 'niqe': no stored ok scores.*iqa-study score --manifest"):
         Trainer(_cfg(synth_root, "smoke_rrdb_upos.yaml", *over), tmp_path / "run", "cpu")
     score_manifest(schema.read(manifest), select("niqe"), store, workers=0)
     tr = Trainer(_cfg(synth_root, "smoke_rrdb_upos.yaml", *over), tmp_path / "run", "cpu")

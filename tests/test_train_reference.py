@@ -47,6 +47,6 @@ def test_vgg19_taps_are_the_named_convs_before_their_relu():
             conv += 1
             names[f"conv{block}_{conv}"] = i
     assert {n: names[n] for n in VGG_LAYERS} == VGG_LAYERS
-    for n, i in VGG_LAYERS.items():
+    for i in VGG_LAYERS.values():
         assert isinstance(features[i], torch.nn.Conv2d) and isinstance(features[i + 1], torch.nn.ReLU)  # pre-ReLU
     assert set(HGGT_LAYER_WEIGHTS) == {"conv1_2", "conv2_2", "conv3_4", "conv4_4", "conv5_4"}

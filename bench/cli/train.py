@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 
-
 def cmd_train(a) -> None:
     from sr_training.config import load_config
     from sr_training.trainer import Trainer
