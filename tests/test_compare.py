@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -100,9 +98,9 @@ def test_ambiguous_configurations_and_baselines_are_refused(store):
 
 def test_compare_writes_table_plots_and_crop_grid(store, tmp_path):
     out = tmp_path / "cmp"
-    done = subprocess.run([sys.executable, "-m", "bench.cli", "compare", "--store", str(store.root), "-o", str(out),
-                           "--n-boot", "200"], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-2000:]
+    from bench.cli import main
+
+    assert main(["compare", "--store", str(store.root), "-o", str(out), "--n-boot", "200"]) == 0
     csv = pd.read_csv(out / "compare.csv")
     assert set(csv["run"]) == {"tiny_upos", "tiny_amo", GOLD}
     md = (out / "compare.md").read_text()
