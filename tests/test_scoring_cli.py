@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
@@ -109,6 +108,6 @@ def test_unavailable_metrics_are_one_summary_line(tmp_path, capsys):
                  str(tmp_path / "s"), "--workers", "0"]) == 0
     out = capsys.readouterr().out
     lines = [ln for ln in out.splitlines() if "unavailable here" in ln]
-    assert lines == ["  3 metrics unavailable here (weights missing, no network): musiq, nima, topiq_nr; "
-                     "`iqa-study weights status --missing` lists why"]
+    assert lines == [("  3 metrics unavailable here (weights missing, no network): musiq, nima, topiq_nr; "
+                      "`iqa-study weights status --missing` lists why")]
     assert "piqe                   scored 1 (ok 1" in out

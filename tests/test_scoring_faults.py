@@ -54,7 +54,7 @@ def test_decode_16bit_float_and_alpha_against_numpy_references(tmp_path):
     bad = _save(tmp_path / "f2.tif", Image.fromarray(f * 4, mode="F"))
     with pytest.raises(DecodeError, match=r"float image values in \[0, 3.99"):
         _decoded(bad)
-    i32 = _save(tmp_path / "i32.tif", Image.fromarray((g16.astype(np.int32) * 70000)))
+    i32 = _save(tmp_path / "i32.tif", Image.fromarray(g16.astype(np.int32) * 70000))
     with pytest.raises(DecodeError, match="unsupported mode I"):
         _decoded(i32)
 

@@ -24,6 +24,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import time
@@ -38,8 +39,16 @@ from bench.errors import StoreError, StudyError, WeightsMissing
 from bench.metrics import factory
 from bench.metrics.table import MetricSpec
 from bench.scoring import protocol
-from bench.scoring.images import (TRANSIENT, ImageDataset, ImageRef, check_paths, collate, policy_size,
-                                  refs_from_manifest, to_float)
+from bench.scoring.images import (
+    TRANSIENT,
+    ImageDataset,
+    ImageRef,
+    check_paths,
+    collate,
+    policy_size,
+    refs_from_manifest,
+    to_float,
+)
 from bench.store.layout import Store
 
 CPU_PIXEL_CAP = 16_000_000  # default cap on CPU (NIQE reached 17.8 GB RSS at 64 MP); none on GPU
@@ -52,7 +61,7 @@ class Shard:
     count: int = 1
 
     @classmethod
-    def parse(cls, text: str | None) -> "Shard":
+    def parse(cls, text: str | None) -> Shard:
         """'i/n' from the CLI, else RANK/WORLD_SIZE from a launcher, else 0/1."""
         if text:
             try:
@@ -62,7 +71,7 @@ class Shard:
             if not 0 <= i < n:
                 raise StudyError(f"--shard {text!r}: need 0 <= i < n")
             return cls(i, n)
-        return cls(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)))
+        return cls(int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")))
 
     def owns(self, image_id: str) -> bool:
         return int(image_id[:8], 16) % self.count == self.index
@@ -76,7 +85,7 @@ def pick_device(requested: str | None) -> str:
                              f"use --device cpu or auto")
         return requested
     if torch.cuda.is_available():
-        return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
     return "cpu"
 
 
@@ -165,7 +174,7 @@ def _score_stack(metric, xs: list[torch.Tensor], refs: list[torch.Tensor] | None
         try:
             values = _forward(metric, x, r)
             break
-        except Exception as exc:  # any metric failure becomes a recorded row, never a lost batch
+        except Exception as exc:  # noqa: BLE001 - any metric failure becomes a recorded row, never a lost batch
             transient = _is_transient(exc)
             error = (TRANSIENT if transient else "") + _one_line(exc)
             del exc
@@ -180,7 +189,7 @@ def _score_stack(metric, xs: list[torch.Tensor], refs: list[torch.Tensor] | None
     per = (time.perf_counter() - t0) / len(xs)
     out = []
     for v in values.tolist():
-        if v != v or v in (float("inf"), float("-inf")):
+        if not math.isfinite(v):
             out.append((None, "nan", f"non-finite score {v}", per))
         else:
             out.append((float(v), "ok", None, per))

@@ -209,7 +209,7 @@ def check_paths(refs: list[ImageRef], root: str | None = None) -> None:
         raise StudyError(f"image root {root}: not a directory (wrong --root?); nothing was scored")
     paths = {r.path for r in refs} | {r.ref_path for r in refs if r.ref_path}
     if paths and not any(os.path.exists(p) for p in paths):
-        example = sorted(paths)[0]
+        example = min(paths)
         where = f" under root {root}" if root else ""
         raise StudyError(f"none of the {len(paths)} image files exists{where} (e.g. {example}); "
                          f"wrong --root? nothing was scored")
