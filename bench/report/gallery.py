@@ -64,8 +64,8 @@ def pair_figure(rows: pd.DataFrame, verdicts: pd.DataFrame, title: str, crop: in
     style()
     n = len(rows)
     n_lines = max(1, verdicts["metric"].nunique()) + 2
-    fig, axes = plt.subplots(n, 4, figsize=(FULL_WIDTH, (1.75 + 0.12 * n_lines) * n + 0.2), squeeze=False,
-                             gridspec_kw={"hspace": 0.15 + 0.09 * n_lines, "wspace": 0.05})
+    fig, axes = plt.subplots(n, 4, figsize=(FULL_WIDTH, (1.8 + 0.13 * n_lines) * n + 0.2), squeeze=False,
+                             gridspec_kw={"hspace": 0.3 + 0.1 * n_lines, "wspace": 0.05})
     shown = []
     for i, r in enumerate(rows.itertuples()):
         a = load_rgb(Path(r.root) / r.image_a)
