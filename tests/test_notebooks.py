@@ -32,7 +32,7 @@ def test_notebooks_are_committed_without_outputs():
 
 def test_jupyter_lab_is_installed():
     jupyter = Path(sys.executable).with_name("jupyter")
-    done = subprocess.run([str(jupyter), "lab", "--version"], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([str(jupyter), "lab", "--version"], capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().split(".")[0].isdigit()
 

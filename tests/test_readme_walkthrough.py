@@ -27,7 +27,7 @@ FIGURES_MARKER = "<!-- figures:"
 
 def walkthrough_commands(readme: str) -> list[str]:
     """The lines of the fenced block after the walkthrough marker (comments stripped)."""
-    block = re.search(re.escape(MARKER) + r".*?-->\s*```bash\n(.*?)```", readme, re.S)
+    block = re.search(re.escape(MARKER) + r".*?-->\s*```bash\n(.*?)```", readme, re.DOTALL)
     assert block, f"README.md has no fenced bash block after {MARKER!r}"
     lines = [ln.split("  #")[0].split("\t#")[0].strip() for ln in block.group(1).splitlines()]
     return [ln for ln in lines if ln and not ln.startswith("#")]
@@ -67,7 +67,7 @@ def test_readme_walkthrough_runs_on_real_votes(sr2afc_root, sr2afc_scored, tmp_p
     env = {}
     ran = []
     for line in commands:
-        if line.startswith(". ") or line.startswith("source "):
+        if line.startswith((". ", "source ")):
             continue  # activating the venv: the test already runs in it
         m = re.fullmatch(r"([A-Z_]+)=(\S+)", line)
         if m:

@@ -143,7 +143,7 @@ def test_ci_table_counts_metric_ties_and_votes_by_hand():
 
 
 def test_report_has_every_figure_as_png_pdf_csv_and_a_self_contained_html(study):
-    store, report = study
+    _, report = study
     for name in FIGURES + ["agreement_gen_all"]:
         assert (report / f"{name}.png").stat().st_size > 1000, name
         assert (report / f"{name}.pdf").read_bytes()[:5] == b"%PDF-", name
