@@ -99,6 +99,7 @@ class Store:
             if not empty.exists():  # lets plain `read_parquet('scores/part-*.parquet')` resolve on a new store
                 atomic_write_table(SCORE_SCHEMA.empty_table(), empty)
         self.parts = PartIndex(self.root)
+        self.sql_prefix = ""  # file-system prefix of paths in view SQL ('iqastore://' for read-only connections)
 
     # --- pairs -------------------------------------------------------------------------
     @staticmethod
@@ -196,6 +197,17 @@ class Store:
 
     def pair_parts(self) -> PartList:
         return self.parts.list("pairs")
+
+    def parquet_source(self, sub: str, prefix: str = "", empty: pa.Schema | None = None) -> str | None:
+        """SQL ``read_parquet([...])`` over the readable parts of STORE/<sub> (escaped paths, bad parts
+        skipped and reported), read through ``self.sql_prefix`` (set by ``connect(read_only=True)`` while
+        it defines views); ``empty``'s typed empty relation, or None, when there are none."""
+        from bench.store.sql import read_parquet
+
+        parts = self.parts.list(sub, prefix=prefix)
+        if not parts.good and empty is None:
+            return None
+        return read_parquet(parts.paths, self.sql_prefix, empty)
 
     def has_pairs(self) -> bool:
         return bool(self.pair_parts().good)
