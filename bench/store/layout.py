@@ -154,7 +154,7 @@ class Store:
         """{manifest_id: rows} of current registrations that the new manifest's rows contradict."""
         import duckdb
 
-        from bench.store.sql import read_parquet
+        from bench.store.sql import read_parts
 
         parts = self.parts.list("pairs")
         if not parts.good:
@@ -172,7 +172,7 @@ class Store:
         rows = con.execute(f"""
             WITH cur AS (
                 SELECT dataset, pair_id, {', '.join(c for c in cols if c != 'kind')}, {kind} AS kind, manifest_id
-                FROM {read_parquet(parts.paths)}
+                FROM {read_parts(parts.good)}
                 QUALIFY row_number() OVER (PARTITION BY dataset, pair_id ORDER BY {order}) = 1)
             SELECT c.manifest_id, count(*) FROM cur c JOIN new_rows n USING (dataset, pair_id)
             WHERE c.manifest_id <> ? AND ({diff}) GROUP BY ALL""", [manifest_id]).fetchall()
@@ -202,12 +202,12 @@ class Store:
         """SQL ``read_parquet([...])`` over the readable parts of STORE/<sub> (escaped paths, bad parts
         skipped and reported), read through ``self.sql_prefix`` (set by ``connect(read_only=True)`` while
         it defines views); ``empty``'s typed empty relation, or None, when there are none."""
-        from bench.store.sql import read_parquet
+        from bench.store.sql import read_parts
 
         parts = self.parts.list(sub, prefix=prefix)
         if not parts.good and empty is None:
             return None
-        return read_parquet(parts.paths, self.sql_prefix, empty)
+        return read_parts(parts.good, self.sql_prefix, empty)
 
     def has_pairs(self) -> bool:
         return bool(self.pair_parts().good)
@@ -215,7 +215,7 @@ class Store:
     def existing_keys(self, metric: str, config_hash: str, include_failed: bool = True) -> set[str]:
         import duckdb
 
-        from bench.store.sql import read_parquet
+        from bench.store.sql import read_parts
 
         parts = self.score_parts()
         if not parts.good:
@@ -223,7 +223,7 @@ class Store:
         cond = "" if include_failed else "AND status = 'ok'"
         con = duckdb.connect()
         rows = con.execute(
-            f"SELECT DISTINCT image_id FROM {read_parquet(parts.paths)} WHERE metric = ? AND config_hash = ? {cond}",
+            f"SELECT DISTINCT image_id FROM {read_parts(parts.good)} WHERE metric = ? AND config_hash = ? {cond}",
             [metric, config_hash],
         ).fetchall()
         return {r[0] for r in rows}

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
+UNION_BY_NAME_MAX = 64
+
 _DUCK_TYPES = {
     pa.string(): "VARCHAR", pa.large_string(): "VARCHAR", pa.float64(): "DOUBLE", pa.float32(): "FLOAT",
     pa.int64(): "BIGINT", pa.int32(): "INTEGER", pa.bool_(): "BOOLEAN",
@@ -44,3 +46,27 @@ def read_parquet(paths: Iterable[Path | str], prefix: str = "", empty: pa.Schema
             raise ValueError("no files and no schema for an empty relation")
         return empty_select(empty)
     return f"read_parquet([{', '.join(items)}], union_by_name=true)"
+
+
+def read_parts(parts, prefix: str = "", empty: pa.Schema | None = None) -> str:
+    """Like ``read_parquet`` over ``bench.store.parts.Part``s.
+
+    ``union_by_name`` opens every file's footer each time a view over it is bound (seconds for
+    thousands of score parts), so parts are grouped by their column lists: a group of more than
+    ``UNION_BY_NAME_MAX`` parts with identical columns (score parts, all written with one schema)
+    is read without it; groups with different columns are combined with ``UNION ALL BY NAME``.
+    """
+    parts = list(parts)
+    if not parts:
+        return read_parquet([], prefix, empty)
+    groups: dict[tuple[str, ...], list] = {}
+    for p in parts:
+        groups.setdefault(tuple(p.columns), []).append(p)
+    selects = []
+    for g in groups.values():
+        files = ", ".join(literal(prefix + str(p.path)) for p in g)
+        by_name = ", union_by_name=true" if len(g) <= UNION_BY_NAME_MAX else ""
+        selects.append(f"read_parquet([{files}]{by_name})")
+    if len(selects) == 1:
+        return selects[0]
+    return "(" + " UNION ALL BY NAME ".join(f"SELECT * FROM {s}" for s in selects) + ")"

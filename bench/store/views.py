@@ -47,7 +47,7 @@ import pyarrow as pa
 
 from bench.store import eval_views
 from bench.store.layout import SCORE_SCHEMA, Store
-from bench.store.sql import empty_select, read_parquet
+from bench.store.sql import empty_select, read_parquet, read_parts
 
 Z95 = 1.959963984540054
 
@@ -150,7 +150,7 @@ def connect(store: Store, database: str = ":memory:", *, include_inferred: bool 
     have = score_parts.columns()
     extra = "" if "ref_id" in have or not score_parts.good else ", NULL::VARCHAR AS ref_id"
     con.execute(f"CREATE OR REPLACE VIEW scores_raw AS SELECT *{extra} FROM "
-                f"{read_parquet(score_parts.paths, prefix, SCORE_SCHEMA)}")
+                f"{read_parts(score_parts.good, prefix, SCORE_SCHEMA)}")
     con.execute("""
         CREATE OR REPLACE VIEW scores AS
         SELECT * FROM scores_raw
@@ -162,7 +162,7 @@ def connect(store: Store, database: str = ":memory:", *, include_inferred: bool 
         kind = ", coalesce(kind, 'human') AS kind" if "kind" in cols else ", 'human'::VARCHAR AS kind"
         reg = "" if "registered_at" in cols else ", NULL::TIMESTAMPTZ AS registered_at"
         rep = " EXCLUDE (kind)" if "kind" in cols else ""
-        source = f"(SELECT *{rep}{kind}{reg} FROM {read_parquet(pair_parts.paths, prefix)})"
+        source = f"(SELECT *{rep}{kind}{reg} FROM {read_parts(pair_parts.good, prefix)})"
     else:
         source = empty_select(PAIRS_EMPTY)
     con.execute(f"""
@@ -201,12 +201,12 @@ def connect(store: Store, database: str = ":memory:", *, include_inferred: bool 
         con.execute(f"CREATE OR REPLACE VIEW agreement_parts AS {AGREEMENT_PARTS_SQL}")
     con.execute(f"CREATE OR REPLACE VIEW agreement AS {agreement_sql('current' + _kind_filter(include_inferred))}")
     runs = store.parts.list("runs")
-    con.execute(f"CREATE OR REPLACE VIEW runs AS SELECT * FROM {read_parquet(runs.paths, prefix)}" if runs.good
+    con.execute(f"CREATE OR REPLACE VIEW runs AS SELECT * FROM {read_parts(runs.good, prefix)}" if runs.good
                 else "CREATE OR REPLACE VIEW runs AS SELECT ''::VARCHAR run_id WHERE false")
     for name in store.study_tables():
         parts = store.parts.list(f"study/{name}")
         if parts.good:
-            con.execute(f'CREATE OR REPLACE VIEW "study_{name}" AS SELECT * FROM {read_parquet(parts.paths, prefix)}')
+            con.execute(f'CREATE OR REPLACE VIEW "study_{name}" AS SELECT * FROM {read_parts(parts.good, prefix)}')
     store.sql_prefix = prefix  # views of other modules read through Store.parquet_source
     try:
         eval_views.register(con, store)  # images, runs_eval, eval_fr_multigt (evaluated SR models, contract C4)
