@@ -115,7 +115,10 @@ def main() -> None:
         child = subprocess.run([sys.executable, __file__, "--measure", str(store.root), "--pairs", str(a.pairs),
                                 "--metrics", str(a.metrics)], capture_output=True, text=True, check=True)
         timing = json.loads(child.stdout.strip().splitlines()[-1])
+    import os
+
     result = {"date": dt.date.today().isoformat(), "device": provenance.device_name("cpu"),
+              "git_commit": provenance.git_commit(), "load_avg_1min_at_end": round(os.getloadavg()[0], 1),
               "pairs": a.pairs, "metrics": a.metrics, "score_rows": 2 * a.pairs * a.metrics,
               "build_store_s": round(t_build, 1), **timing,
               "note": "cold = first agree after parts land (joins the long table, writes STORE/cache/); "
