@@ -258,3 +258,15 @@ def test_legacy_store_files_without_new_columns(tmp_path):
     row = agreement(store).iloc[0]
     assert row["n_pairs"] == 2 and row["strict_acc"] == 0.5
     assert connect(store).execute("SELECT DISTINCT kind FROM pairs").fetchall() == [("human",)]
+
+
+def test_read_only_store_is_served_without_a_cache(tmp_path, monkeypatch):
+    store = _store_with(tmp_path)
+    import bench.store.cache as cache
+
+    def refuse(target, write):
+        raise OSError(30, "Read-only file system", str(target))
+
+    monkeypatch.setattr(cache, "atomic_write", refuse)
+    assert agreement(Store(store.root, create=False)).iloc[0]["strict_acc"] == pytest.approx(0.75)
+    assert not list((store.root / "cache").glob("agreement-*.parquet"))

@@ -50,7 +50,7 @@ def ensure_agreement(store) -> Path | None:
 
     try:
         atomic_write(target, write)
-    except PermissionError as exc:
+    except OSError as exc:  # read-only mount or permissions: correct numbers, just not cached
         log.info("%s: store not writable, agreement served without a cache (%s)", store.root, exc)
         return None
     except duckdb.IOException as exc:
