@@ -262,7 +262,7 @@ def test_legacy_store_files_without_new_columns(tmp_path):
 
 def test_read_only_store_is_served_without_a_cache(tmp_path, monkeypatch):
     store = _store_with(tmp_path)
-    import bench.store.cache as cache
+    from bench.store import cache
 
     def refuse(target, write):
         raise OSError(30, "Read-only file system", str(target))
