@@ -1,20 +1,94 @@
-"""`make demo`: the main job on the embedded offline default; everything under runs/demo/.
+"""`make demo`: the whole job on the embedded offline default; everything under runs/demo/.
 
-sample manifest (SYNTHETIC) -> score (real offline metrics) -> store -> agreement -> Phase I /
-Phase II -> complement -> ensemble -> selection.json -> report -> short AMO training run with the
-selected metric on the SYNTHETIC multi-GT set.
+ 1. sample manifest (SYNTHETIC pairs) -> score with real offline metrics -> store -> agreement
+ 2. study: Phase I / Phase II -> complement -> ensemble -> selection.json -> study report
+ 3. SYNTHETIC multi-GT training set; a SYNTHETIC multi-GT test set (other crops, seed 1, fixed LR);
+    a held-out folder test set from photographs the training never sees (HR + fixed LR)
+ 4. tiny base training on CPU: SwinIR UPos and SwinIR AMO (the selection's sampling metric)
+ 5. LoRA FT of the AMO model with the selection's differentiable reward metric (NIQE offline),
+    merged into a plain model (skipped, with the reason, when FT or a reward metric is missing)
+ 6. evaluate every model on both test sets into the store (NR + FR, multi-GT protocol)
+ 7. compare: table with deltas vs UPos + paired bootstrap CIs, P-D plots, crop grids
+ 8. one page, runs/demo/index.html, linking all of it, every number labelled with what it is.
 """
 
 from __future__ import annotations
 
+import html
+import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 from bench.errors import StudyError
 
+HELDOUT_PHOTOS = ("hubble_deep_field.jpg", "ihc.png", "retina.jpg")  # scikit-image photos the training never sees
+LABEL = ("SYNTHETIC data (generated images, synthetic labels and annotators), tiny undertrained models "
+         "({iters} CPU iterations, 16-sample pair queue): the numbers show that the pipeline works, not how good "
+         "any method is.")
 
-def run_demo(out: Path, metrics: str = "piqe,entropy,niqe", train_iters: int = 20) -> None:
+
+def _step(n: int, total: int, text: str, t0: float) -> None:
+    print(f"[{n}/{total}] {text}  (+{time.perf_counter() - t0:.0f} s)", flush=True)
+
+
+def build_heldout(out: Path, size: int = 128, per_photo: int = 2) -> Path:
+    """hr/ and lr_blind_x4/ from HELDOUT_PHOTOS: ``per_photo`` crops of ``size`` px from each (fixed grid),
+    LR = sr_training.evaluate.fixed_lr (one-stage degradation seeded per image)."""
+    from bench.manifests.sample import bundled_photo
+    from sr_training.evaluate import fixed_lr
+    from sr_training.infer import load_rgb, save_png
+
+    (out / "hr").mkdir(parents=True, exist_ok=True)
+    (out / "lr_blind_x4").mkdir(parents=True, exist_ok=True)
+    index = 0
+    for name in HELDOUT_PHOTOS:
+        photo = bundled_photo(name)
+        for k in range(per_photo):
+            stem = f"{Path(name).stem}_{k}"
+            hr_path = out / "hr" / f"{stem}.png"
+            if not hr_path.exists():
+                left = (photo.width - size) * (k + 1) // (per_photo + 1)
+                top = (photo.height - size) // 2
+                photo.crop((left, top, left + size, top + size)).save(hr_path)
+            lr_path = out / "lr_blind_x4" / f"{stem}.png"
+            if not lr_path.exists():
+                save_png(fixed_lr(load_rgb(hr_path), index, seed=1), lr_path)
+            index += 1
+    (out / "HELDOUT.md").write_text(
+        "# Held-out test images\n\nCrops of scikit-image photographs that are not in the training set "
+        f"({', '.join(HELDOUT_PHOTOS)}); LR made by the one-stage training degradation with a fixed seed "
+        "(sr_training/evaluate.py fixed_lr).\n")
+    return out
+
+
+def _latest_checkpoint(run_dir: Path) -> Path:
+    ckpts = sorted((run_dir / "checkpoints").glob("iter_*.pt"))
+    if not ckpts:
+        raise StudyError(f"{run_dir}: training wrote no checkpoint")
+    return ckpts[-1]
+
+
+def _index_page(out: Path, label: str, sections: list[tuple[str, list[tuple[str, str]]]], notes: list[str]) -> Path:
+    body = [f"<h1>iqa-study demo</h1><p class=note>{html.escape(label)}</p>"]
+    body += [f"<p>{html.escape(n)}</p>" for n in notes]
+    for title, links in sections:
+        body.append(f"<h2>{html.escape(title)}</h2><ul>")
+        body += [f'<li><a href="{html.escape(href)}">{html.escape(text)}</a></li>' for text, href in links]
+        body.append("</ul>")
+    imgs = sorted((out / "compare").glob("*.png")) if (out / "compare").is_dir() else []
+    body += [f'<h3>{html.escape(p.stem)}</h3><p><img src="compare/{p.name}" alt="{html.escape(p.stem)}"></p>'
+             for p in imgs]
+    path = out / "index.html"
+    path.write_text("<!doctype html><html><head><meta charset=utf-8><title>iqa-study demo</title><style>"
+                    "body{font-family:sans-serif;max-width:1200px;margin:2em auto}img{max-width:100%}"
+                    ".note{background:#fff3cd;padding:6px}</style></head><body>" + "\n".join(body) + "</body></html>\n")
+    return path
+
+
+def run_demo(out: Path, metrics: str = "piqe,entropy,niqe", train_iters: int = 20, ft_iters: int = 6,
+             groups_per_photo: int = 4, heldout_per_photo: int = 2) -> Path:
     from bench.cli.common import _print_table, _summary_lines
     from bench.manifests import sample, schema
     from bench.metrics.table import select
@@ -28,8 +102,11 @@ def run_demo(out: Path, metrics: str = "piqe,entropy,niqe", train_iters: int = 2
     from bench.study.phases import phase1, phase2
     from bench.study.select import build_selection, summary_text, write_selection
 
+    t0 = time.perf_counter()
+    total = 9
     out.mkdir(parents=True, exist_ok=True)
-    print(f"[1/7] building the embedded SYNTHETIC sample in {out / 'sample'}")
+    label = LABEL.format(iters=train_iters)
+    _step(1, total, f"building the embedded SYNTHETIC sample in {out / 'sample'}", t0)
     manifest_path = out / "sample" / "manifest.parquet"
     schema.write(sample.build_sample(out / "sample"), manifest_path)
     manifest = schema.read(manifest_path)
@@ -41,55 +118,125 @@ def run_demo(out: Path, metrics: str = "piqe,entropy,niqe", train_iters: int = 2
             seed_niqe()
         except StudyError as exc:
             print(f"      niqe unavailable: {exc}")
-    print(f"[2/7] scoring {len(manifest)} pairs with {', '.join(s.name for s in specs)}")
+    _step(2, total, f"scoring {len(manifest)} pairs with {', '.join(s.name for s in specs)}", t0)
     store = Store(out / "store")
     _, summaries = score_manifest(manifest, specs, store, workers=2)
     print("\n".join(_summary_lines(summaries)))
-    print("[3/7] agreement (SYNTHETIC preferences, see bench/manifests/sample.py)")
+    print("      agreement (SYNTHETIC preferences, see bench/manifests/sample.py)")
     table = agreement(store)
     _print_table(table[["dataset", "metric", "n_pairs", "n_decided", "strict_acc", "strict_ci_lo", "strict_ci_hi",
                         "tie_half_acc", "vote_agreement"]], False)
 
-    print("[4/7] study: Phase I (40-pair subset, top-2) -> Phase II -> complement -> ensemble -> selection")
-    _, ranked, _ = phase1(manifest, store, specs, n_pairs=40, top_k=2, workers=0, progress=False)
-    _, p2 = phase2(manifest, store, workers=0, progress=False)
+    _step(3, total, "study: Phase I (40-pair subset, top-2) -> Phase II -> complement -> ensemble -> selection", t0)
+    phase1(manifest, store, specs, n_pairs=40, top_k=2, workers=0, progress=False)
+    phase2(manifest, store, workers=0, progress=False)
     complement(store)
     ensemble(store, n_splits=3)
+    selection = None
     try:
         chosen = build_selection(store)
-    except StudyError as exc:  # e.g. NIQE parameters could not be fetched: no differentiable metric here
+    except StudyError as exc:  # e.g. NIQE parameters could not be fetched: nothing to sample with
         chosen = None
         print(f"      selection.json not written: {exc}")
     if chosen:
         selection = write_selection(chosen, out / "selection.json")
         print(summary_text(chosen))
         print(f"      {selection}")
-
     report_dir = out / "report"
     if report_dir.exists():
         shutil.rmtree(report_dir)
-    path = write_study_report(store, report_dir, title="iqa-study demo: embedded SYNTHETIC sample")
-    print(f"[5/7] report: {path} and {path.with_suffix('.html')}")
-
+    study_report = write_study_report(store, report_dir, title="iqa-study demo: embedded SYNTHETIC sample")
+    print(f"      study report: {study_report} and {study_report.with_suffix('.html')}")
+    sections = [("Metric selection (SYNTHETIC pairs)", [("study report", "report/report.html"),
+                                                        ("selection.json", "selection.json")])]
+    notes = [f"Metrics scored: {', '.join(s.name for s in specs)} (the offline ones; the paper's MUSIQ, NIMA, "
+             f"Q-Align and TOPIQ need weights this machine cannot download)."]
     if chosen is None:
-        print("[6/7] [7/7] training skipped: it needs a differentiable metric with weights (see above)")
-        return
-    print(f"[6/7] SYNTHETIC multi-GT set (HGGT layout) for training in {out / 'synthetic_hggt'}")
+        print("      training, FT, evaluation skipped: they need an available sampling metric (see above)")
+        notes.append("Training, FT and evaluation skipped: no available sampling metric (see the console).")
+        return _index_page(out, label, sections, notes)
+
+    _step(4, total, "SYNTHETIC multi-GT training and test sets; held-out folder test set", t0)
     from sr_training.config import load_config
     from sr_training.data.synthetic import build_synthetic_hggt
     from sr_training.trainer import Trainer
 
-    synth = out / "synthetic_hggt"
+    synth, synth_test, heldout = out / "synthetic_hggt", out / "synthetic_test", out / "heldout"
     if not (synth / "SYNTHETIC.md").exists():
-        build_synthetic_hggt(synth)
+        build_synthetic_hggt(synth, groups_per_photo=groups_per_photo)
+    if not (synth_test / "SYNTHETIC.md").exists():
+        build_synthetic_hggt(synth_test, groups_per_photo=1, seed=1)
+    build_heldout(heldout, per_photo=heldout_per_photo)
     os.environ["SYNTH_HGGT_ROOT"] = str(synth.resolve())
-    config = Path(__file__).resolve().parents[1] / "sr_training" / "configs" / "smoke_swinir_amo.yaml"
-    cfg = load_config(config, ["sampling.iqa.metric=null", f"sampling.iqa.selection={selection}",
-                               f"schedule.total_iters={train_iters}"])
-    print(f"[7/7] training {cfg.name}: tiny SwinIR, AMO with the selected metric, {train_iters} iterations on CPU")
-    train_dir = out / "train"
-    if train_dir.exists():
-        shutil.rmtree(train_dir)
-    result = Trainer(cfg, train_dir, device="cpu").fit()
-    print(f"      GT index chosen by AMO (0 = original): {result['chosen']}; "
-          f"{result['sec_per_iter']:.2f} s/iter; checkpoints, logs and validation images in {train_dir}")
+    configs = Path(__file__).resolve().parents[1] / "sr_training" / "configs"
+    # demo sizes: a 16-sample pair queue instead of HGGT's 160 (filling 160 full-image degradations would
+    # dominate a 20-iteration CPU run); everything else is the smoke config
+    base = ["sampling.iqa.metric=null", f"schedule.total_iters={train_iters}", f"schedule.val_every={train_iters}",
+            f"schedule.checkpoint_every={train_iters}", "arch.drop_path_rate=0.0", "data.queue_size=16"]
+    runs: dict[str, Path] = {}
+    for name, extra in (("demo_swinir_upos", ["sampling.strategy=upos"]),
+                        ("demo_swinir_amo", [f"sampling.iqa.selection={selection}"])):
+        cfg = load_config(configs / "smoke_swinir_amo.yaml", [*base, f"name={name}", *extra])
+        _step(5, total, f"training {name}: tiny SwinIR, {cfg.sampling.strategy}, {train_iters} iterations on CPU", t0)
+        run_dir = out / "train" / name
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+        result = Trainer(cfg, run_dir, device="cpu").fit()
+        print(f"      GT index chosen (0 = original): {result['chosen']}; {result['sec_per_iter']:.2f} s/iter")
+        runs[name] = _latest_checkpoint(run_dir)
+        sections.append((f"Training run {name}", [("folder", f"train/{name}"), ("config", f"train/{name}/config.yaml"),
+                                                   ("train_log.csv", f"train/{name}/train_log.csv")]))
+
+    models = {name: ckpt for name, ckpt in runs.items()}
+    _step(6, total, "LoRA FT of the AMO model with the selection's differentiable reward metric", t0)
+    reward = (chosen.get("reward_metric") or {}).get("metric") if isinstance(chosen.get("reward_metric"), dict) else None
+    ft_config = configs / "smoke_ft_swinir.yaml"
+    if reward is None:
+        print("      FT skipped: the selection has no differentiable metric with weights here (reward_metric is null)")
+        notes.append("FT skipped: no differentiable reward metric available.")
+    elif not ft_config.is_file():
+        print(f"      FT skipped: {ft_config} is not in this checkout")
+        notes.append("FT skipped: the FT stage is not in this checkout.")
+    else:
+        from sr_training.ft.merge import merge
+        from sr_training.ft.trainer import FTTrainer
+
+        os.environ["FT_INIT"] = str(runs["demo_swinir_amo"])
+        name = "demo_swinir_amo_ft"
+        cfg = load_config(ft_config, [f"name={name}", f"ft.reward.metric={reward}", "data.queue_size=16",
+                                      f"schedule.total_iters={ft_iters}", f"schedule.val_every={ft_iters}",
+                                      f"schedule.checkpoint_every={ft_iters}"])
+        run_dir = out / "train" / name
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+        print(f"      {name}: LoRA on the AMO model, Q = {reward} (reward_metric of selection.json), {ft_iters} iterations")
+        FTTrainer(cfg, run_dir, device="cpu").fit()
+        record = merge(_latest_checkpoint(run_dir), run_dir / "merged.pth")
+        models[name] = Path(record["output"])
+        sections.append((f"FT run {name}", [("folder", f"train/{name}"),
+                                            ("merged model record", f"train/{name}/merged.pth.json")]))
+
+    _step(7, total, f"evaluating {len(models)} models on the SYNTHETIC test set and the held-out set", t0)
+    from sr_training.evaluate import evaluate
+
+    for name, ckpt in models.items():
+        for test, test_name in ((synth_test, "synthetic_test"), (heldout, "heldout")):
+            evaluate(ckpt, test, store, test_name=test_name, progress=False)
+
+    _step(8, total, "compare: table, perception-distortion plots, crop grids", t0)
+    from bench.report.compare import write_compare
+
+    cmp_dir = out / "compare"
+    if cmp_dir.exists():
+        shutil.rmtree(cmp_dir)
+    paths = write_compare(store, cmp_dir, title="iqa-study demo: evaluated models",
+                          preamble=[label, "synthetic_test: SYNTHETIC multi-GT groups (other crops of the training "
+                                           "photographs), FR against the effective Positives; heldout: photographs "
+                                           "not in the training set, FR against the HR."])
+    print((cmp_dir / "compare.md").read_text())
+    sections.append(("Evaluation", [("comparison table and figures", "compare/compare.html"),
+                                    ("compare.csv", "compare/compare.csv"),
+                                    *[(p.name, f"compare/{p.name}") for p in paths if p.suffix in (".png", ".svg")]]))
+    page = _index_page(out, label, sections, notes)
+    _step(9, total, f"report page: {page}", t0)
+    return page

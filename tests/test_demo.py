@@ -1,4 +1,4 @@
-"""`make demo`'s job end to end (NIQE parameters pre-seeded: the test makes no download)."""
+"""`make demo`'s job end to end at reduced size (NIQE parameters pre-seeded: the test makes no download)."""
 
 import json
 import subprocess
@@ -6,17 +6,41 @@ import sys
 
 import pandas as pd
 
+from bench.store import Store
+from bench.store.views import connect
 
-def test_demo_runs_the_main_job(tmp_path, niqe_params):
+
+def test_demo_runs_the_whole_job_and_links_table_plots_and_crops(tmp_path, niqe_params):
     out = tmp_path / "demo"
-    done = subprocess.run([sys.executable, "-m", "bench.cli", "demo", "--out", str(out)], capture_output=True, text=True)
+    code = ("import sys; from pathlib import Path; from bench.demo import run_demo; "
+            "run_demo(Path(sys.argv[1]), train_iters=2, ft_iters=1, groups_per_photo=1, heldout_per_photo=1)")
+    done = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "sample-synthetic    niqe       78         72" in done.stdout
+    page, stdout = out / "index.html", done.stdout
+    assert "sample-synthetic    niqe       78         72" in stdout
     sel = json.loads((out / "selection.json").read_text())
-    assert sel["training_metric"]["metric"] == "niqe" and sel["evidence"]["synthetic"] is True
-    html = (out / "report" / "report.html").read_text()
-    assert "SYNTHETIC" in html and 'src="phase1_ranking.png"' in html
-    log = pd.read_csv(out / "train" / "train_log.csv")
-    assert log["iter"].iloc[-1] == 20 and log[[f"chosen_{k}" for k in range(5)]].iloc[-1].sum() == 40
-    assert (out / "train" / "checkpoints" / "iter_00000020.pt").is_file()
-    assert (out / "train" / "config.yaml").is_file() and (out / "train" / "provenance.json").is_file()
+    assert sel["reward_metric"]["metric"] == "niqe" and sel["evidence"]["synthetic"] is True
+    assert '<figure id="phase1_ranking"><img src="data:image/png;base64,' in (out / "report" / "report.html").read_text()
+    log = pd.read_csv(out / "train" / "demo_swinir_amo" / "train_log.csv")
+    assert log["iter"].iloc[-1] == 2
+
+    # every model evaluated on both test sets, joined to its training run in the store
+    con = connect(Store(out / "store"))
+    evaluated = con.execute("SELECT DISTINCT run_name, test_set, weights FROM images WHERE role = 'sr_output' "
+                            "ORDER BY ALL").fetchall()
+    names = ["demo_swinir_amo", "demo_swinir_upos"] + (["demo_swinir_amo_ft"] if (out / "train" / "demo_swinir_amo_ft").is_dir() else [])
+    assert {(n, t) for n, t, _ in evaluated} == {(n, t) for n in names for t in ("heldout", "synthetic_test")}
+
+    # the report page links the comparison (table with LPIPS-ST), the P-D plots and the crop grids
+    index = page.read_text()
+    assert "SYNTHETIC" in index and "undertrained" in index
+    for link in ("report/report.html", "compare/compare.html", "compare/pd_synthetic_test.png",
+                 "compare/crops_synthetic_test.png", "compare/pd_heldout.png"):
+        assert f'href="{link}"' in index or f'src="{link}"' in index, link
+        assert (out / link).is_file(), link
+    table = (out / "compare" / "compare.md").read_text()
+    assert "LPIPS-ST ↓" in table and "PSNR ↑" in table and "Gold standard" in table
+    assert "baseline for Δ = demo_swinir_upos" in table
+    csv = pd.read_csv(out / "compare" / "compare.csv")
+    assert set(csv["test_set"]) == {"synthetic_test", "heldout"}
+    assert csv.loc[csv["run"] == "demo_swinir_amo", "stlpips"].notna().all()
