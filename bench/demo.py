@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import html
-import json
 import os
 import shutil
 import time
@@ -149,8 +148,8 @@ def run_demo(out: Path, metrics: str = "piqe,entropy,niqe", train_iters: int = 2
     print(f"      study report: {study_report} and {study_report.with_suffix('.html')}")
     sections = [("Metric selection (SYNTHETIC pairs)", [("study report", "report/report.html"),
                                                         ("selection.json", "selection.json")])]
-    notes = [f"Metrics scored: {', '.join(s.name for s in specs)} (the offline ones; the paper's MUSIQ, NIMA, "
-             f"Q-Align and TOPIQ need weights this machine cannot download)."]
+    notes = [(f"Metrics scored: {', '.join(s.name for s in specs)} (the offline ones; the paper's MUSIQ, NIMA, "
+              f"Q-Align and TOPIQ need weights this machine cannot download).")]
     if chosen is None:
         print("      training, FT, evaluation skipped: they need an available sampling metric (see above)")
         notes.append("Training, FT and evaluation skipped: no available sampling metric (see the console).")
@@ -230,9 +229,9 @@ def run_demo(out: Path, metrics: str = "piqe,entropy,niqe", train_iters: int = 2
     if cmp_dir.exists():
         shutil.rmtree(cmp_dir)
     paths = write_compare(store, cmp_dir, title="iqa-study demo: evaluated models",
-                          preamble=[label, "synthetic_test: SYNTHETIC multi-GT groups (other crops of the training "
-                                           "photographs), FR against the effective Positives; heldout: photographs "
-                                           "not in the training set, FR against the HR."])
+                          preamble=[label, ("synthetic_test: SYNTHETIC multi-GT groups (other crops of the training "
+                                            "photographs), FR against the effective Positives; heldout: photographs "
+                                            "not in the training set, FR against the HR.")])
     print((cmp_dir / "compare.md").read_text())
     sections.append(("Evaluation", [("comparison table and figures", "compare/compare.html"),
                                     ("compare.csv", "compare/compare.csv"),

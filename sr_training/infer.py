@@ -58,7 +58,8 @@ def _read_state(path: Path, map_location) -> dict:
 
         return load_file(str(path), device=str(map_location))
     try:
-        from sr_training.checkpoint import load_checkpoint  # C5 loader: one-line errors on pickles / truncation
+        # the C5 loader: one-line errors on pickle payloads and truncated files
+        from sr_training.checkpoint import load_checkpoint
     except ImportError:
         load_checkpoint = None
     try:

@@ -10,7 +10,13 @@ import pytest
 from PIL import Image
 
 from bench.errors import StudyError
-from bench.report.compare import GOLD, bootstrap_ci, compare_table, load_per_image, pick_baseline, write_compare
+from bench.report.compare import (
+    GOLD,
+    bootstrap_ci,
+    compare_table,
+    load_per_image,
+    pick_baseline,
+)
 from bench.store import Store
 from bench.store.images import register_images
 
@@ -25,7 +31,7 @@ def _row(image_id, ref_id, metric, score, config="c1", lower_better=False):
             "score": score, "status": "ok", "error": None, "lower_better": lower_better, "random_init": False,
             "input_h": 64, "input_w": 64, "input_policy": "native", "batch_size": 1, "seconds": 0.0, "device": "cpu",
             "dtype": "float32", "pyiqa_version": "x", "torch_version": "x", "run_id": "fixture",
-            "written_at": dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)}
+            "written_at": dt.datetime(2026, 1, 1, tzinfo=dt.UTC)}
 
 
 @pytest.fixture

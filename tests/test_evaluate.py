@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 
-import numpy as np
 import pytest
 import torch
 
@@ -20,7 +19,7 @@ def _score(image_id, ref_id, metric, score, config="c1", status="ok", lower_bett
             "score": score, "status": status, "error": None, "lower_better": lower_better, "random_init": False,
             "input_h": 8, "input_w": 8, "input_policy": "native", "batch_size": 1, "seconds": 0.0, "device": "cpu",
             "dtype": "float32", "pyiqa_version": "x", "torch_version": "x", "run_id": "fixture",
-            "written_at": dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(seconds=when)}
+            "written_at": dt.datetime(2026, 1, 1, tzinfo=dt.UTC) + dt.timedelta(seconds=when)}
 
 
 def _img(image_id, role, item, label=None, gt_index=None, **model):
@@ -32,8 +31,8 @@ def test_multigt_average_equals_hand_computation(tmp_path):
     """Item g1 has 3 effective Positives (+ a Negative and the original, which are no references),
     item g2 has 2; the view averages an SR output's FR score over exactly its item's Positives."""
     store = Store(tmp_path / "s")
-    model = dict(run_name="amo", arch="swinir", sampling="amo", iteration=20, checkpoint_sha256="ab" * 32,
-                 weights="ema")
+    model = {"run_name": "amo", "arch": "swinir", "sampling": "amo", "iteration": 20, "checkpoint_sha256": "ab" * 32,
+             "weights": "ema"}
     register_images(store, [
         _img("sr1", "sr_output", "g1", **model), _img("sr2", "sr_output", "g2", **model),
         _img("p1", "gt", "g1", "Positive", 1), _img("p2", "gt", "g1", "Positive", 2), _img("p4", "gt", "g1", "Positive", 4),

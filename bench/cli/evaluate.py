@@ -33,7 +33,7 @@ class _Summary:
                               "scored": 0, "ok": 0, "error": 0, "nan": 0, **d})
 
     @classmethod
-    def wrap(cls, items: list[dict]) -> list["_Summary"]:
+    def wrap(cls, items: list[dict]) -> list[_Summary]:
         return [cls(d) for d in items]
 
 

@@ -33,14 +33,14 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from PIL import Image  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from PIL import Image
 
-from bench.errors import StudyError  # noqa: E402
-from bench.store import Store  # noqa: E402
-from bench.store.views import connect  # noqa: E402
+from bench.errors import StudyError
+from bench.store import Store
+from bench.store.views import connect
 
 FR_ORDER = ("psnr", "ssim", "stlpips", "lpips", "dists")
 DISPLAY = {"psnr": "PSNR", "ssim": "SSIM", "stlpips": "LPIPS-ST", "lpips": "LPIPS", "dists": "DISTS", "musiq": "MUSIQ",
@@ -85,8 +85,8 @@ def load_per_image(store: Store, test_set: str | None = None) -> tuple[pd.DataFr
     bad = df[df["status"] != "ok"]
     if len(bad):
         for (ts, metric, status), g in bad.groupby(["test_set", "metric", "status"]):
-            notes.append((ts, f"{len(g)} {_name(metric)} image score(s) left out ({status}"
-                              f"{': ' + str(g['error'].dropna().iloc[0]) if g['error'].notna().any() else ''})"))
+            first = f": {g['error'].dropna().iloc[0]}" if g["error"].notna().any() else ""
+            notes.append((ts, f"{len(g)} {_name(metric)} image score(s) left out ({status}{first})"))
     df = df[df["status"] == "ok"]
     configs = df.groupby(["test_set", "metric"])["config_hash"].nunique()
     if (configs > 1).any():
@@ -114,7 +114,7 @@ def load_per_image(store: Store, test_set: str | None = None) -> tuple[pd.DataFr
 
 
 def _order(runs: pd.DataFrame) -> list[str]:
-    key = lambda r: (str(r.arch), SAMPLING_ORDER.index(r.sampling) if r.sampling in SAMPLING_ORDER else 99,  # noqa: E731
+    key = lambda r: (str(r.arch), SAMPLING_ORDER.index(r.sampling) if r.sampling in SAMPLING_ORDER else 99,
                      pd.notna(r.ft_variant), str(r.ft_variant), str(r.label))
     return [r.label for r in sorted(runs.itertuples(), key=key)]
 
@@ -130,7 +130,7 @@ def pick_baseline(runs: pd.DataFrame, baseline: str | None) -> tuple[str, str]:
     upos = runs[(runs["sampling"] == "upos") & runs["ft_variant"].isna()].sort_values("label")
     if len(upos):
         return upos["label"].iloc[0], "first UPos run without FT (default rule)"
-    return sorted(runs["label"])[0], "no UPos run: first run by label (default rule)"
+    return min(runs["label"]), "no UPos run: first run by label (default rule)"
 
 
 def metric_order(metrics) -> list[str]:
@@ -150,7 +150,7 @@ def compare_table(per: pd.DataFrame, runs: pd.DataFrame, test_set: str, baseline
     rows = []
     for lab in labels:
         w = wide.loc[lab]
-        row = {"run": lab, "n_images": int(len(w))}
+        row = {"run": lab, "n_images": len(w)}
         for m in metrics:
             col = w[m].dropna() if m in w else pd.Series(dtype=float)
             row[m] = float(col.mean()) if len(col) else np.nan
