@@ -223,7 +223,7 @@ class Store:
         cond = "" if include_failed else "AND status = 'ok'"
         con = duckdb.connect()
         rows = con.execute(
-            f"SELECT DISTINCT image_id FROM {read_parts(parts.good)} WHERE metric = ? AND config_hash = ? {cond}",
+            f"SELECT DISTINCT image_id FROM {read_parts(parts.good, one_schema=True)} WHERE metric = ? AND config_hash = ? {cond}",
             [metric, config_hash],
         ).fetchall()
         return {r[0] for r in rows}

@@ -48,17 +48,20 @@ def read_parquet(paths: Iterable[Path | str], prefix: str = "", empty: pa.Schema
     return f"read_parquet([{', '.join(items)}], union_by_name=true)"
 
 
-def read_parts(parts, prefix: str = "", empty: pa.Schema | None = None) -> str:
+def read_parts(parts, prefix: str = "", empty: pa.Schema | None = None, one_schema: bool = False) -> str:
     """Like ``read_parquet`` over ``bench.store.parts.Part``s.
 
     ``union_by_name`` opens every file's footer each time a view over it is bound (seconds for
-    thousands of score parts), so parts are grouped by their column lists: a group of more than
-    ``UNION_BY_NAME_MAX`` parts with identical columns (score parts, all written with one schema)
-    is read without it; groups with different columns are combined with ``UNION ALL BY NAME``.
+    thousands of score parts). With ``one_schema`` (folders whose writer uses one fixed Arrow
+    schema: score parts) parts are grouped by their column lists, a group of more than
+    ``UNION_BY_NAME_MAX`` parts is read without it, and groups (older schemas) are combined with
+    ``UNION ALL BY NAME``. Other folders (runs, study tables, manifests) always use union_by_name.
     """
     parts = list(parts)
     if not parts:
         return read_parquet([], prefix, empty)
+    if not one_schema:
+        return read_parquet([p.path for p in parts], prefix, empty)
     groups: dict[tuple[str, ...], list] = {}
     for p in parts:
         groups.setdefault(tuple(p.columns), []).append(p)

@@ -150,7 +150,7 @@ def connect(store: Store, database: str = ":memory:", *, include_inferred: bool 
     have = score_parts.columns()
     extra = "" if "ref_id" in have or not score_parts.good else ", NULL::VARCHAR AS ref_id"
     con.execute(f"CREATE OR REPLACE VIEW scores_raw AS SELECT *{extra} FROM "
-                f"{read_parts(score_parts.good, prefix, SCORE_SCHEMA)}")
+                f"{read_parts(score_parts.good, prefix, SCORE_SCHEMA, one_schema=True)}")
     con.execute("""
         CREATE OR REPLACE VIEW scores AS
         SELECT * FROM scores_raw
