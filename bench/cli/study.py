@@ -167,8 +167,8 @@ def register(sub) -> None:
                                          "and ensemble results are followed by key")
     s.set_defaults(fn=cmd_select)
 
-    s = sub.add_parser("report", help="self-contained study report (Markdown + PNG + HTML)")
+    s = sub.add_parser("report", help="study report: self-contained report.html, report.md, figures (PNG, PDF, CSV)")
     s.add_argument("--store", required=True)
-    s.add_argument("--out", required=True)
+    s.add_argument("-o", "--out", default="runs/report", help="output folder (relative to the current directory)")
     s.add_argument("--title", default="iqa-study: metric selection report")
     s.set_defaults(fn=cmd_report)
