@@ -87,6 +87,20 @@ def test_views_exist_on_an_empty_store(tmp_path):
         assert con.execute(f"SELECT count(*) FROM {view}").fetchone()[0] == 0
 
 
+def test_query_reads_the_image_views_through_the_read_only_store(tmp_path, capsys):
+    """`iqa-study query` confines reads to the store (read-only prefix): the image table must be read
+    through it too, including from a store path with a quote in it."""
+    from bench.cli import main
+
+    store = Store(tmp_path / "it's a store")
+    register_images(store, [_img("sr1", "sr_output", "g1", run_name="r", checkpoint_sha256="c", weights="ema"),
+                            _img("gt1", "gt", "g1", label="Positive", gt_index=1)])
+    assert main(["query", "--store", str(store.root), "--json",
+                 "SELECT role, count(*) AS n FROM images GROUP BY role ORDER BY role"]) == 0
+    out = capsys.readouterr().out
+    assert '"role":"gt"' in out.replace(" ", "") and '"role":"sr_output"' in out.replace(" ", "")
+
+
 # --- tiled inference --------------------------------------------------------------------------------------------------
 
 

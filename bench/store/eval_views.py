@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import duckdb
 
-from bench.store.images import REFERENCE_LABELS, has_images, images_glob
+from bench.store.images import REFERENCE_LABELS
 from bench.store.layout import Store
 
 _EMPTY_IMAGES = """SELECT * FROM (SELECT ''::VARCHAR image_id, ''::VARCHAR path, ''::VARCHAR role, ''::VARCHAR test_set,
@@ -37,11 +37,12 @@ _MODEL = ("i.run_name, i.run_dir, i.arch, i.sampling, i.ft_variant, i.iteration,
 
 
 def register(con: duckdb.DuckDBPyConnection, store: Store) -> None:
-    if has_images(store):
-        glob = images_glob(store).replace("'", "''")
+    # through the store's part list: escaped paths, bad parts skipped, read-only prefix under `query`
+    source = store.parquet_source("images")
+    if source is not None:
         con.execute(f"""
             CREATE OR REPLACE VIEW images AS
-            SELECT * FROM read_parquet('{glob}', union_by_name=true)
+            SELECT * FROM {source}
             QUALIFY row_number() OVER (PARTITION BY image_id, role, checkpoint_sha256, weights, test_set, item, gt_index
                                        ORDER BY created_at) = 1
         """)

@@ -60,10 +60,6 @@ def images_dir(store: Store) -> Path:
     return store.root / "images"
 
 
-def images_glob(store: Store) -> str:
-    return str(images_dir(store) / "*.parquet")
-
-
 def has_images(store: Store) -> bool:
     return images_dir(store).is_dir() and any(images_dir(store).glob("*.parquet"))
 
