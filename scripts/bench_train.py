@@ -43,6 +43,7 @@ def main() -> None:
     ap.add_argument("--out", default="reports/perf")
     ap.add_argument("--iters", type=int, default=8)
     ap.add_argument("--paper-size", action="store_true")
+    ap.add_argument("--bf16", action="store_true", help="also time bf16 autocast (CUDA only; fp32 is HGGT's default)")
     a = ap.parse_args()
     from bench import provenance
     from bench.metrics.weights import missing, seed_niqe
@@ -63,21 +64,22 @@ def main() -> None:
             base = [f"arch.type={arch}", "data.workers=0", "data.gt_size=" + ("256" if a.paper_size else "96")]
             if a.paper_size:
                 base += ["arch.size=full", "data.batch_size=8", "loss.perceptual_weights=random"]
-            for strategy in ("upos", "amo"):
-                extra = [f"sampling.strategy={strategy}"]
+            precisions = ("fp32", "bf16") if a.bf16 and device == "cuda" else ("fp32",)
+            for strategy, precision in [(s, p) for p in precisions for s in ("upos", "amo")]:
+                extra = [f"sampling.strategy={strategy}", f"amp_bf16={'true' if precision == 'bf16' else 'false'}"]
                 if strategy == "amo":
                     extra += (["sampling.iqa.metric=musiq", "sampling.iqa.random_init=true"] if a.paper_size
                               else ["sampling.iqa.metric=niqe"])
                 cfg = load_config(configs / "smoke_swinir_amo.yaml", base + extra)
-                s = seconds_per_iter(cfg, tmp / f"{arch}_{strategy}", a.iters, device)
-                rows.append({"arch": arch, "size": cfg.arch.size, "strategy": strategy,
+                s = seconds_per_iter(cfg, tmp / f"{arch}_{strategy}_{precision}", a.iters, device)
+                rows.append({"arch": arch, "size": cfg.arch.size, "strategy": strategy, "precision": precision,
                              "amo_scorer": cfg.sampling.iqa.metric if strategy == "amo" else "",
                              "batch": cfg.data.batch_size, "gt_size": cfg.data.gt_size, "sec_per_iter": round(s, 4)})
                 print(rows[-1])
-    for arch in ("swinir", "rrdb"):
-        u = next(r for r in rows if r["arch"] == arch and r["strategy"] == "upos")["sec_per_iter"]
-        m = next(r for r in rows if r["arch"] == arch and r["strategy"] == "amo")
-        m["amo_overhead_ratio"] = round(m["sec_per_iter"] / u, 3)
+    for m in rows:
+        if m["strategy"] == "amo":
+            u = next(r for r in rows if r["strategy"] == "upos" and (r["arch"], r["precision"]) == (m["arch"], m["precision"]))
+            m["amo_overhead_ratio"] = round(m["sec_per_iter"] / u["sec_per_iter"], 3)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     name = f"train_speed_{'paper' if a.paper_size else 'smoke'}_{device}.json"
