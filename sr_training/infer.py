@@ -22,7 +22,6 @@ large as the image is one window: the output is exactly the untiled one.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import pickle
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ import torch
 from PIL import Image
 
 from bench.errors import StudyError
+from bench.hashing import sha256_file
 
 INFO_FIELDS = ("run_name", "run_dir", "arch", "sampling", "ft_variant", "iteration", "checkpoint_sha256", "weights")
 
@@ -42,14 +42,6 @@ class LoadedModel:
     net: torch.nn.Module
     scale: int
     info: dict = field(default_factory=dict)  # INFO_FIELDS + 'source' ('suite' | 'spandrel')
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _read_state(path: Path, map_location) -> dict:

@@ -21,16 +21,10 @@ def _print_table(df, as_json: bool) -> None:
 
 
 def _summary_lines(summaries) -> list[str]:
-    lines = []
-    for s in summaries:
-        if s.unavailable:
-            lines.append(f"  {s.metric:<22} unavailable: {s.unavailable}")
-            continue
-        rate = f"{s.scored / s.seconds:.2f} img/s" if s.seconds else "-"
-        lines.append(f"  {s.metric:<22} scored {s.scored} (ok {s.ok}, error {s.error}, nan {s.nan}), "
-                     f"skipped {s.skipped_existing} already stored, {rate}")
-        lines.extend(f"      {e}" for e in s.first_errors)
-    return lines
+    """The scoring engine's summary (unavailable metrics on one line); imported late to keep start-up light."""
+    from bench.scoring.report import summary_lines
+
+    return summary_lines(summaries)
 
 
 def _score_opts(a) -> dict:

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from bench.errors import StudyError
-from bench.cli.common import _print_table, _summary_lines
+from bench.cli.common import _print_table
 
 
 def _importer_parser() -> argparse.ArgumentParser:

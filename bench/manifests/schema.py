@@ -28,7 +28,6 @@ so a moved dataset only needs a new root.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import os
 import warnings
@@ -43,6 +42,7 @@ from tqdm import tqdm
 
 from bench.atomic import atomic_write_table
 from bench.errors import ManifestError
+from bench.hashing import sha256_file
 
 META_KEY = b"iqa_study.manifest"
 REQUIRED = ["pair_id", "dataset", "split", "group", "image_a", "image_b", "votes_a", "votes_b", "pref"]
@@ -56,11 +56,8 @@ def pref_from_votes(votes_a: int, votes_b: int) -> str:
 
 
 def file_hash(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:32]
+    """Image id: the first 32 hex digits of the file's SHA-256 (as bench.scoring.images.content_hash)."""
+    return sha256_file(path)[:32]
 
 
 def _describe(path: Path) -> tuple[str, int, int, str | None]:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from bench.atomic import atomic_write_bytes, atomic_write_text
 from bench.env import cache_dirs, network_available
+from bench.hashing import sha256_file
 from bench.errors import WeightsMissing
 from bench.metrics.table import MetricSpec, WeightFile
 
@@ -210,11 +211,7 @@ def file_sha256(path: str | Path) -> str:
     if isinstance(entry, list) and len(entry) == 4 and tuple(entry[:3]) == key[1:] and isinstance(entry[3], str):
         _HASHES[key] = entry[3]
         return entry[3]
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            h.update(chunk)
-    _HASHES[key] = h.hexdigest()
+    _HASHES[key] = sha256_file(path)
     if st.st_size >= 1 << 20:  # small files are cheaper to hash than to index
         index[key[0]] = [*key[1:], _HASHES[key]]
         try:

@@ -213,9 +213,7 @@ def auto_batch_size(device: str) -> int:
 
 def score_files(store: Store) -> list[str]:
     """The store's readable score parts (bad parts are skipped and reported by the store)."""
-    if hasattr(store, "score_parts"):  # bench.store.parts: footers checked, corrupt parts left out
-        return [str(p) for p in store.score_parts().paths]
-    return sorted(str(p) for p in (store.root / "scores").glob("part-*.parquet"))
+    return [str(p) for p in store.score_parts().paths]
 
 
 def _stored_status(store: Store, hashes: list[str]) -> dict[tuple, str]:

@@ -22,19 +22,12 @@ from pathlib import Path
 import torch
 
 from bench.errors import StudyError
+from bench.hashing import sha256_file as file_sha256
 
 DEFAULT_TARGETS = {
     "swinir": r"layers\.\d+\.residual_group\.blocks\.\d+\.(attn\.(qkv|proj)|mlp\.fc[12])",
     "rrdb": r"model\.1\.sub\.\d+\.RDB\d\.conv\d\.0",
 }
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def resolve_init(init: str | Path) -> Path:
