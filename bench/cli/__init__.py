@@ -24,12 +24,43 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+# Help of options that mean the same in every command (a command's own help= wins).
+_COMMON_HELP = {
+    "--store": "the store folder (Parquet tables; created by `score`)",
+    "--manifest": "pair manifest Parquet file (from `iqa-study manifest build`)",
+    "--json": "print JSON instead of a table",
+    "--csv": "print CSV instead of a table",
+    "--device": "auto (CUDA if present, LOCAL_RANK under torchrun), cpu, cuda or cuda:N",
+    "--workers": "image decoding worker processes",
+    "--shard": "i/n: score only this shard (default: RANK/WORLD_SIZE from torchrun, else 0/1)",
+    "--max-pixels": "downscale larger images to this many pixels (recorded in the metric config key)",
+    "--seed": "random seed (recorded)",
+    "--metrics": "comma-separated metric names, or study | available | all",
+    "--config": "YAML config file",
+    "--out": "output folder",
+    "--study": "only the 42-variant study set",
+    "--missing": "only entries whose weight files are missing",
+    "importer_args": "IMPORTER and its arguments (see `iqa-study manifest build IMPORTER --help`)",
+    "out": "output folder",
+}
+
+
 class _Parser(argparse.ArgumentParser):
-    """Every (sub)parser shows defaults; nested subparsers inherit this class through argparse."""
+    """Every (sub)parser shows defaults and gives every option a help text; nested subparsers
+    inherit this class through argparse."""
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("formatter_class", _HelpFormatter)
         super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args, **kwargs):
+        if kwargs.get("help") is None:
+            names = [a for a in args if a.startswith("--")] or list(args[:1])
+            for name in names:
+                if name in _COMMON_HELP:
+                    kwargs["help"] = _COMMON_HELP[name]
+                    break
+        return super().add_argument(*args, **kwargs)
 
 
 def _version() -> str:

@@ -87,7 +87,7 @@ def register(sub) -> None:
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_weights_status)
     s = w.add_parser("fetch", help="download through pyiqa (connected machine)")
-    s.add_argument("names")
+    s.add_argument("names", help="comma-separated metric names, or study / all")
     s.set_defaults(fn=cmd_weights_fetch)
     s = w.add_parser("seed-niqe", help="NIQE pristine parameters (BasicSR niqe_pris_params.npz) into iqa-study's "
                                        "own cache: read from the basicsr-fixed 1.4.2 archive on the package index "

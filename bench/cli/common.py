@@ -20,6 +20,34 @@ def _print_table(df, as_json: bool) -> None:
 # --- metrics / weights ----------------------------------------------------------------------
 
 
+def _ci(v, lo, hi) -> str:
+    import math
+
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    if lo is None or hi is None or (isinstance(lo, float) and math.isnan(lo)):
+        return f"{v:.3f}"
+    return f"{v:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def agreement_text(df) -> str:
+    """The agreement table for people: one value with its 95% CI per cell (`0.903 [0.813, 0.952]`),
+    aligned, within 120 columns. ``--json`` / ``--csv`` keep every column."""
+    import pandas as pd
+
+    show = pd.DataFrame({
+        "dataset": [f"{d if len(d) <= 24 else d[:23] + '~'}{'*' if s else ''}"
+                    for d, s in zip(df["dataset"].astype(str), df["synthetic"])],
+        "split": df["split"], "metric": df["metric"], "n": df["n_decided"],
+        "strict acc [95% CI]": [_ci(*r) for r in zip(df["strict_acc"], df["strict_ci_lo"], df["strict_ci_hi"])],
+        "tie-half acc": [_ci(*r) for r in zip(df["tie_half_acc"], df["tie_half_ci_lo"], df["tie_half_ci_hi"])],
+        "vote agreement": [_ci(*r) for r in zip(df["vote_agreement"], df["vote_ci_lo"], df["vote_ci_hi"])],
+        "ties": df["n_metric_ties"],
+    })
+    show["metric"] = [v if len(v) <= 22 else v[:21] + "~" for v in show["metric"].astype(str)]  # never the numbers
+    return show.to_string(index=False)
+
+
 def _summary_lines(summaries) -> list[str]:
     """The scoring engine's summary (unavailable metrics on one line); imported late to keep start-up light."""
     from bench.scoring.report import summary_lines

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from bench.errors import StudyError
-from bench.cli.common import _print_table
+from bench.cli.common import _print_table, agreement_text
 
 
 def _importer_parser() -> argparse.ArgumentParser:
@@ -57,7 +57,7 @@ def cmd_manifest_build(a) -> None:
 
     # -o / --store may also follow the importer's own arguments (`manifest build sr2afc ROOT -o OUT`)
     trailing = argparse.ArgumentParser(add_help=False)
-    trailing.add_argument("-o", "--output")
+    trailing.add_argument("-o", "--out", "--output", dest="output")
     trailing.add_argument("--store")
     late, importer_args = trailing.parse_known_args(a.importer_args)
     a.output, a.store = a.output or late.output, a.store or late.store
@@ -185,12 +185,17 @@ def cmd_agree(a) -> None:
     if a.json:
         _print_table(df, True)  # an empty store gives []
         return
+    if a.csv:
+        print(df.to_csv(index=False), end="")
+        return
     if df.empty:
         print("no scored pairs yet (run `iqa-study score` first)")
         return
     if df["synthetic"].any():
-        print("NOTE: rows marked synthetic=True use SYNTHETIC preferences (embedded sample), not human votes.")
-    _print_table(df.drop(columns=["config_hash"]), False)
+        print("NOTE: datasets marked * use SYNTHETIC preferences (embedded sample), not human votes.")
+    print(agreement_text(df))
+    print("n = decided pairs. 95% CIs: Wilson (strict), normal (tie-half), delta method (vote);\n"
+          "the study and its report use a group bootstrap. --json / --csv give every column.")
 
 
 def register(sub) -> None:
@@ -199,7 +204,7 @@ def register(sub) -> None:
                                     "--root DIR | hggt ROOT [--split] | sbs180k ROOT | sample OUT)",
                       epilog="`iqa-study manifest build IMPORTER --help` describes the folder/CSV layout IMPORTER expects.")
     s.add_argument("--config", help="a manifest config YAML (importer, root, ...; see data_manifests/)")
-    s.add_argument("-o", "--output", help="the manifest Parquet file to write")
+    s.add_argument("-o", "--out", "--output", dest="output", help="the manifest Parquet file to write")
     s.add_argument("--store", help="also register the pairs in this store")
     s.add_argument("importer_args", nargs=argparse.REMAINDER)
     s.set_defaults(fn=cmd_manifest_build)
@@ -234,7 +239,7 @@ def register(sub) -> None:
     s = sub.add_parser("query", help="read-only SQL over the store (views: scores, scores_raw, pairs, pairs_all, "
                                      "pair_scores, agreement, runs, study_*); the SQL cannot write or read other files")
     s.add_argument("--store", required=True)
-    s.add_argument("sql")
+    s.add_argument("sql", help="one SQL statement (DuckDB dialect) over the views listed above; read-only")
     s.add_argument("--json", action="store_true")
     s.add_argument("--include-inferred", action="store_true",
                    help="the agreement view also counts HGGT pairs inferred from labels (kind='inferred')")
@@ -247,5 +252,7 @@ def register(sub) -> None:
                    help="with --manifest: its votes replace conflicting rows of registered manifests")
     s.add_argument("--include-inferred", action="store_true",
                    help="also count HGGT pairs inferred from labels (kind='inferred'; excluded by default)")
-    s.add_argument("--json", action="store_true")
+    fmt = s.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="every column as JSON")
+    fmt.add_argument("--csv", action="store_true", help="every column as CSV")
     s.set_defaults(fn=cmd_agree)

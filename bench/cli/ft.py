@@ -24,7 +24,7 @@ def register(sub) -> None:
     src = s.add_mutually_exclusive_group(required=True)
     src.add_argument("--run", help="FT run folder (its newest checkpoints/iter_*.pt)")
     src.add_argument("--checkpoint", help="one FT checkpoint file")
-    s.add_argument("-o", "--output", required=True, help="output .pth (plain state dict; a .json record beside it)")
+    s.add_argument("-o", "--out", "--output", dest="output", required=True, help="output .pth (plain state dict; a .json record beside it)")
     s.add_argument("--guard-best", action="store_true",
                    help="with --run: merge checkpoints/guard_best.pt (kept by the reward-hacking guard)")
     s.add_argument("--base", help="the base file, when it moved since training (its sha256 must match)")

@@ -40,7 +40,7 @@ def register(sub) -> None:
     s.set_defaults(fn=cmd_store_check)
 
     s = grp.add_parser("register", help="register a manifest's pairs in a store (newest registration wins)")
-    s.add_argument("manifest")
+    s.add_argument("manifest", help="manifest Parquet file (from `iqa-study manifest build`)")
     s.add_argument("--store", required=True)
     s.add_argument("--replace", action="store_true",
                    help="let this manifest's votes replace conflicting rows of registered manifests")

@@ -47,10 +47,10 @@ def register(sub) -> None:
     s.set_defaults(fn=cmd_train)
 
     s = sub.add_parser("train-data", help="build the SYNTHETIC multi-GT set (HGGT layout) for demos and tests")
-    s.add_argument("kind", choices=["synthetic"])
+    s.add_argument("kind", choices=["synthetic"], help="what to build (only the SYNTHETIC multi-GT set)")
     s.add_argument("out")
-    s.add_argument("--groups-per-photo", type=int, default=4)
-    s.add_argument("--size", type=int, default=128)
+    s.add_argument("--groups-per-photo", type=int, default=4, help="groups cut from each bundled photograph")
+    s.add_argument("--size", type=int, default=128, help="side of each square group image in pixels")
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(fn=cmd_train_data)
 
