@@ -111,3 +111,41 @@ def test_unavailable_metrics_are_one_summary_line(tmp_path, capsys):
     assert lines == [("  3 metrics unavailable here (weights missing, no network): musiq, nima, topiq_nr; "
                       "`iqa-study weights status --missing` lists why")]
     assert "piqe                   scored 1 (ok 1" in out
+
+
+def test_a_fully_cached_rerun_writes_nothing_and_two_calls_of_one_run_keep_their_parts(tmp_path):
+    """A rerun with every key stored must not write (so it works on a read-only store: tests run as
+    root, where chmod does not stop writes, so the store's files are compared instead); two
+    ``score_refs`` calls with one run id must not overwrite each other's parts."""
+    import numpy as np
+    from PIL import Image
+
+    from bench.metrics.table import get
+    from bench.scoring.engine import score_refs
+    from bench.scoring.folder import score_folder
+    from bench.store import Store
+
+    rng = np.random.default_rng(3)
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(imgs / f"{i}.png")
+    store = Store(tmp_path / "store")
+    score_folder(imgs, [get("entropy")], store, workers=0)
+    files = sorted(p for p in store.root.rglob("*") if p.is_file())
+    stamps = {p: p.stat().st_mtime_ns for p in files}
+    run, summaries, _, _ = score_folder(imgs, [get("entropy")], store, workers=0)
+    assert summaries[0].skipped_existing == 3 and summaries[0].scored == 0
+    after = sorted(p for p in store.root.rglob("*") if p.is_file())
+    assert after == files and all(p.stat().st_mtime_ns == stamps[p] for p in files)
+
+    from bench.scoring.folder import refs_from_folder
+
+    refs, _, _ = refs_from_folder(imgs, None)
+    run = {"run_id": "same-run"}
+    other = Store(tmp_path / "other")
+    score_refs(refs[:2], [get("entropy")], other, run=run, workers=0, progress=False)
+    score_refs(refs[2:], [get("entropy")], other, run=run, workers=0, progress=False)
+    from bench.store.views import connect
+
+    assert connect(other).execute("SELECT count(*) FROM scores WHERE metric = 'entropy'").fetchone()[0] == 3

@@ -28,6 +28,7 @@ import math
 import os
 import re
 import time
+import uuid
 from dataclasses import dataclass, field
 
 import torch
@@ -118,9 +119,17 @@ class MetricSummary:
 
 
 class _Writer:
-    def __init__(self, store: Store, run_id: str, rank: int, flush_rows: int, flush_seconds: float):
-        self.store, self.run_id, self.rank = store, run_id, rank
+    """Buffers rows and flushes them as parts. Part names carry a per-writer token, so two
+    ``score_refs`` calls of one run never overwrite each other's parts; ``announce`` runs once,
+    before the first part is written (the run's provenance record goes in with its first results,
+    and a run with nothing to write writes nothing: a read-only store serves a fully cached rerun)."""
+
+    def __init__(self, store: Store, run_id: str, rank: int, flush_rows: int, flush_seconds: float,
+                 announce=None):
+        self.store, self.rank = store, rank
+        self.run_id = f"{run_id}.{uuid.uuid4().hex[:6]}"
         self.flush_rows, self.flush_seconds = flush_rows, flush_seconds
+        self.announce = announce
         self.rows: list[dict] = []
         self.seq = 0
         self.last = time.monotonic()
@@ -132,6 +141,9 @@ class _Writer:
 
     def flush(self) -> None:
         if self.rows:
+            if self.announce is not None:
+                self.announce()
+                self.announce = None
             self.store.write_scores(self.rows, self.run_id, self.rank, self.seq)
             self.seq += 1
             self.rows = []
@@ -458,7 +470,7 @@ def score_refs(refs: list[ImageRef], metrics: list[MetricSpec], store: Store, *,
                max_consecutive_errors: int | None = 20, cache_bytes: int = DEFAULT_CACHE_BYTES,
                verify_hashes: bool = True, flush_rows: int = 1000, flush_seconds: float = 30.0,
                metric_kwargs: dict[str, dict] | None = None, fr_protocol: str = "hggt",
-               progress: bool = True) -> list[MetricSummary]:
+               progress: bool = True, announce=None) -> list[MetricSummary]:
     """Score ``refs`` with ``metrics`` into ``store``; returns one summary per metric.
 
     NR metrics score each distinct ``image_id``; FR metrics score each (image_id, ref_id) pair of
@@ -475,7 +487,7 @@ def score_refs(refs: list[ImageRef], metrics: list[MetricSpec], store: Store, *,
     jobs, paths = _plan(refs, metrics, store, shard=shard, max_pixels=max_pixels, retry_failed=retry_failed,
                         metric_kwargs=metric_kwargs, fr_protocol=fr_protocol, batch_size=batch_size, device=device,
                         run_id=run["run_id"])
-    writer = _Writer(store, run["run_id"], shard.index, flush_rows, flush_seconds)
+    writer = _Writer(store, run["run_id"], shard.index, flush_rows, flush_seconds, announce)
     resident = _Resident(device)
     total = sum(len(j.units) for j in jobs)
     chunks = _chunks(jobs, paths, cache_bytes)
@@ -530,9 +542,18 @@ def score_manifest(manifest, metrics: list[MetricSpec], store: Store, register: 
               "manifest_id": manifest_id, "shard": f"{shard.index}/{shard.count}",
               **{k: v for k, v in kwargs.items() if k in ("batch_size", "workers", "max_pixels", "retry_failed", "flush_rows")}}
     run = provenance.new_run("score", config, device=device, seed=None)
-    store.write_run(run)
-    summaries = score_refs(refs, metrics, store, run=run, device=device, shard=shard, **kwargs)
+    return run, score_and_record(refs, metrics, store, run, device=device, shard=shard, **kwargs)
+
+
+def score_and_record(refs, metrics, store: Store, run: dict, **kwargs) -> list[MetricSummary]:
+    """``score_refs`` with the run's provenance record written next to its results: before the first
+    part, and again with the summary when it ends. A run that scores nothing (a fully cached rerun)
+    writes nothing, so it also works on a read-only store."""
+    wrote = []
+    summaries = score_refs(refs, metrics, store, run=run,
+                           announce=lambda: (store.write_run(run), wrote.append(True)), **kwargs)
     run["finished_at"] = provenance.now().isoformat(timespec="seconds")
     run["summary"] = [s.__dict__ for s in summaries]
-    store.write_run(run)
-    return run, summaries
+    if wrote:
+        store.write_run(run)
+    return summaries

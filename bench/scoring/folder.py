@@ -76,7 +76,7 @@ def refs_from_folder(images: str | Path, ref_dir: str | Path | None = None) -> t
 def score_folder(images: str | Path, metrics, store, ref_dir: str | Path | None = None, **kwargs):
     """Score a folder/file into ``store`` and record the run. Returns (run, summaries, table, unmatched)."""
     from bench import provenance
-    from bench.scoring.engine import Shard, pick_device, score_refs, validate_options
+    from bench.scoring.engine import Shard, pick_device, score_and_record, validate_options
     from bench.scoring.report import score_table
 
     device = pick_device(kwargs.pop("device", None))
@@ -89,9 +89,5 @@ def score_folder(images: str | Path, metrics, store, ref_dir: str | Path | None 
               **{k: v for k, v in kwargs.items() if k in ("batch_size", "workers", "max_pixels", "retry_failed",
                                                          "fr_protocol")}}
     run = provenance.new_run("score", config, device=device, seed=None)
-    store.write_run(run)
-    summaries = score_refs(refs, metrics, store, run=run, device=device, **kwargs)
-    run["finished_at"] = provenance.now().isoformat(timespec="seconds")
-    run["summary"] = [s.__dict__ for s in summaries]
-    store.write_run(run)
+    summaries = score_and_record(refs, metrics, store, run, device=device, **kwargs)
     return run, summaries, score_table(store, refs, summaries, names), unmatched
