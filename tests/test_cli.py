@@ -81,3 +81,24 @@ def test_agree_into_head_exits_quietly(scored_sample):
         assert r.returncode == 0, r.stderr
         assert "Traceback" not in r.stderr and "BrokenPipe" not in r.stderr, r.stderr
         assert r.stdout.count("\n") <= 2
+
+
+def test_agree_bootstrap_cis_resample_groups_and_match_the_study(scored_sample, capsys):
+    """`--ci bootstrap` gives the study's group-bootstrap intervals (not the closed-form ones) around
+    the same point values."""
+    import json
+
+    from bench.store import Store
+    from bench.study.agreement import bootstrap_agreement
+
+    assert main(["agree", "--store", str(scored_sample), "--json"]) == 0
+    quick = {r["metric"]: r for r in json.loads(capsys.readouterr().out)}
+    assert main(["agree", "--store", str(scored_sample), "--json", "--ci", "bootstrap"]) == 0
+    boot = {r["metric"]: r for r in json.loads(capsys.readouterr().out)}
+    study = bootstrap_agreement(Store(scored_sample, create=False)).set_index("metric")
+    for m in ("piqe", "entropy"):
+        assert boot[m]["strict_acc"] == quick[m]["strict_acc"]
+        for col in ("strict_ci_lo", "tie_half_ci_hi", "vote_ci_lo"):
+            assert boot[m][col] == pytest.approx(study.loc[m, col])
+        assert boot[m]["strict_ci_lo"] != pytest.approx(quick[m]["strict_ci_lo"], abs=1e-6)
+        assert "bootstrap" in boot[m]["ci_method"]

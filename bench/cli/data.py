@@ -182,6 +182,16 @@ def cmd_agree(a) -> None:
             if reg.replaced:
                 print(reg.summary())
     df = agreement(store, manifest_id=manifest_id, include_inferred=a.include_inferred)
+    if a.ci == "bootstrap" and not df.empty:
+        if manifest_id:
+            raise StudyError("agree --ci bootstrap reads the current registrations; drop --manifest "
+                             "(or register that manifest with `iqa-study store register M --replace`)")
+        from bench.study.agreement import bootstrap_agreement
+
+        keys = ["dataset", "split", "metric", "config_hash"]
+        cis = [c for c in df.columns if c.endswith(("_ci_lo", "_ci_hi"))]
+        boot = bootstrap_agreement(store, include_inferred=a.include_inferred)
+        df = df.drop(columns=cis).merge(boot[keys + cis + ["n_groups", "ci_method"]], on=keys, how="left")
     if a.json:
         _print_table(df, True)  # an empty store gives []
         return
@@ -194,8 +204,12 @@ def cmd_agree(a) -> None:
     if df["synthetic"].any():
         print("NOTE: datasets marked * use SYNTHETIC preferences (embedded sample), not human votes.")
     print(agreement_text(df))
-    print("n = decided pairs. 95% CIs: Wilson (strict), normal (tie-half), delta method (vote);\n"
-          "the study and its report use a group bootstrap. --json / --csv give every column.")
+    if a.ci == "bootstrap":
+        print(f"n = decided pairs. 95% CIs: {df['ci_method'].iloc[0]} (as the study and its report).\n"
+              "--json / --csv give every column.")
+    else:
+        print("n = decided pairs. 95% CIs: Wilson (strict), normal (tie-half), delta method (vote);\n"
+              "--ci bootstrap resamples source groups as the study and report do. --json / --csv give every column.")
 
 
 def register(sub) -> None:
@@ -252,6 +266,9 @@ def register(sub) -> None:
                    help="with --manifest: its votes replace conflicting rows of registered manifests")
     s.add_argument("--include-inferred", action="store_true",
                    help="also count HGGT pairs inferred from labels (kind='inferred'; excluded by default)")
+    s.add_argument("--ci", choices=["quick", "bootstrap"], default="quick",
+                   help="quick: closed-form intervals with pairs as units; bootstrap: percentile bootstrap over "
+                        "source groups (pairs share images), as the study and report")
     fmt = s.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="every column as JSON")
     fmt.add_argument("--csv", action="store_true", help="every column as CSV")
