@@ -33,7 +33,7 @@ class RewardConfig(_Strict):
     metric: str | None = Field(None, description="the target Q; overrides the selection's reward_metric")
     terms: tuple[RewardTerm, ...] = Field((), description="beyond the paper: Q = sum_k weight_k * Q_k (each "
                                                            "range-normalised); exclusive with 'metric'")
-    selection: str | None = Field(None, description="selection.json; Q = its reward_metric (C3); falls back "
+    selection: str | None = Field(None, description="selection.json; Q = its reward_metric; falls back "
                                                     "to sampling.iqa.selection")
     lambda_q: float = Field(1.0, ge=0, description="weight of -Q_norm in the loss (Q_norm = sign*score/(hi-lo))")
     random_init: bool = Field(False, description="random-init Q network: plumbing/benchmarks only")
