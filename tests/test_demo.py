@@ -10,7 +10,7 @@ from bench.store import Store
 from bench.store.views import connect
 
 
-def test_demo_runs_the_whole_job_and_links_table_plots_and_crops(tmp_path, niqe_params):
+def test_demo_runs_the_whole_job_and_links_table_plots_and_crops(tmp_path, niqe_plumbing_params):
     out = tmp_path / "demo"
     code = ("import sys; from pathlib import Path; from bench.demo import run_demo; "
             "run_demo(Path(sys.argv[1]), train_iters=2, ft_iters=1, groups_per_photo=1, heldout_per_photo=1)")

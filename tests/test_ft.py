@@ -67,7 +67,7 @@ def _is_lora(name: str) -> bool:
 
 @pytest.mark.parametrize("arch", ["swinir", "rrdb"])
 def test_only_lora_trains_base_stays_bit_identical_and_adapter_starts_as_noop(arch, synth, bases, tmp_path,
-                                                                                niqe_params):
+                                                                                niqe_plumbing_params):
     from sr_training.ft.lora import DEFAULT_TARGETS
 
     tr = _trainer(synth, bases, arch, tmp_path, "optim.lr_g=0.001")
@@ -94,7 +94,7 @@ def test_only_lora_trains_base_stays_bit_identical_and_adapter_starts_as_noop(ar
     assert all(p.grad is None and not p.requires_grad for n, p in params.items() if n not in lora)
 
 
-def test_merged_model_equals_the_adapted_model(synth, bases, tmp_path, niqe_params):
+def test_merged_model_equals_the_adapted_model(synth, bases, tmp_path, niqe_plumbing_params):
     from spandrel import ModelLoader
 
     from bench.cli import main
@@ -199,7 +199,7 @@ def test_base_from_a_training_run_uses_ema_and_refuses_other_archs_and_pickles(t
     assert "code ran" not in capsys.readouterr().out
 
 
-def test_ft_resume_is_bit_identical_with_the_guard_state(synth, bases, tmp_path, niqe_params):
+def test_ft_resume_is_bit_identical_with_the_guard_state(synth, bases, tmp_path, niqe_plumbing_params):
     from bench.cli import main
     from sr_training.ft.trainer import FTTrainer
 
@@ -259,7 +259,7 @@ def test_guard_rule_flags_q_up_while_a_watched_metric_worsens():
 
 
 def test_guard_stops_a_constructed_run_where_q_rises_while_a_watched_metric_falls(synth, bases, tmp_path,
-                                                                                  niqe_params):
+                                                                                  niqe_plumbing_params):
     """Constructed reward hacking: Q = +NIQE/100 (weight -1 on the lower-is-better NIQE), watched: NIQE."""
     from sr_training.ft.trainer import FTTrainer
 

@@ -150,7 +150,7 @@ def test_engine_splits_failing_batches_and_flags_nan():
     assert got["broken"] == ("error", "decode: OSError")
 
 
-def test_kill9_then_rerun_gives_the_uninterrupted_table(tmp_path, sample_manifest, niqe_params):
+def test_kill9_then_rerun_gives_the_uninterrupted_table(tmp_path, sample_manifest, niqe_plumbing_params):
     reference = Store(tmp_path / "ref")
     score_manifest(schema.read(sample_manifest), select("niqe,piqe"), reference, workers=0, batch_size=2)
     ref = connect(reference).execute("SELECT image_id, metric, score FROM scores ORDER BY ALL").df()

@@ -184,7 +184,7 @@ def test_ddp_with_two_gloo_processes(synth_root, tmp_path):
     assert int(ckpt["chosen"].sum()) == 4 * 2 * 2  # all-reduced: 4 iterations x batch 2 x 2 ranks
 
 
-def test_amo_smoke_run_uses_the_metric_and_logs_choices(synth_root, tmp_path, niqe_params):
+def test_amo_smoke_run_uses_the_metric_and_logs_choices(synth_root, tmp_path, niqe_plumbing_params):
     cfg = _cfg(synth_root, "smoke_swinir_amo.yaml", "schedule.total_iters=3", "schedule.log_every=3",
                "schedule.val_every=3", "schedule.checkpoint_every=3")
     result = Trainer(cfg, tmp_path, "cpu").fit()
@@ -194,7 +194,7 @@ def test_amo_smoke_run_uses_the_metric_and_logs_choices(synth_root, tmp_path, ni
     assert len(list((tmp_path / "val" / "iter_00000003").glob("*.png"))) == 6
 
 
-def test_sma_reads_scores_from_the_store_and_names_missing_ones(synth_root, tmp_path, niqe_params):
+def test_sma_reads_scores_from_the_store_and_names_missing_ones(synth_root, tmp_path, niqe_plumbing_params):
     from bench.manifests import hggt, schema
     from bench.metrics.table import select
     from bench.scoring.engine import score_manifest

@@ -42,7 +42,7 @@ def _study(store: Path, manifest: Path, tmp: Path, n_pairs: int) -> dict:
 
 
 @pytest.fixture(scope="module")
-def sample_study(tmp_path_factory, sample_manifest, niqe_params):
+def sample_study(tmp_path_factory, sample_manifest, niqe_plumbing_params):
     tmp = tmp_path_factory.mktemp("sample_study")
     return tmp, _study(tmp / "store", sample_manifest, tmp, n_pairs=40)
 
