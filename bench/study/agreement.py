@@ -15,7 +15,7 @@ import pandas as pd
 
 from bench.errors import StudyError
 from bench.store import Store
-from bench.study.outcomes import _columns, _connect
+from bench.study.outcomes import _connect, pair_filter
 from bench.study.stats import GROUP_BOOTSTRAP, group_bootstrap_ratio
 
 COLUMNS = ["dataset", "split", "metric", "config_hash", "n_pairs", "n_decided", "n_voted", "n_groups",
@@ -26,13 +26,7 @@ COLUMNS = ["dataset", "split", "metric", "config_hash", "n_pairs", "n_decided", 
 def bootstrap_agreement(store: Store, *, n_boot: int = 2000, seed: int = 0, include_inferred: bool = False,
                         datasets: list[str] | None = None) -> pd.DataFrame:
     con = _connect(store)
-    kind = "kind" if "kind" in _columns(con, "pair_scores") else "'human'"
-    where, params = ["TRUE"], []
-    if not include_inferred:
-        where.append(f"coalesce({kind}, 'human') <> 'inferred'")
-    if datasets:
-        where.append(f"dataset IN ({', '.join('?' for _ in datasets)})")
-        params += list(datasets)
+    where, params = pair_filter(include_inferred, datasets)
     long = con.execute("SELECT dataset, split, dataset || '/' || \"group\" AS source_group, pref, votes_a, votes_b, "
                        f"metric, config_hash, metric_pref FROM pair_scores WHERE {' AND '.join(where)}", params).df()
     if long.empty:

@@ -16,7 +16,6 @@ are compared on the same pairs). ``complete_pairs`` does the same on the long fr
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 
 import pandas as pd
@@ -37,32 +36,26 @@ class Outcomes:
 
 
 def _connect(store: Store):
-    if "include_inferred" in inspect.signature(connect).parameters:  # the views filter nothing; we do
-        return connect(store, include_inferred=True)
-    return connect(store)
+    return connect(store, include_inferred=True)  # the views filter nothing; the study does (pair_filter)
 
 
-def _columns(con, view: str) -> set[str]:
-    return {r[0] for r in con.execute(f"DESCRIBE {view}").fetchall()}
+def pair_filter(include_inferred: bool, datasets: list[str] | None, alias: str = "") -> tuple[list[str], list]:
+    """WHERE terms and parameters over ``pair_scores`` (whose ``kind`` is never NULL: the store
+    fills a missing column with 'human'): inferred pairs out unless asked for, optional datasets."""
+    where, params = ["TRUE"], []
+    if not include_inferred:
+        where.append(f"{alias}kind <> 'inferred'")
+    if datasets:
+        where.append(f"{alias}dataset IN ({', '.join('?' for _ in datasets)})")
+        params += list(datasets)
+    return where, params
 
 
 def outcomes(store: Store, *, datasets: list[str] | None = None, split: str | None = None,
              pair_ids: pd.DataFrame | None = None, metrics: list[str] | None = None,
              include_inferred: bool = False, pins: dict[str, str] | None = None) -> Outcomes:
     con = _connect(store)
-    ps_cols, pair_cols = _columns(con, "pair_scores"), _columns(con, "pairs")
-    if "kind" in ps_cols:
-        kind, join_kind = "coalesce(ps.kind, 'human')", ""
-    elif "kind" in pair_cols:
-        kind, join_kind = "coalesce(pk.kind, 'human')", " LEFT JOIN (SELECT dataset, pair_id, kind FROM pairs) pk USING (dataset, pair_id)"
-    else:
-        kind, join_kind = "'human'", ""
-    where, params = ["TRUE"], []
-    if not include_inferred:
-        where.append(f"{kind} <> 'inferred'")
-    if datasets:
-        where.append(f"ps.dataset IN ({', '.join('?' for _ in datasets)})")
-        params += list(datasets)
+    where, params = pair_filter(include_inferred, datasets, alias="ps.")
     if split:
         where.append("ps.split = ?")
         params.append(split)
@@ -70,9 +63,9 @@ def outcomes(store: Store, *, datasets: list[str] | None = None, split: str | No
         where.append(f"ps.metric IN ({', '.join('?' for _ in metrics)})")
         params += list(metrics)
     sql = ("SELECT ps.dataset, ps.split, ps.\"group\", ps.dataset || '/' || ps.\"group\" AS source_group, ps.pair_id, "
-           f"{kind} AS kind, ps.pref, ps.pref <> 'tie' AS decided, ps.votes_a, ps.votes_b, ps.metric, ps.config_hash, "
+           "ps.kind, ps.pref, ps.pref <> 'tie' AS decided, ps.votes_a, ps.votes_b, ps.metric, ps.config_hash, "
            "ps.score_a, ps.score_b, ps.sign, ps.metric_pref, (ps.metric_pref = ps.pref)::INT AS correct "
-           f"FROM pair_scores ps{join_kind}")
+           "FROM pair_scores ps")
     if pair_ids is not None:
         con.register("subset_ids", pair_ids[["dataset", "pair_id"]].drop_duplicates())
         sql += " JOIN subset_ids si ON si.dataset = ps.dataset AND si.pair_id = ps.pair_id"
