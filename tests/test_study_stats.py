@@ -107,3 +107,26 @@ def test_stratified_subset_covers_every_source_and_is_reproducible():
     assert big["group"].nunique() == min(len(big), 50)  # every group once before any twice
     pd.testing.assert_frame_equal(sub, stratified_subset(m, 60, seed=0))
     assert not sub.equals(stratified_subset(m, 60, seed=1))
+    shuffled = m.sample(frac=1.0, random_state=5).reset_index(drop=True)  # same manifest, rows reordered
+    pd.testing.assert_frame_equal(sub, stratified_subset(shuffled, 60, seed=0))
+
+
+def test_bootstrap_intervals_do_not_depend_on_row_order():
+    """A seed fixes the interval whatever order the rows arrive in (SQL results have no order): the
+    CLI's `agree --ci bootstrap` and the study read the same rows in different orders."""
+    from bench.report.compare import bootstrap_ci as paired_ci
+
+    rng = np.random.default_rng(4)
+    groups = rng.integers(0, 40, 400).astype(str)
+    num = (rng.random((400, 2)) < [0.7, 0.4]).astype(float)
+    den = np.ones(400)
+    perm = rng.permutation(400)
+    a = group_bootstrap_ratio(num, den, groups, n_boot=500, seed=0)
+    b = group_bootstrap_ratio(num[perm], den[perm], groups[perm], n_boot=500, seed=0)
+    for x, y in zip(a, b):
+        np.testing.assert_allclose(x, y, rtol=1e-12)
+    assert a[1][0] < a[0][0] < a[2][0]  # a real interval around the point value
+    diffs = rng.normal(0.1, 1.0, 200)
+    lo, hi = paired_ci(diffs, n_boot=500, seed=0)
+    assert (lo, hi) == pytest.approx(paired_ci(diffs[rng.permutation(200)], n_boot=500, seed=0), rel=1e-12)
+    assert lo < diffs.mean() < hi

@@ -54,8 +54,9 @@ def _name(metric: str) -> str:
 
 
 def bootstrap_ci(diffs: np.ndarray, n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """95% percentile CI of the mean of paired per-image differences."""
-    diffs = np.asarray(diffs, dtype=float)
+    """95% percentile CI of the mean of paired per-image differences (sorted first, so a seed gives
+    the same interval whatever the order of the rows)."""
+    diffs = np.sort(np.asarray(diffs, dtype=float))
     if len(diffs) == 0:
         return float("nan"), float("nan")
     rng = np.random.default_rng(seed)

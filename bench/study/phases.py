@@ -36,10 +36,13 @@ def key_of(*parts) -> str:
 
 def stratified_subset(manifest: pd.DataFrame, n_pairs: int, seed: int = 0) -> pd.DataFrame:
     """Reproducible subset of decided pairs: each dataset gets its proportional share (at least
-    one pair), and within a dataset every group is visited once before any group gets a second pair."""
+    one pair), and within a dataset every group is visited once before any group gets a second pair.
+    The pairs are put in (dataset, pair_id) order first, so the subset depends on the seed and the
+    manifest's content, not on its row order."""
     decided = manifest[manifest["pref"] != "tie"][["dataset", "split", "group", "pair_id"]].copy()
     if "kind" in manifest:  # inferred pairs were kept by the caller on purpose (include_inferred)
         decided["kind"] = manifest.loc[decided.index, "kind"]
+    decided = decided.sort_values(["dataset", "pair_id"], kind="stable")  # the subset does not depend on row order
     if n_pairs >= len(decided):
         return decided.drop(columns="kind", errors="ignore").sort_values(["dataset", "pair_id"]).reset_index(drop=True)
     rng = np.random.default_rng(seed)

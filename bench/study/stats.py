@@ -92,14 +92,16 @@ def group_bootstrap_ratio(num: np.ndarray, den: np.ndarray, groups: np.ndarray, 
 
     ``num`` and ``den`` are (pairs x quantities) arrays (``den`` may be (pairs,)); the pairs of one
     group are kept together: a resample draws as many groups as there are, with replacement, and
-    sums their pairs. The group draws are shared by all quantities (paired). A resample whose
+    sums their pairs. The group draws are shared by all quantities (paired). Groups are numbered in
+    sorted order, so a seed gives the same interval whatever the order of the rows. A resample whose
     denominator is 0 is dropped from that quantity's quantiles. Returns (point, lo, hi).
     """
     num = np.asarray(num, dtype=float)
     num = num[:, None] if num.ndim == 1 else num
     den = np.asarray(den, dtype=float)
     den = np.broadcast_to(den[:, None] if den.ndim == 1 else den, num.shape)
-    codes, uniq = pd.factorize(np.asarray(groups))
+    # sorted group codes: the draws for a seed do not depend on the row order (SQL results have none)
+    codes, uniq = pd.factorize(pd.Series(np.asarray(groups, dtype=object)).astype(str), sort=True)
     n_groups = len(uniq)
     g_num = np.zeros((n_groups, num.shape[1]))
     g_den = np.zeros((n_groups, num.shape[1]))
