@@ -5,6 +5,8 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.iqa-study-installed
+SHARED ?= $(or $(IQA_STUDY_SHARED),../shared)
+SR2AFC := $(wildcard $(SHARED)/data/sr-preference-2afc/votes.csv)
 
 .PHONY: demo test venv clean-demo bench
 
@@ -23,7 +25,7 @@ test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
 bench: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/python scripts/bench_harness.py --out reports/perf
+	HF_HUB_OFFLINE=1 $(BIN)/python scripts/bench_harness.py --out reports/perf $(if $(SR2AFC),--sr2afc $(dir $(SR2AFC)))
 	HF_HUB_OFFLINE=1 $(BIN)/python scripts/bench_agree.py --out reports/perf
 	HF_HUB_OFFLINE=1 $(BIN)/python scripts/bench_train.py --out reports/perf
 

@@ -119,7 +119,7 @@ def run_demo(out: Path, metrics: str = "piqe,entropy,niqe", train_iters: int = 2
             print(f"      niqe unavailable: {exc}")
     _step(2, total, f"scoring {len(manifest)} pairs with {', '.join(s.name for s in specs)}", t0)
     store = Store(out / "store")
-    _, summaries = score_manifest(manifest, specs, store, workers=2)
+    _, summaries = score_manifest(manifest, specs, store)
     print("\n".join(_summary_lines(summaries)))
     print("      agreement (SYNTHETIC preferences, see bench/manifests/sample.py)")
     table = agreement(store)

@@ -1,18 +1,22 @@
 """Benchmark: harness throughput vs a bare loop of pyiqa forward calls on the same images.
 
 Bare loop = what a pyiqa user writes: one metric object, ``metric(path)`` per image (pyiqa
-decodes the file itself, batch 1), built and warmed before timing. Harness = ``score_refs``
-into an empty store, timed end to end: it builds its own metric (released afterwards), decodes
-in DataLoader workers, checks each file's content hash, writes Parquet parts and does the resume
-bookkeeping. Two measurements per image set:
+decodes the file itself, batch 1), built and warmed before timing (so its start-up is NOT
+counted, while the harness's is). Harness = ``score_refs`` into an empty store, timed end to
+end: it builds its own metric (released afterwards), decodes (in-process on CPU by default,
+``auto_workers``), checks each file's content hash, writes Parquet parts and does the resume
+bookkeeping. Measurements per image set:
 
 * single: one metric per run; ratio = harness img/s / bare img/s (target >= 0.95);
-* multi: all metrics in ONE run (each image decoded once for all of them) against the sum of the
-  same repeat's per-metric bare loops (each decodes every image again); ratio = bare seconds /
-  harness seconds, paired per repeat so a change of machine load does not bias it.
+* multi: all metrics in ONE run (each image decoded once for all of them) against the sum of
+  the same repeat's per-metric bare loops (each decodes every image again);
+* start-up: a harness run on ONE image minus a bare call on it: the fixed cost per run (metric
+  build, store lookup, worker start, first Parquet part) that a long run amortises.
 
-Bare and harness runs alternate; medians over ``--repeats`` are reported with the load average
-(the machine may be shared). Writes OUT/harness_throughput.json (+ .csv of the single rows).
+Ratios are paired per repeat (bare and harness run back to back, alternating), so a change of
+machine load does not bias them; the median and the min-max over ``--repeats`` are reported
+with the load average. The sample set is the synthetic sample built with ``--seeds`` seeds
+(unique images only: ~174 at 256x256 for 5 seeds). Writes OUT/harness_throughput.json (+ .csv).
 
     python scripts/bench_harness.py --out reports/perf [--metrics piqe,niqe,entropy] [--sr2afc PATH]
 """
@@ -38,14 +42,31 @@ def _bare(metric, refs) -> float:
     return time.perf_counter() - t0
 
 
+def _harness(refs, specs, root: Path, workers) -> float:
+    from bench import provenance
+    from bench.scoring.engine import score_refs
+    from bench.store import Store
+
+    store = Store(root)  # a fresh, empty store: no resume skips
+    run = provenance.new_run("bench", {})
+    t0 = time.perf_counter()
+    score_refs(refs, specs, store, run=run, workers=workers, progress=False)
+    return time.perf_counter() - t0
+
+
+def _stats(values) -> dict:
+    v = np.asarray(values, dtype=float)
+    return {"median": round(float(np.median(v)), 3), "min": round(float(v.min()), 3), "max": round(float(v.max()), 3)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="reports/perf")
     ap.add_argument("--metrics", default="piqe,niqe,entropy")
     ap.add_argument("--sr2afc", help="also benchmark on this sr2afc folder (1020x676 images)")
-    ap.add_argument("--batch-size", type=int, help="default: the engine's (1 on CPU, 8 on GPU)")
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=3, help="alternating bare/harness runs; medians are reported")
+    ap.add_argument("--seeds", type=int, default=5, help="sample sets built (different noise draws) for the 256^2 set")
+    ap.add_argument("--workers", type=int, help="decoding workers for the harness (default: the engine's auto_workers)")
+    ap.add_argument("--repeats", type=int, default=5, help="alternating bare/harness runs; medians are reported")
     ap.add_argument("--limit", type=int, help="use only the first N images of each set")
     a = ap.parse_args()
 
@@ -54,23 +75,34 @@ def main() -> None:
     from bench.metrics.factory import create
     from bench.metrics.table import select
     from bench.metrics.weights import missing, seed_niqe
-    from bench.scoring.engine import auto_batch_size, score_refs
+    from bench.scoring.engine import auto_batch_size, auto_workers
     from bench.scoring.images import refs_from_manifest
-    from bench.store import Store
 
     specs = select(a.metrics)
     if any(s.name == "niqe" and missing(s) for s in specs):
         seed_niqe()
-    sets = {}
+    workers = auto_workers("cpu") if a.workers is None else a.workers
     rows, multi = [], []
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        sets["sample 256x256"] = sample.build_sample(tmp / "sample")
+        sets = {}
+        refs = {}
+        for seed in range(a.seeds):
+            for r in refs_from_manifest(sample.build_sample(tmp / f"sample{seed}", seed=seed)):
+                refs.setdefault(r.image_id, r)
+        sets["sample 256x256"] = sorted(refs.values(), key=lambda r: r.image_id)
         if a.sr2afc:
-            sets["sr2afc 1020x676"] = votes.sr2afc(a.sr2afc)
-        for set_name, manifest in sets.items():
-            refs = refs_from_manifest(manifest)[: (a.limit + 1) if a.limit else None]
+            sets["sr2afc 1020x676"] = refs_from_manifest(votes.sr2afc(a.sr2afc))
+        n_store = 0
+
+        def fresh() -> Path:
+            nonlocal n_store
+            n_store += 1
+            return tmp / f"store-{n_store}"
+
+        for set_name, all_refs in sets.items():
+            refs = all_refs[: (a.limit + 1) if a.limit else None]
             timed = refs[1:]  # refs[0] warms the bare metric
             metrics = {}
             for spec in specs:
@@ -78,39 +110,36 @@ def main() -> None:
                 metrics[spec.name](refs[0].path)
             bares = {s.name: [] for s in specs}
             harnesses = {s.name: [] for s in specs}
+            startups = {s.name: [] for s in specs}
             multis, bare_sums = [], []
-            for rep in range(a.repeats):  # each repeat: per metric bare then harness, then the multi-metric run
+            for rep in range(a.repeats):  # per metric: bare, harness, one-image start-up; then the multi run
                 for spec in specs:
                     bares[spec.name].append(_bare(metrics[spec.name], timed))
-                    store = Store(tmp / f"store-{set_name.split()[0]}-{spec.name}-{rep}")  # empty: no resume skips
-                    run = provenance.new_run("bench", {})
-                    t0 = time.perf_counter()
-                    score_refs(timed, [spec], store, run=run, batch_size=a.batch_size, workers=a.workers, progress=False)
-                    harnesses[spec.name].append(time.perf_counter() - t0)
+                    harnesses[spec.name].append(_harness(timed, [spec], fresh(), workers))
+                    one = _harness(timed[:1], [spec], fresh(), workers)
+                    startups[spec.name].append(one - _bare(metrics[spec.name], timed[:1]))
                 if len(specs) > 1:
-                    store = Store(tmp / f"multi-{set_name.split()[0]}-{rep}")
-                    run = provenance.new_run("bench", {})
-                    t0 = time.perf_counter()
-                    score_refs(timed, specs, store, run=run, batch_size=a.batch_size, workers=a.workers, progress=False)
-                    multis.append(time.perf_counter() - t0)
+                    multis.append(_harness(timed, specs, fresh(), workers))
                     bare_sums.append(sum(bares[s.name][-1] for s in specs))  # the same repeat's bare loops
             for spec in specs:
                 bare, harness = float(np.median(bares[spec.name])), float(np.median(harnesses[spec.name]))
+                paired = [b / h for b, h in zip(bares[spec.name], harnesses[spec.name])]
+                st = _stats(paired)
                 rows.append({"images": set_name, "metric": spec.name, "n_images": len(timed),
                              "bare_img_per_s": round(len(timed) / bare, 2),
                              "harness_img_per_s": round(len(timed) / harness, 2),
-                             "ratio_harness_over_bare": round(bare / harness, 3), "repeats": a.repeats,
-                             "batch_size": (a.batch_size or auto_batch_size("cpu")) if spec.batchable else 1,
-                             "workers": a.workers})
+                             "ratio_harness_over_bare": st["median"], "ratio_min": st["min"], "ratio_max": st["max"],
+                             "startup_seconds": round(float(np.median(startups[spec.name])), 3),
+                             "repeats": a.repeats,
+                             "batch_size": auto_batch_size("cpu") if spec.batchable else 1, "workers": workers})
                 print(rows[-1], flush=True)
             if multis:
-                ratios = [b / h for b, h in zip(bare_sums, multis)]
+                st = _stats([b / h for b, h in zip(bare_sums, multis)])
                 multi.append({"images": set_name, "metrics": [s.name for s in specs], "n_images": len(timed),
                               "bare_seconds_sum_of_per_metric_loops": round(float(np.median(bare_sums)), 2),
                               "harness_seconds_one_run": round(float(np.median(multis)), 2),
-                              "ratio_harness_over_bare": round(float(np.median(ratios)), 3),
-                              "ratio_per_repeat": [round(r, 3) for r in ratios], "repeats": a.repeats,
-                              "workers": a.workers})
+                              "ratio_harness_over_bare": st["median"], "ratio_min": st["min"], "ratio_max": st["max"],
+                              "repeats": a.repeats, "workers": workers})
                 print(multi[-1], flush=True)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -120,10 +149,13 @@ def main() -> None:
             "git_commit": provenance.git_commit(), "cpu_count": os.cpu_count(),
             "loadavg_1_5_15_before": [round(x, 2) for x in load_before],
             "loadavg_1_5_15_after": [round(x, 2) for x in os.getloadavg()],
-            "note": "ratio = harness throughput / bare pyiqa loop; multi = one harness run for all metrics vs the sum "
-                    "of per-metric bare loops. A load average above the core count means other jobs shared the CPUs."}
+            "note": "ratio = harness throughput / bare pyiqa loop, paired per repeat (median, min-max); multi = one "
+                    "harness run for all metrics vs the sum of per-metric bare loops; startup_seconds = harness on "
+                    "one image minus a bare call (the bare metric is built before timing, the harness builds its "
+                    "own). A load average above the core count means other jobs shared the CPUs."}
     summary = {"min_single_ratio": float(df["ratio_harness_over_bare"].min()) if len(df) else None,
-               "multi_ratios": {m["images"]: m["ratio_harness_over_bare"] for m in multi}}
+               "multi_ratios": {m["images"]: m["ratio_harness_over_bare"] for m in multi},
+               "max_startup_seconds": float(df["startup_seconds"].max()) if len(df) else None}
     (out / "harness_throughput.json").write_text(json.dumps({"meta": meta, "summary": summary, "rows": rows,
                                                              "multi": multi}, indent=1))
     print(df.to_string(index=False))

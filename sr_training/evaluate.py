@@ -261,7 +261,7 @@ def _size(path: Path) -> tuple[int, int]:
 
 def evaluate(checkpoint: str | Path, test: str | Path, store: Store, *, metrics: str | None = None,
              tile: int | None = None, overlap: int = 16, out: str | Path | None = None, which: str = "ema",
-             device: str = "cpu", test_name: str | None = None, workers: int = 0, progress: bool = True) -> dict:
+             device: str = "cpu", test_name: str | None = None, workers: int | None = None, progress: bool = True) -> dict:
     """Evaluate one model on one test set into ``store``; returns the evaluate run record (with summaries)."""
     from bench.scoring.engine import score_refs
     from bench.scoring.images import ImageRef

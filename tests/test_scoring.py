@@ -217,3 +217,23 @@ def test_unavailable_metric_is_reported_not_a_crash(tmp_path, sample_manifest):
                "--workers", "0").stdout
     assert "  1 metric unavailable here (weights missing, no network): musiq; `iqa-study weights status --missing`" in out
     assert "piqe                   scored 78" in out
+
+
+def test_decode_workers_default_to_none_on_cpu_and_scale_with_cpus_per_rank_on_gpu(sample_manifest, tmp_path,
+                                                                                    monkeypatch):
+    """On CPU, decoding workers compete with torch's threads for the same cores (reports/perf), so the
+    default is in-process decoding; the value used is recorded in the run's config."""
+    from bench.scoring.engine import auto_workers
+
+    assert auto_workers("cpu") == 0
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
+    assert auto_workers("cuda:3") == 2  # 16 CPUs shared by 8 ranks on the node
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+    assert auto_workers("cuda:0") == 4
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    assert auto_workers("cuda:0") == 1
+    monkeypatch.undo()
+    m = schema.read(sample_manifest)
+    run, (summary,) = score_manifest(m, [get("entropy")], Store(tmp_path / "store"), device="cpu")
+    assert run["config"]["workers"] == 0 and summary.ok > 0

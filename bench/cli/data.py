@@ -235,7 +235,7 @@ def register(sub) -> None:
     s.add_argument("--root", help="override the manifest's image root (data moved)")
     s.add_argument("--device", default="auto")
     s.add_argument("--batch-size", type=int, help="default: 8 on GPU, 1 on CPU (batching large images is slower on CPU)")
-    s.add_argument("--workers", type=int, default=2, help="image-decoding worker processes")
+    s.add_argument("--workers", type=int, help="image-decoding worker processes (default: 0 on CPU, up to 4 on GPU)")
     s.add_argument("--shard", help="i/n (default: RANK/WORLD_SIZE from torchrun, else 0/1)")
     s.add_argument("--max-pixels", type=int, help="downscale larger images to this many pixels (recorded in the key)")
     s.add_argument("--pixel-cap", default="auto",

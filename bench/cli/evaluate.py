@@ -63,7 +63,7 @@ def register(sub) -> None:
     s.add_argument("--name", help="test-set name in the store (default: the YAML's name or the folder name)")
     s.add_argument("-o", "--out", help="folder for SR PNGs (default: STORE/sr)")
     s.add_argument("--device", default="auto")
-    s.add_argument("--workers", type=int, default=0, help="image decoding workers while scoring")
+    s.add_argument("--workers", type=int, help="image-decoding worker processes while scoring (default: 0 on CPU, up to 4 on GPU)")
     s.set_defaults(fn=cmd_evaluate)
 
     s = sub.add_parser("compare", help="table of every evaluated run (+ Gold standard) with deltas and bootstrap CIs, "

@@ -103,7 +103,7 @@ def register(sub) -> None:
         sp.add_argument("--root", help="override the manifest's image root")
         sp.add_argument("--device", default="auto")
         sp.add_argument("--batch-size", type=int, help="default: 8 on GPU, 1 on CPU")
-        sp.add_argument("--workers", type=int, default=2)
+        sp.add_argument("--workers", type=int, help="image-decoding worker processes (default: 0 on CPU, up to 4 on GPU)")
         sp.add_argument("--shard")
         sp.add_argument("--max-pixels", type=int)
         sp.add_argument("--n-boot", type=int, default=2000,

@@ -76,11 +76,13 @@ def refs_from_folder(images: str | Path, ref_dir: str | Path | None = None) -> t
 def score_folder(images: str | Path, metrics, store, ref_dir: str | Path | None = None, **kwargs):
     """Score a folder/file into ``store`` and record the run. Returns (run, summaries, table, unmatched)."""
     from bench import provenance
-    from bench.scoring.engine import Shard, pick_device, score_and_record, validate_options
+    from bench.scoring.engine import Shard, auto_workers, pick_device, score_and_record, validate_options
     from bench.scoring.report import score_table
 
     device = pick_device(kwargs.pop("device", None))
-    validate_options(batch_size=kwargs.get("batch_size"), workers=kwargs.get("workers", 0),
+    if kwargs.get("workers") is None:
+        kwargs["workers"] = auto_workers(device)
+    validate_options(batch_size=kwargs.get("batch_size"), workers=kwargs["workers"],
                      max_pixels=kwargs.get("max_pixels"))
     refs, names, unmatched = refs_from_folder(images, ref_dir)
     shard = kwargs.get("shard", Shard())
