@@ -33,15 +33,19 @@ def build_generator(cfg: ArchConfig) -> torch.nn.Module:
 
 
 def load_pretrained(net: torch.nn.Module, cfg: ArchConfig) -> None:
-    """Load a user's official weights (e.g. SwinIR / RealESRGAN x4, incl. BasicSR 'params_ema') via spandrel."""
-    from spandrel import ModelLoader, UnsupportedModelError
+    """Load a user's official weights (e.g. SwinIR / RealESRGAN x4, incl. BasicSR 'params_ema'): the file
+    is read with ``torch.load(weights_only=True)`` or safetensors (``checkpoint.read_weights``), then
+    spandrel recognises the architecture from the state dict (never its file loader, which runs
+    TorchScript for ``.pt`` and its own unpickler for ``.pth``)."""
+    from spandrel import ModelLoader, UnsupportedModelError, canonicalize_state_dict
+
+    from sr_training.checkpoint import read_weights
 
     path = Path(cfg.pretrained)
-    if not path.is_file():
-        raise StudyError(f"arch.pretrained: {path} does not exist")
+    state = read_weights(path, "arch.pretrained")
     try:
-        desc = ModelLoader().load_from_file(path)
-    except (UnsupportedModelError, RuntimeError, KeyError, ValueError) as exc:
+        desc = ModelLoader().load_from_state_dict(canonicalize_state_dict(state))
+    except (UnsupportedModelError, RuntimeError, KeyError, ValueError, TypeError, AttributeError) as exc:
         raise StudyError(f"arch.pretrained {path}: spandrel cannot read it as a model ({type(exc).__name__}: {exc})") from None
     if desc.architecture.id != SPANDREL_ID[cfg.type] or desc.scale != cfg.scale:
         raise StudyError(f"arch.pretrained {path}: file holds {desc.architecture.id} x{desc.scale}, "

@@ -7,13 +7,16 @@ data pipeline needs for a bit-identical resume. Loading never unpickles arbitrar
 file carrying a pickled class (``__reduce__`` payload) is refused with one line and its code
 never runs. A truncated or empty file raises :class:`CorruptCheckpoint` so ``--auto-resume``
 can fall back to the previous checkpoint.
+
+Every other weights file the suite reads (``arch.pretrained``, ``ft.init``, ``--checkpoint`` of
+evaluate / merge, ``loss.perceptual_weights``) goes through :func:`read_weights` too: safetensors,
+or ``torch.load(weights_only=True)``; never TorchScript, never spandrel's own unpickler.
 """
 
 from __future__ import annotations
 
-import os
 import pickle
-import uuid
+import warnings
 from pathlib import Path
 
 import torch
@@ -36,32 +39,50 @@ def checkpoint_path(folder: Path, iteration: int) -> Path:
 
 
 def save_checkpoint(state: dict, path: Path) -> Path:
-    """Write atomically (temp file in the same folder, fsync, rename) so a kill never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
-    torch.save(state, tmp)
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    return path
+    """Write through the suite's one atomic writer (``bench.atomic``: hidden temp file, fsync,
+    rename) so a kill never leaves half a file."""
+    from bench.atomic import atomic_write
+
+    return atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """``torch.load(weights_only=True)``; one-line :class:`StudyError` subclasses on every failure."""
+def read_weights(path: str | Path, what: str = "checkpoint", map_location: str | torch.device = "cpu"):
+    """The object in a weights file: ``.safetensors`` via safetensors, anything else via
+    ``torch.load(weights_only=True)`` (a TorchScript archive is refused by it). One-line errors that
+    name ``what`` (the config field or option) and the file: :class:`UnsafeCheckpoint` for a pickle
+    payload (its code never runs), :class:`CorruptCheckpoint` for an unreadable file."""
     path = Path(path)
     if not path.is_file():
-        raise StudyError(f"checkpoint {path}: file does not exist")
+        raise StudyError(f"{what} {path}: file does not exist")
+    if path.suffix.lower() == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path), device=str(map_location))
+        except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+            raise CorruptCheckpoint(f"{what} {path}: unreadable safetensors file ({_first_line(exc)})") from None
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns it "dispatches" a TorchScript file, then refuses it
+            warnings.filterwarnings("ignore", message=".*looks like a TorchScript archive")
+            return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         first = next((ln.strip() for ln in str(exc).splitlines() if "GLOBAL" in ln or "Unsupported" in ln), "")
-        raise UnsafeCheckpoint(f"checkpoint {path}: refused, it holds pickled objects beyond plain tensors "
+        raise UnsafeCheckpoint(f"{what} {path}: refused, it holds pickled objects beyond plain tensors "
                                f"(weights_only=True load failed{': ' + first if first else ''}); "
                                f"never load it with weights_only=False unless you made it") from None
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CorruptCheckpoint(f"checkpoint {path}: unreadable, truncated or not a torch file ({msg})") from None
+        raise CorruptCheckpoint(f"{what} {path}: unreadable, truncated or not a torch file ({_first_line(exc)})") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """A training checkpoint via :func:`read_weights`; it must be a dict with ``iteration``."""
+    path = Path(path)
+    state = read_weights(path, "checkpoint", map_location)
     if not isinstance(state, dict) or "iteration" not in state:
         raise CorruptCheckpoint(f"checkpoint {path}: expected a dict with 'iteration', got {type(state).__name__}")
     return state

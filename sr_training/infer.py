@@ -23,7 +23,6 @@ large as the image is one window: the output is exactly the untiled one.
 from __future__ import annotations
 
 import json
-import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,22 +44,9 @@ class LoadedModel:
 
 
 def _read_state(path: Path, map_location) -> dict:
-    if path.suffix.lower() == ".safetensors":
-        from safetensors.torch import load_file
+    from sr_training.checkpoint import read_weights
 
-        return load_file(str(path), device=str(map_location))
-    try:
-        # the C5 loader: one-line errors on pickle payloads and truncated files
-        from sr_training.checkpoint import load_checkpoint
-    except ImportError:
-        load_checkpoint = None
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:  # one line below
-        if load_checkpoint is not None:
-            load_checkpoint(path, map_location)
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise StudyError(f"--checkpoint {path}: cannot be read with torch.load(weights_only=True) ({first})") from None
+    return read_weights(path, "--checkpoint", map_location)
 
 
 def _suite_info(state: dict, path: Path, which: str) -> tuple[dict, dict]:
@@ -187,7 +173,6 @@ def save_png(t: torch.Tensor, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     arr = (t.detach().reshape(-1, *t.shape[-2:]).permute(1, 2, 0).cpu().numpy() * 255.0).round().clip(0, 255)
-    tmp = path.with_name(f".tmp-{path.name}")
-    Image.fromarray(arr.astype(np.uint8)).save(tmp, format="PNG")
-    tmp.replace(path)
-    return path
+    from bench.atomic import atomic_write
+
+    return atomic_write(path, lambda tmp: Image.fromarray(arr.astype(np.uint8)).save(tmp, format="PNG"))

@@ -30,11 +30,15 @@ def _vgg19_features(weights: str) -> nn.Sequential:
             raise StudyError(f"perceptual loss: ImageNet VGG19 weights '{VGG19_FILE}' missing and the network is "
                              f"unreachable; put it in {cached.parent} or set loss.perceptual_weights to a .pth path")
         return torchvision.models.vgg19(weights=torchvision.models.VGG19_Weights.IMAGENET1K_V1).features
+    from sr_training.checkpoint import read_weights
+
     path = Path(weights)
     if not path.is_file():
         raise StudyError(f"loss.perceptual_weights: {path} does not exist (or use 'imagenet' / 'random')")
     net = torchvision.models.vgg19(weights=None)
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = read_weights(path, "loss.perceptual_weights")
+    if not isinstance(state, dict):
+        raise StudyError(f"loss.perceptual_weights {path}: expected a state dict, got {type(state).__name__}")
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as exc:

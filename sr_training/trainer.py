@@ -29,7 +29,6 @@ import csv
 import datetime as dt
 import json
 import os
-import shutil
 import sys
 import time
 from contextlib import nullcontext
@@ -44,7 +43,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from bench import provenance
-from bench.atomic import atomic_write_text
+from bench.atomic import atomic_copy, atomic_write, atomic_write_text
 from bench.errors import StudyError
 from sr_training.archs import build_generator
 from sr_training.checkpoint import checkpoint_path, latest_loadable, list_checkpoints, save_checkpoint
@@ -147,10 +146,11 @@ def _truncate_csv(path: Path, last_iter: int) -> int:
     col = header.index("iter")
     keep = [r for r in body if r and int(r[col]) <= last_iter]
     if len(keep) != len(body):
-        tmp = path.with_name(f".{path.name}.partial")
-        with open(tmp, "w", newline="") as fh:
-            csv.writer(fh).writerows([header, *keep])
-        os.replace(tmp, path)
+        def write(tmp: Path) -> None:
+            with open(tmp, "w", newline="") as fh:
+                csv.writer(fh).writerows([header, *keep])
+
+        atomic_write(path, write)
     return len(body) - len(keep)
 
 
@@ -238,6 +238,9 @@ class Trainer:
         elif strategy == "amo":
             from sr_training.iqa import build_online_metric
 
+            if (err := self.iqa_spec.size_error(cfg.data.gt_size, cfg.data.gt_size)) is not None:
+                raise StudyError(f"data.gt_size {cfg.data.gt_size}: AMO scores GT patches of this size, and the "
+                                 f"{err} (raise data.gt_size or pin another sampling.iqa.metric)")
             self.iqa_spec, self.iqa = build_online_metric(cfg.sampling.iqa, str(self.device))
         self.chosen = torch.zeros(5, dtype=torch.long)
         self._chosen_at_log = self.chosen.clone()
@@ -491,13 +494,7 @@ class Trainer:
         if not np.isfinite(value) or (self.best is not None and not self._better(value, self.best["value"])):
             return
         src, dst = checkpoint_path(self.out / "checkpoints", it), self.out / "checkpoints" / "best.pt"
-        tmp = dst.with_name(".best.pt.partial")
-        tmp.unlink(missing_ok=True)
-        try:
-            os.link(src, tmp)
-        except OSError:
-            shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
+        atomic_copy(src, dst)
         self.best = {"iteration": it, "metric": name, "value": value}
         atomic_write_text(json.dumps(self.best, indent=2), self.out / "checkpoints" / "best.json")
 

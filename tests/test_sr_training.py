@@ -236,6 +236,62 @@ def test_pretrained_weights_must_match_the_arch(tmp_path):
         build_generator(ArchConfig(type="rrdb", size="tiny", pretrained=str(tmp_path / "swinir_tiny.pth")))
     with pytest.raises(StudyError, match="do not fit the configured 'full' swinir"):
         build_generator(ArchConfig(type="swinir", size="full", pretrained=str(tmp_path / "swinir_tiny.pth")))
+    from safetensors.torch import save_file
+
+    save_file(swin.state_dict(), tmp_path / "swinir_tiny.safetensors")
+    loaded = build_generator(ArchConfig(type="swinir", size="tiny", pretrained=str(tmp_path / "swinir_tiny.safetensors")))
+    assert all(torch.equal(a, b) for a, b in zip(swin.state_dict().values(), loaded.state_dict().values()))
+
+
+class _Payload:
+    """A pickle payload: unpickling it creates the marker file (i.e. runs code)."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".pth", ".ckpt"])
+def test_pretrained_and_perceptual_weights_with_a_pickle_payload_are_refused_and_never_run(tmp_path, suffix):
+    """arch.pretrained (spandrel would use TorchScript for .pt and its own unpickler for .pth) and
+    loss.perceptual_weights are read with torch.load(weights_only=True): one line, no code run."""
+    from sr_training.archs import build_generator
+    from sr_training.checkpoint import UnsafeCheckpoint
+    from sr_training.config import ArchConfig
+    from sr_training.losses import PerceptualLoss
+
+    marker = tmp_path / "payload-ran"
+    swin = build_generator(ArchConfig(type="swinir", size="tiny"))
+    evil = tmp_path / f"evil{suffix}"
+    torch.save({"params_ema": swin.state_dict(), "extra": _Payload(marker)}, evil)
+    with pytest.raises(UnsafeCheckpoint, match=rf"^arch.pretrained .*evil\{suffix}: refused, it holds pickled") as err:
+        build_generator(ArchConfig(type="swinir", size="tiny", pretrained=str(evil)))
+    assert "\n" not in str(err.value)
+    with pytest.raises(UnsafeCheckpoint, match=rf"^loss.perceptual_weights .*evil\{suffix}: refused"):
+        PerceptualLoss(str(evil))
+    assert not marker.exists()
+    scripted = tmp_path / f"scripted{suffix}"  # a TorchScript archive is not a weights file
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), scripted)
+    with pytest.raises(StudyError, match=rf"^arch.pretrained .*scripted\{suffix}: unreadable"):
+        build_generator(ArchConfig(type="swinir", size="tiny", pretrained=str(scripted)))
+
+
+def test_metric_minimum_size_is_checked_at_start_up_for_amo_and_ft(synth_root, tmp_path, niqe_plumbing_params,
+                                                                   monkeypatch):
+    """NIQE works on 96x96 blocks: AMO (GT patches) and the FT reward (SR patches) with a smaller
+    data.gt_size are refused in one line before any step, not a PyTorch error deep in pyiqa."""
+    from sr_training.ft.trainer import FTTrainer
+
+    cfg = _cfg(synth_root, "smoke_swinir_amo.yaml", "data.gt_size=64")
+    with pytest.raises(StudyError, match=r"^data.gt_size 64: AMO scores GT patches .*too small for niqe.* 96 px"):
+        Trainer(cfg, tmp_path / "amo", "cpu")
+    assert not (tmp_path / "amo" / "checkpoints").exists()
+    monkeypatch.setenv("FT_INIT", str(tmp_path / "base"))
+    ft = load_config(SMOKE / "smoke_ft_swinir.yaml", ["data.gt_size=64"])
+    with pytest.raises(StudyError, match=r"^data.gt_size 64: the FT reward scores SR patches .*too small for niqe"):
+        FTTrainer(ft, tmp_path / "ft", "cpu")
 
 
 def test_validation_on_real_set5_writes_images_and_psnr(synth_root, tmp_path):

@@ -44,18 +44,14 @@ def resolve_init(init: str | Path) -> Path:
     return path
 
 
-def _read_checkpoint(path: Path) -> dict | None:
-    """A training checkpoint (C5) as a dict, or None when the file is not one (then spandrel tries it).
-    A file with a pickle payload is refused (UnsafeCheckpoint) and never handed to another loader."""
-    from sr_training.checkpoint import CorruptCheckpoint, load_checkpoint
+def _read_checkpoint(path: Path):
+    """(state, is a training checkpoint): the file read once with ``weights_only=True`` / safetensors
+    (``checkpoint.read_weights``; a pickle payload is refused and never runs)."""
+    from sr_training.checkpoint import read_weights
 
-    try:
-        state = load_checkpoint(path, map_location="cpu")
-    except CorruptCheckpoint:
-        return None  # not a training checkpoint (e.g. a plain state dict)
-    if "ema" in state or "net_g" in state:
-        return state
-    return None
+    state = read_weights(path, "ft.init")
+    is_ckpt = isinstance(state, dict) and "iteration" in state and ("ema" in state or "net_g" in state)
+    return state, is_ckpt
 
 
 def _checkpoint_arch(state: dict) -> dict | None:
@@ -68,9 +64,9 @@ def _checkpoint_arch(state: dict) -> dict | None:
 def load_base(net: torch.nn.Module, arch_cfg, init: str | Path, which: str = "ema") -> dict:
     """Load the base weights into ``net`` (built from the FT config's arch); returns a provenance record."""
     path = resolve_init(init)
-    state = _read_checkpoint(path)
+    state, is_ckpt = _read_checkpoint(path)
     record = {"init": str(path.resolve()), "init_sha256": file_sha256(path)}
-    if state is not None:
+    if is_ckpt:
         if which not in state:
             raise StudyError(f"ft.init {path}: checkpoint has no '{which}' weights (ft.weights); keys: {sorted(state)}")
         arch = _checkpoint_arch(state)
@@ -82,13 +78,13 @@ def load_base(net: torch.nn.Module, arch_cfg, init: str | Path, which: str = "em
         weights = state[which]
         record |= {"kind": "training_checkpoint", "weights": which, "base_iteration": int(state["iteration"])}
     else:
-        from spandrel import ModelLoader, UnsupportedModelError
+        from spandrel import ModelLoader, UnsupportedModelError, canonicalize_state_dict
 
         from sr_training.archs import SPANDREL_ID
 
         try:
-            desc = ModelLoader().load_from_file(path)
-        except (UnsupportedModelError, RuntimeError, KeyError, ValueError) as exc:
+            desc = ModelLoader().load_from_state_dict(canonicalize_state_dict(state))
+        except (UnsupportedModelError, RuntimeError, KeyError, ValueError, TypeError, AttributeError) as exc:
             raise StudyError(f"ft.init {path}: neither a training checkpoint nor a model spandrel reads "
                              f"({type(exc).__name__}: {exc})") from None
         if desc.architecture.id != SPANDREL_ID[arch_cfg.type] or desc.scale != arch_cfg.scale:

@@ -21,15 +21,13 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from bench import provenance
-from bench.atomic import atomic_write_text
+from bench.atomic import atomic_copy, atomic_write_text
 from bench.errors import StudyError
 from sr_training.ft.guard import GuardRule, GuardStop, append_log, watched_metrics
 from sr_training.ft.lora import (
@@ -51,6 +49,10 @@ class FTTrainer(Trainer):
         if cfg.arch.pretrained:
             raise StudyError("FT: arch.pretrained and ft.init are both set; the FT base is ft.init (drop arch.pretrained)")
         self._terms = resolve_terms(cfg.ft.reward, cfg.sampling.iqa.selection)  # refuse a bad Q before any work
+        for spec, _, _ in self._terms:  # Q scores SR outputs of GT-patch size
+            if (err := spec.size_error(cfg.data.gt_size, cfg.data.gt_size)) is not None:
+                raise StudyError(f"data.gt_size {cfg.data.gt_size}: the FT reward scores SR patches of this size, and "
+                                 f"the {err} (raise data.gt_size or choose another ft.reward metric)")
         self.ft_base: dict | None = None
         super().__init__(cfg, out, device)
         self.ema = torch.nn.Module()  # EMA off in FT (see module docstring)
@@ -177,8 +179,7 @@ class FTTrainer(Trainer):
             self.save(it)  # again, now holding this check in its guard state (bit-identical resume)
         if d.is_best and ckpt.is_file():
             dst = self.out / "checkpoints" / "guard_best.pt"
-            shutil.copyfile(ckpt, dst.with_name(".guard_best.pt.partial"))
-            os.replace(dst.with_name(".guard_best.pt.partial"), dst)
+            atomic_copy(ckpt, dst)
             atomic_write_text(json.dumps({"iteration": it, "q_norm": q_norm, "watched": watched,
                                           "rule": g.model_dump(mode="json")}, indent=2),
                               self.out / "checkpoints" / "guard_best.json")
