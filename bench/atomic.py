@@ -12,6 +12,7 @@ name starts with a dot and does not end in the target's suffix, so no read glob 
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -52,7 +53,8 @@ def atomic_write(target: str | os.PathLike, write: Callable[[Path], object]) -> 
 
 
 def atomic_write_table(table: pa.Table, target: str | os.PathLike) -> Path:
-    return atomic_write(target, lambda tmp: pq.write_table(table, tmp))
+    """Parquet with page checksums, so a reader can tell a corrupted page from data (bench.store.parts)."""
+    return atomic_write(target, lambda tmp: pq.write_table(table, tmp, write_page_checksum=True))
 
 
 def atomic_write_bytes(data: bytes, target: str | os.PathLike) -> Path:
@@ -61,3 +63,18 @@ def atomic_write_bytes(data: bytes, target: str | os.PathLike) -> Path:
 
 def atomic_write_text(text: str, target: str | os.PathLike) -> Path:
     return atomic_write(target, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def atomic_copy(src: str | os.PathLike, target: str | os.PathLike, link: bool = True) -> Path:
+    """Publish a copy of ``src`` at ``target`` (e.g. ``best.pt`` from a checkpoint): a hard link when
+    ``link`` and the file system allows it (no second copy of a large file), else a byte copy."""
+    def write(tmp: Path) -> None:
+        if link:
+            try:
+                os.link(src, tmp)
+                return
+            except OSError:
+                pass  # another file system, or links unsupported: copy the bytes instead
+        shutil.copyfile(src, tmp)
+
+    return atomic_write(target, write)

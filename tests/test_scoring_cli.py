@@ -79,7 +79,10 @@ def test_score_images_on_set5_equals_pyiqa(tmp_path, capsys):
     (["--device", "cuda"], "--device cuda: CUDA is not available here"),
     (["--pixel-cap", "lots"], "--pixel-cap 'lots': expected an integer >= 0 or 'auto'"),
 ])
-def test_bad_score_options_are_one_line_errors_and_store_nothing(tmp_path, capsys, args, message):
+def test_bad_score_options_are_one_line_errors_and_store_nothing(tmp_path, capsys, args, message, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the same answer on a GPU machine
     sr, _ = _images(tmp_path, n=1)
     store = tmp_path / "store"
     assert main(["score", "--images", str(sr), "--metrics", "piqe", "--store", str(store), *args]) == 2
@@ -149,3 +152,46 @@ def test_a_fully_cached_rerun_writes_nothing_and_two_calls_of_one_run_keep_their
     from bench.store.views import connect
 
     assert connect(other).execute("SELECT count(*) FROM scores WHERE metric = 'entropy'").fetchone()[0] == 3
+
+
+def test_stored_failures_are_skipped_with_a_summary_and_rescored_with_retry_failed(tmp_path, capsys, sample_manifest,
+                                                                                  monkeypatch):
+    """`score --manifest` reruns: a permanent failure is not retried (the summary says how many were
+    skipped and how to retry), `--retry-failed` re-scores it, and a fully cached rerun succeeds on a
+    store that cannot be written."""
+    from bench.manifests import schema
+
+    df = schema.read(sample_manifest)
+    root = Path(df.attrs["iqa_study"]["root"])
+    copy = tmp_path / "copy"
+    for rel in set(df["image_a"]) | set(df["image_b"]):
+        (copy / rel).parent.mkdir(parents=True, exist_ok=True)
+        (copy / rel).write_bytes((root / rel).read_bytes())
+    victim = copy / df["image_a"].iloc[0]
+    victim.write_bytes(victim.read_bytes()[:200])  # truncated after the manifest was built: a permanent error
+    n_images = len(set(df["image_a_id"]) | set(df["image_b_id"]))
+    args = ["score", "--manifest", str(sample_manifest), "--root", str(copy), "--metrics", "piqe",
+            "--store", str(tmp_path / "store")]
+    assert main(args) == 0
+    assert f"scored {n_images} (ok {n_images - 1}, error 1" in capsys.readouterr().out
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "1 stored failures skipped (--retry-failed re-scores them)" in out and "scored 0" in out
+    assert main([*args, "--retry-failed"]) == 0
+    assert "scored 1 (ok 0, error 1" in capsys.readouterr().out
+    store = str(tmp_path / "store")
+    assert main(["query", "--store", store, "SELECT versions, device_name FROM runs", "--json"]) == 0
+    runs = json.loads(capsys.readouterr().out)
+    assert len(runs) == 2 and all(json.loads(r["versions"])["pyiqa"] == pyiqa.__version__ for r in runs)  # scored-nothing rerun: no record
+    assert main(["query", "--store", store, "SELECT nope FROM pairs"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "query failed" in err
+
+    import bench.atomic
+
+    def read_only(*a, **k):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(bench.atomic, "atomic_write", read_only)
+    assert main(args) == 0  # nothing to score, nothing written
+    assert f"skipped {n_images - 1} already stored" in capsys.readouterr().out

@@ -224,3 +224,26 @@ def test_pixel_cap_and_decompression_bomb_are_error_rows(tmp_path, monkeypatch):
     (s,) = _run([ImageRef(content_hash(big.read_bytes()), str(big), 120, 100)], ["piqe"], Store(tmp_path / "s2"))
     assert s.error == 1 and "decode: DecompressionBombError" in s.first_errors[0]
     assert engine.CPU_PIXEL_CAP == 16_000_000
+
+
+def test_default_cpu_pixel_cap_applies_without_an_option(tmp_path, monkeypatch):
+    """pixel_cap='auto' (the default) caps CPU runs at CPU_PIXEL_CAP; a GPU run has no default cap."""
+    big = _save(tmp_path / "big.png", Image.fromarray(np.zeros((100, 120, 3), np.uint8)))
+    ref = ImageRef(content_hash(big.read_bytes()), str(big), 120, 100)
+    monkeypatch.setattr(engine, "CPU_PIXEL_CAP", 5000)
+    (s,) = _run([ref], ["entropy"], Store(tmp_path / "s"), device="cpu")
+    assert s.error == 1 and "exceeds the pixel cap of 5000" in s.first_errors[0]
+    (s,) = _run([ref], ["entropy"], Store(tmp_path / "s2"), device="cpu", pixel_cap=0)
+    assert s.ok == 1
+
+
+def test_image_below_a_metrics_minimum_is_one_clear_row(tmp_path, niqe_plumbing_params):
+    """NIQE needs 96 px per side (its block size): an 80x80 image is an error row with that reason,
+    not pyiqa's internal error text; a 96x96 image scores."""
+    rng = np.random.default_rng(0)
+    small = _save(tmp_path / "small.png", Image.fromarray(rng.integers(0, 256, (80, 80, 3), dtype=np.uint8)))
+    ok = _save(tmp_path / "ok.png", Image.fromarray(rng.integers(0, 256, (96, 96, 3), dtype=np.uint8)))
+    refs = [ImageRef(content_hash(p.read_bytes()), str(p), n, n) for p, n in ((small, 80), (ok, 96))]
+    (s,) = _run(refs, ["niqe"], Store(tmp_path / "s"))
+    assert (s.ok, s.error) == (1, 1)
+    assert s.first_errors[0].endswith(get("niqe").size_error(80, 80))

@@ -8,6 +8,7 @@ import functools
 import hashlib
 import io
 import json
+import os
 import subprocess
 import sys
 import tarfile
@@ -108,6 +109,12 @@ def test_fetch_reads_only_the_npz_into_the_project_cache(fake_index, tmp_path, m
     archive = _sdist(npz, marker, extra={f"{ROOT}/../../evil.txt": b"x", "/tmp/iqa-study-abs-evil.txt": b"x"})
     fake_index(archive)
     _pin(monkeypatch, archive, npz)
+
+    def no_process(*a, **k):  # the fetch is data only: no pip, no build backend, no shell
+        raise AssertionError(f"seed_niqe started a process: {a[:1]}")
+
+    for mod, name in ((subprocess, "Popen"), (os, "system"), (os, "execv"), (os, "execvp"), (os, "posix_spawn")):
+        monkeypatch.setattr(mod, name, no_process)
     written = weights.seed_niqe()
     assert not marker.exists() and not evil.exists() and not Path("/tmp/iqa-study-abs-evil.txt").exists()
     assert written == [weights.niqe_mat_path().with_name("niqe_pris_params.npz"), weights.niqe_mat_path()]

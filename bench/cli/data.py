@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from bench.errors import StudyError
 from bench.cli.common import _print_table, agreement_text
+from bench.errors import StudyError
 
 
 def _importer_parser() -> argparse.ArgumentParser:
@@ -153,10 +154,10 @@ def _print_scores(table, fmt: str) -> None:
         _print_table(table, fmt == "json")
 
 def cmd_query(a) -> None:
+    import duckdb
+
     from bench.store import Store
     from bench.store.views import connect
-
-    import duckdb
 
     # read-only: the SQL can read the store's views and nothing else (no COPY/ATTACH/file access)
     con = connect(Store(a.store, create=False), read_only=True, include_inferred=a.include_inferred)
@@ -179,8 +180,8 @@ def cmd_agree(a) -> None:
         manifest_id = Store.manifest_id(m)
         if not (store.root / "pairs" / f"{manifest_id}.parquet").exists():
             reg = store.register(m, replace=a.replace)
-            if reg.replaced:
-                print(reg.summary())
+            if reg.replaced:  # on stderr: stdout stays one table / JSON / CSV document
+                print(reg.summary(), file=sys.stderr)
     df = agreement(store, manifest_id=manifest_id, include_inferred=a.include_inferred)
     if a.ci == "bootstrap" and not df.empty:
         if manifest_id:

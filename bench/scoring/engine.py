@@ -245,7 +245,7 @@ def _stored_status(store: Store, hashes: list[str]) -> dict[tuple, str]:
     A key is 'ok' when any stored row is ok; else the newest failure decides (transient or not)."""
     import duckdb
 
-    files = score_files(store)
+    files = [str(p.path) for p in store.score_parts().good if p.rows != 0]  # a fresh store: no connection at all
     if not hashes or not files:
         return {}
     con = duckdb.connect()
@@ -405,6 +405,8 @@ def _run_batch(job: _Job, metric, units, decoded, device, retries, max_consecuti
         if err is None and ref is not None and img["tensor"].shape != ref["tensor"].shape:
             (_, h, w), (_, rh, rw) = img["tensor"].shape, ref["tensor"].shape
             err = f"size mismatch: image {w}x{h} vs reference {rw}x{rh}"
+        if err is None and (small := job.spec.size_error(*img["tensor"].shape[1:])) is not None:
+            err = small  # e.g. NIQE below its 96 px block: one clear row, not pyiqa's internal error
         if err is not None:
             rows.append(_row(job, iid, rid, img, (None, "error", err, 0.0)))
         else:

@@ -1,12 +1,13 @@
 """The part files of a store: which are readable, which are not, and the store's state.
 
 Readers never glob the store folders through DuckDB: they list the folder here, skip hidden and
-temporary names (``bench.atomic``), check each Parquet file's footer, and pass DuckDB an explicit,
-escaped list of the good files. A zero-byte, truncated or otherwise unreadable part is reported by
+temporary names (``bench.atomic``), check each Parquet file the first time it is seen (footer, every
+page decoded, page checksums verified), and pass DuckDB an explicit, escaped list of the good files.
+A zero-byte, truncated, corrupted or otherwise unreadable part is reported by
 name (``logging`` warning, logger ``bench.store``) and left out of every view, so one bad file never
 makes every query fail; ``iqa-study store check --repair`` moves it to ``STORE/quarantine/``.
 
-Checked footers are remembered in ``STORE/cache/parts.json`` by (size, mtime_ns), so a reader only
+Checked parts are remembered in ``STORE/cache/parts.json`` by (size, mtime_ns), so a reader only
 opens files that are new or changed since the last check. The *state* of a set of parts (their
 names, sizes and modification times) keys every derived cache (``bench.store.cache``).
 """
@@ -38,6 +39,7 @@ class Part:
     size: int
     mtime_ns: int
     columns: tuple[str, ...] = ()
+    rows: int = -1  # from the footer (-1: unknown)
 
 
 @dataclass
@@ -65,17 +67,23 @@ def _is_data_name(name: str, prefix: str) -> bool:
 
 
 def footer_problem(path: Path, full: bool = False) -> tuple[str | None, tuple[str, ...]]:
-    """(None, columns) for a readable Parquet file, else (reason, ()). ``full`` also decodes every page."""
+    """(None, columns) for a readable Parquet file, else (reason, ()). ``full`` also decodes every page
+    and verifies the page checksums the suite's writer adds (``bench.atomic.atomic_write_table``)."""
+    problem, cols, _ = _check(path, full)
+    return problem, cols
+
+
+def _check(path: Path, full: bool) -> tuple[str | None, tuple[str, ...], int]:
     try:
         if path.stat().st_size == 0:
-            return "zero-byte file", ()
-        pf = pq.ParquetFile(path)
+            return "zero-byte file", (), 0
+        pf = pq.ParquetFile(path, page_checksum_verification=full)
         cols = tuple(pf.schema_arrow.names)
         if full:
             pf.read()
-        return None, cols
+        return None, cols, pf.metadata.num_rows
     except (OSError, pa.ArrowException, ValueError) as exc:
-        return f"not a readable Parquet file ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})", ()
+        return f"not a readable Parquet file ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})", (), 0
 
 
 class PartIndex:
@@ -111,16 +119,16 @@ class PartIndex:
             st = e.stat()
             rel = f"{sub}/{e.name}"
             seen = memo.get(rel)
-            if seen and seen[0] == st.st_size and seen[1] == st.st_mtime_ns:
-                out.good.append(Part(Path(e.path), rel, st.st_size, st.st_mtime_ns, tuple(seen[2])))
+            if seen and len(seen) == 4 and seen[0] == st.st_size and seen[1] == st.st_mtime_ns:
+                out.good.append(Part(Path(e.path), rel, st.st_size, st.st_mtime_ns, tuple(seen[2]), seen[3]))
                 continue
-            problem, cols = footer_problem(Path(e.path))
+            problem, cols, rows = _check(Path(e.path), full=True)  # once per (size, mtime): memo below
             if problem:
                 out.bad.append((rel, problem))
                 continue
-            memo[rel] = [st.st_size, st.st_mtime_ns, list(cols)]
+            memo[rel] = [st.st_size, st.st_mtime_ns, list(cols), rows]
             self._dirty = True
-            out.good.append(Part(Path(e.path), rel, st.st_size, st.st_mtime_ns, cols))
+            out.good.append(Part(Path(e.path), rel, st.st_size, st.st_mtime_ns, cols, rows))
         for rel, why in out.bad:
             if rel not in self.reported:
                 self.reported.add(rel)
