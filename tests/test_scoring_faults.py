@@ -198,6 +198,8 @@ def test_each_image_decoded_once_and_one_metric_resident(tmp_path, monkeypatch):
     assert [s.ok for s in summaries] == [3, 3]
     assert sorted(decodes) == sorted(r.path for r in refs)  # once each, for both metrics
     assert len(alive) == 2
+    gc.collect()
+    assert [w() for w in alive] == [None, None]  # the last metric is released when the run ends too
     # chunks of one image: snake order reuses the boundary metric, still one resident, one decode each
     decodes.clear()
     alive.clear()

@@ -7,7 +7,8 @@
 * FR metrics are pyiqa metrics like every other; their options follow an evaluation protocol
   (bench.scoring.protocol, default HGGT: crop 4, RGB) that is part of the config key.
 * Each image is decoded ONCE for all metrics of a run: images are processed in chunks that fit
-  ``cache_bytes``; within a chunk the first metric scores while the DataLoader workers decode,
+  ``cache_bytes``; within a chunk the first metric scores while the images decode (in DataLoader
+  workers on GPU; in-process on CPU, see ``auto_workers``),
   the other metrics reuse the decoded tensors. At most ONE metric object is alive at a time: a
   metric is released (del, gc, ``torch.cuda.empty_cache``) before the next is created; chunks
   visit the metrics in alternating (snake) order so the metric at a chunk boundary is reused.
@@ -477,6 +478,20 @@ class _Batcher:
             self._flush()
 
 
+def _decoded_items(dataset: ImageDataset, workers: int):
+    """The dataset's items in order: decoded by ``workers`` DataLoader processes ahead of use, or
+    in this process, one at a time, with ``workers=0``. (A background decoding thread was tried on
+    CPU: the GIL it takes between the small tensor ops of NIQE/PIQE made them 25-35% slower.)"""
+    if workers == 0:
+        for i in range(len(dataset)):
+            yield dataset[i]
+        return
+    loader = DataLoader(dataset, batch_size=1, num_workers=min(workers, len(dataset)), collate_fn=collate,
+                        persistent_workers=False)
+    for (item,) in loader:
+        yield item
+
+
 def score_refs(refs: list[ImageRef], metrics: list[MetricSpec], store: Store, *, run: dict, device: str = "cpu",
                batch_size: int | None = None, workers: int | None = None, shard: Shard = Shard(), max_pixels: int | None = None,
                pixel_cap: int | None | str = "auto", retry_failed: bool = False, retries: int = 2,
@@ -528,10 +543,8 @@ def score_refs(refs: list[ImageRef], metrics: list[MetricSpec], store: Store, *,
                     batcher = _Batcher(job, metric, units, decoded, device, retries, max_consecutive_errors, writer, bar)
                     if loader is None:  # the first metric of the chunk scores while the images decode
                         items = [(x, paths[x][0], verify_hashes) for x in chunk]
-                        loader = DataLoader(ImageDataset(items, max_pixels, pixel_cap), batch_size=1,
-                                            num_workers=min(workers, len(items)), collate_fn=collate,
-                                            persistent_workers=False)
-                        for (item,) in loader:
+                        loader = _decoded_items(ImageDataset(items, max_pixels, pixel_cap), workers)
+                        for item in loader:
                             decoded[item["image_id"]] = item
                             batcher.feed()
                     batcher.feed(final=True)
