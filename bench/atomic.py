@@ -46,6 +46,7 @@ def atomic_write(target: str | os.PathLike, write: Callable[[Path], object]) -> 
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, target)
+        tmp.unlink(missing_ok=True)  # rename() of two links to one file does nothing and keeps tmp
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -72,6 +72,9 @@ def read_weights(path: str | Path, what: str = "checkpoint", map_location: str |
                                f"(weights_only=True load failed{': ' + first if first else ''}); "
                                f"never load it with weights_only=False unless you made it") from None
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        if "TorchScript" in str(exc):
+            raise CorruptCheckpoint(f"{what} {path}: a TorchScript archive, refused (it can carry code); "
+                                    f"save the model's state_dict() instead") from None
         raise CorruptCheckpoint(f"{what} {path}: unreadable, truncated or not a torch file ({_first_line(exc)})") from None
 
 

@@ -199,6 +199,25 @@ def test_base_from_a_training_run_uses_ema_and_refuses_other_archs_and_pickles(t
     assert "code ran" not in capsys.readouterr().out
 
 
+def test_ft_with_a_gan_loss_starts_from_the_base_runs_discriminator(tmp_path, synth, bases, niqe_plumbing_params):
+    """ft.load_discriminator (default): D comes from the base training checkpoint's net_d; a base
+    without one is refused in one line (a plain generator file has no D)."""
+    from sr_training.ft.trainer import FTTrainer
+    from sr_training.losses import UNetDiscriminatorSN
+
+    os.environ["SYNTH_HGGT_ROOT"] = str(synth)
+    base_cfg = load_config(CONFIGS / "smoke_swinir_amo.yaml")
+    torch.manual_seed(5)
+    net_g, net_d = build_generator(base_cfg.arch), UNetDiscriminatorSN()
+    ckpt = tmp_path / "base.pt"
+    torch.save({"iteration": 3, "net_g": net_g.state_dict(), "ema": net_g.state_dict(), "net_d": net_d.state_dict(),
+                "config": base_cfg.model_dump_json()}, ckpt)
+    tr = FTTrainer(_cfg(synth, ckpt, *FAST, "loss.gan=0.1"), tmp_path / "ft", "cpu")
+    assert all(torch.equal(a, b) for a, b in zip(tr.net_d.state_dict().values(), net_d.state_dict().values()))
+    with pytest.raises(StudyError, match=r"has no discriminator \(net_d\) for loss.gan > 0"):
+        FTTrainer(_cfg(synth, bases["swinir"], *FAST, "loss.gan=0.1"), tmp_path / "ft2", "cpu")
+
+
 def test_ft_resume_is_bit_identical_with_the_guard_state(synth, bases, tmp_path, niqe_plumbing_params):
     from bench.cli import main
     from sr_training.ft.trainer import FTTrainer

@@ -226,13 +226,16 @@ def test_decode_workers_default_to_none_on_cpu_and_scale_with_cpus_per_rank_on_g
     from bench.scoring.engine import auto_workers
 
     assert auto_workers("cpu") == 0
-    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))  # CPUs this process may use
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
     assert auto_workers("cuda:3") == 2  # 16 CPUs shared by 8 ranks on the node
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
     assert auto_workers("cuda:0") == 4
-    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
     assert auto_workers("cuda:0") == 1
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "eight")
+    with pytest.raises(StudyError, match="LOCAL_WORLD_SIZE='eight': expected an integer"):
+        auto_workers("cuda:0")
     monkeypatch.undo()
     m = schema.read(sample_manifest)
     run, (summary,) = score_manifest(m, [get("entropy")], Store(tmp_path / "store"), device="cpu")

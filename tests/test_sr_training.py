@@ -274,7 +274,7 @@ def test_pretrained_and_perceptual_weights_with_a_pickle_payload_are_refused_and
     assert not marker.exists()
     scripted = tmp_path / f"scripted{suffix}"  # a TorchScript archive is not a weights file
     torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), scripted)
-    with pytest.raises(StudyError, match=rf"^arch.pretrained .*scripted\{suffix}: unreadable"):
+    with pytest.raises(StudyError, match=rf"^arch.pretrained .*scripted\{suffix}: a TorchScript archive, refused"):
         build_generator(ArchConfig(type="swinir", size="tiny", pretrained=str(scripted)))
 
 

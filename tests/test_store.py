@@ -387,3 +387,27 @@ def test_every_published_file_goes_through_the_one_atomic_writer(tmp_path, monke
                  for i, line in enumerate(p.read_text().splitlines(), 1)
                  if own_rename.search(line) and str(p.relative_to(root)) not in allowed]
     assert offenders == []
+
+
+def test_parts_are_verified_once_and_a_read_only_store_gets_the_footer_check(tmp_path, monkeypatch):
+    """Every listing remembers what it verified (so scoring runs and ranks do not decode every part
+    again); where the memo cannot be written, the check falls back to the footer."""
+    import os
+
+    from bench.store import parts as parts_mod
+
+    store = _store_with(tmp_path)
+    calls = []
+    real = parts_mod._check
+    monkeypatch.setattr(parts_mod, "_check", lambda path, full: calls.append((path.name, full)) or real(path, full))
+    good = [p.rel for p in Store(store.root).score_parts().good]
+    memo = json.loads((store.root / "cache" / "parts.json").read_text())
+    assert set(good) <= set(memo) and all(len(memo[r]) == 4 for r in good)
+    assert calls and all(full for _, full in calls)
+    calls.clear()
+    Store(store.root).score_parts()
+    assert calls == []  # remembered: nothing decoded again
+    (store.root / "cache" / "parts.json").unlink()
+    monkeypatch.setattr(os, "access", lambda path, mode: False)  # a read-only store (tests run as root)
+    Store(store.root, create=False).score_parts()
+    assert calls and not any(full for _, full in calls)

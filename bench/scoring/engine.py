@@ -228,11 +228,15 @@ def auto_workers(device: str) -> int:
     """Decoding worker processes when none are asked for: 0 on CPU, where workers compete with torch's
     intra-op threads for the same cores (2-core machine, 256^2 images: PIQE at 0.62-0.84 of a bare
     loop with 2 workers against 0.93-1.01 with none; reports/perf/README.md); on a GPU, where the
-    forward is cheap and decoding is the bottleneck, min(4, CPUs per local rank)."""
+    forward is cheap and decoding is the bottleneck, min(4, usable CPUs per local rank)."""
     if not str(device).startswith("cuda"):
         return 0
-    per_rank = (os.cpu_count() or 1) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    return max(1, min(4, per_rank))
+    try:
+        ranks = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError:
+        raise StudyError(f"LOCAL_WORLD_SIZE={os.environ['LOCAL_WORLD_SIZE']!r}: expected an integer") from None
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(4, cpus // ranks))
 
 
 def score_files(store: Store) -> list[str]:

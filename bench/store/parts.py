@@ -8,7 +8,8 @@ name (``logging`` warning, logger ``bench.store``) and left out of every view, s
 makes every query fail; ``iqa-study store check --repair`` moves it to ``STORE/quarantine/``.
 
 Checked parts are remembered in ``STORE/cache/parts.json`` by (size, mtime_ns), so a reader only
-opens files that are new or changed since the last check. The *state* of a set of parts (their
+opens files that are new or changed since the last check. A store whose memo cannot be written
+(read-only) gets the footer check only, so opening it does not decode every part each time. The *state* of a set of parts (their
 names, sizes and modification times) keys every derived cache (``bench.store.cache``).
 """
 
@@ -94,6 +95,7 @@ class PartIndex:
         self.memo_path = self.root / "cache" / MEMO
         self._memo: dict[str, list] | None = None
         self._dirty = False
+        self._writable: bool | None = None
         self.reported: set[str] = set()
 
     def _load_memo(self) -> dict[str, list]:
@@ -122,19 +124,28 @@ class PartIndex:
             if seen and len(seen) == 4 and seen[0] == st.st_size and seen[1] == st.st_mtime_ns:
                 out.good.append(Part(Path(e.path), rel, st.st_size, st.st_mtime_ns, tuple(seen[2]), seen[3]))
                 continue
-            problem, cols, rows = _check(Path(e.path), full=True)  # once per (size, mtime): memo below
+            problem, cols, rows = _check(Path(e.path), full=self._can_remember())  # once per (size, mtime)
             if problem:
                 out.bad.append((rel, problem))
                 continue
             memo[rel] = [st.st_size, st.st_mtime_ns, list(cols), rows]
             self._dirty = True
             out.good.append(Part(Path(e.path), rel, st.st_size, st.st_mtime_ns, cols, rows))
+        self.save()  # every reader remembers what it checked (scoring runs and ranks included)
         for rel, why in out.bad:
             if rel not in self.reported:
                 self.reported.add(rel)
                 log.warning("%s: skipped %s (%s); run `iqa-study store check --repair` to move it to quarantine/",
                             self.root, rel, why)
         return out
+
+    def _can_remember(self) -> bool:
+        """Full checks (every page) only where the memo can be written: a read-only store would
+        otherwise decode every part on every open; it gets the footer check instead."""
+        if self._writable is None:
+            folder = self.memo_path.parent if self.memo_path.parent.is_dir() else self.root
+            self._writable = os.access(folder, os.W_OK)
+        return self._writable
 
     def save(self) -> None:
         """Persist the memo of checked footers (best effort: a read-only store just re-checks next time)."""

@@ -103,8 +103,8 @@ class FTTrainer(Trainer):
         from sr_training.ft.lora import _read_checkpoint, resolve_init
 
         path = resolve_init(self.cfg.ft.init)
-        state = _read_checkpoint(path)
-        if state is None or "net_d" not in state:
+        state, is_ckpt = _read_checkpoint(path)
+        if not is_ckpt or "net_d" not in state:
             raise StudyError(f"ft.init {path}: has no discriminator (net_d) for loss.gan > 0; train D from scratch "
                              f"with ft.load_discriminator: false")
         net_d.load_state_dict(state["net_d"])
