@@ -79,6 +79,18 @@ def niqe_plumbing_params() -> list[Path]:
     return [target]
 
 
+def copy_sample_images(manifest_path: Path, dest: Path):
+    """(manifest frame, dest): a private copy of a manifest's images, for tests that corrupt one."""
+    from bench.manifests import schema
+
+    df = schema.read(manifest_path)
+    root = Path(df.attrs["iqa_study"]["root"])
+    for rel in set(df["image_a"]) | set(df["image_b"]):
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        (dest / rel).write_bytes((root / rel).read_bytes())
+    return df, dest
+
+
 @pytest.fixture
 def store_dir(tmp_path) -> Path:
     return tmp_path / "store"

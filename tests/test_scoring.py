@@ -113,13 +113,10 @@ def test_query_cli(sr2afc_store):
 
 
 def test_failing_image_becomes_a_row_and_the_run_continues(tmp_path, sample_manifest):
-    df = schema.read(sample_manifest)
-    root = Path(df.attrs["iqa_study"]["root"])
+    from tests.conftest import copy_sample_images
+
     # a private copy of the images with one file corrupted after the manifest was built
-    copy = tmp_path / "copy"
-    for rel in set(df["image_a"]) | set(df["image_b"]):
-        (copy / rel).parent.mkdir(parents=True, exist_ok=True)
-        (copy / rel).write_bytes((root / rel).read_bytes())
+    df, copy = copy_sample_images(sample_manifest, tmp_path / "copy")
     victim = df["image_a"].iloc[0]
     (copy / victim).write_bytes(b"\x89PNG\r\n\x1a\n this is not an image")
     m = schema.read(sample_manifest, root=copy)

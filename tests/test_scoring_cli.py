@@ -159,14 +159,9 @@ def test_stored_failures_are_skipped_with_a_summary_and_rescored_with_retry_fail
     """`score --manifest` reruns: a permanent failure is not retried (the summary says how many were
     skipped and how to retry), `--retry-failed` re-scores it, and a fully cached rerun succeeds on a
     store that cannot be written."""
-    from bench.manifests import schema
+    from tests.conftest import copy_sample_images
 
-    df = schema.read(sample_manifest)
-    root = Path(df.attrs["iqa_study"]["root"])
-    copy = tmp_path / "copy"
-    for rel in set(df["image_a"]) | set(df["image_b"]):
-        (copy / rel).parent.mkdir(parents=True, exist_ok=True)
-        (copy / rel).write_bytes((root / rel).read_bytes())
+    df, copy = copy_sample_images(sample_manifest, tmp_path / "copy")
     victim = copy / df["image_a"].iloc[0]
     victim.write_bytes(victim.read_bytes()[:200])  # truncated after the manifest was built: a permanent error
     n_images = len(set(df["image_a_id"]) | set(df["image_b_id"]))
