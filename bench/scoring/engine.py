@@ -240,8 +240,9 @@ def auto_workers(device: str) -> int:
 
 
 def score_files(store: Store) -> list[str]:
-    """The store's readable score parts (bad parts are skipped and reported by the store)."""
-    return [str(p) for p in store.score_parts().paths]
+    """The store's readable score parts that hold rows (bad parts are skipped and reported by the
+    store; the empty-schema part of a fresh store is left out, so a fresh store needs no query)."""
+    return [str(p.path) for p in store.score_parts().good if p.rows != 0]
 
 
 def _stored_status(store: Store, hashes: list[str]) -> dict[tuple, str]:
@@ -250,7 +251,7 @@ def _stored_status(store: Store, hashes: list[str]) -> dict[tuple, str]:
     A key is 'ok' when any stored row is ok; else the newest failure decides (transient or not)."""
     import duckdb
 
-    files = [str(p.path) for p in store.score_parts().good if p.rows != 0]  # a fresh store: no connection at all
+    files = score_files(store)
     if not hashes or not files:
         return {}
     con = duckdb.connect()
@@ -570,8 +571,7 @@ def score_manifest(manifest, metrics: list[MetricSpec], store: Store, register: 
         kwargs["workers"] = auto_workers(device)
     refs = refs_from_manifest(manifest)
     check_paths([r for r in refs if shard.owns(r.image_id)], manifest.attrs["iqa_study"].get("root"))
-    if kwargs.get("batch_size") is not None or kwargs.get("workers") is not None:
-        validate_options(batch_size=kwargs.get("batch_size"), workers=kwargs.get("workers", 0))
+    validate_options(batch_size=kwargs.get("batch_size"), workers=kwargs["workers"])
     manifest_id = store.register_manifest(manifest) if register else "subset"
     config = {"metrics": [m.name for m in metrics], "manifest": manifest.attrs["iqa_study"].get("path", ""),
               "manifest_id": manifest_id, "shard": f"{shard.index}/{shard.count}",
