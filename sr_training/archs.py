@@ -32,24 +32,32 @@ def build_generator(cfg: ArchConfig) -> torch.nn.Module:
     return net
 
 
-def load_pretrained(net: torch.nn.Module, cfg: ArchConfig) -> None:
-    """Load a user's official weights (e.g. SwinIR / RealESRGAN x4, incl. BasicSR 'params_ema'): the file
-    is read with ``torch.load(weights_only=True)`` or safetensors (``checkpoint.read_weights``), then
-    spandrel recognises the architecture from the state dict (never its file loader, which runs
-    TorchScript for ``.pt`` and its own unpickler for ``.pth``)."""
+def recognise(state, what: str, path: Path, fail: str, expect: ArchConfig | None = None):
+    """spandrel's ModelDescriptor for a state dict that ``checkpoint.read_weights`` read (spandrel's
+    own file loader is never used: it runs TorchScript for ``.pt`` and its own unpickler for
+    ``.pth``). One-line StudyErrors ``"{what} {path}: {fail} (...)"`` when spandrel does not
+    recognise the weights and, with ``expect``, when they hold another architecture or scale."""
     from spandrel import ModelLoader, UnsupportedModelError, canonicalize_state_dict
 
-    from sr_training.checkpoint import read_weights
-
-    path = Path(cfg.pretrained)
-    state = read_weights(path, "arch.pretrained")
     try:
         desc = ModelLoader().load_from_state_dict(canonicalize_state_dict(state))
     except (UnsupportedModelError, RuntimeError, KeyError, ValueError, TypeError, AttributeError) as exc:
-        raise StudyError(f"arch.pretrained {path}: spandrel cannot read it as a model ({type(exc).__name__}: {exc})") from None
-    if desc.architecture.id != SPANDREL_ID[cfg.type] or desc.scale != cfg.scale:
-        raise StudyError(f"arch.pretrained {path}: file holds {desc.architecture.id} x{desc.scale}, "
-                         f"config expects {SPANDREL_ID[cfg.type]} x{cfg.scale}")
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise StudyError(f"{what} {path}: {fail} ({type(exc).__name__}: {first})") from None
+    if expect is not None and (desc.architecture.id != SPANDREL_ID[expect.type] or desc.scale != expect.scale):
+        raise StudyError(f"{what} {path}: file holds {desc.architecture.id} x{desc.scale}, "
+                         f"config expects {SPANDREL_ID[expect.type]} x{expect.scale}")
+    return desc
+
+
+def load_pretrained(net: torch.nn.Module, cfg: ArchConfig) -> None:
+    """Load a user's official weights (e.g. SwinIR / RealESRGAN x4, incl. BasicSR 'params_ema'): read
+    with ``torch.load(weights_only=True)`` or safetensors, recognised by spandrel (``recognise``)."""
+    from sr_training.checkpoint import read_weights
+
+    path = Path(cfg.pretrained)
+    desc = recognise(read_weights(path, "arch.pretrained"), "arch.pretrained", path,
+                     "spandrel cannot read it as a model", expect=cfg)
     try:
         net.load_state_dict(desc.model.state_dict(), strict=True)
     except RuntimeError as exc:

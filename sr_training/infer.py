@@ -111,13 +111,9 @@ def load_model(path: str | Path, which: str = "ema", device: str | torch.device 
                              f"({str(exc).splitlines()[0]})") from None
         scale, info["source"] = arch.scale, "suite"
     else:
-        from spandrel import ModelLoader, UnsupportedModelError, canonicalize_state_dict
+        from sr_training.archs import recognise
 
-        try:
-            desc = ModelLoader().load_from_state_dict(canonicalize_state_dict(state))
-        except (UnsupportedModelError, KeyError, ValueError, RuntimeError, TypeError) as exc:
-            raise StudyError(f"--checkpoint {path}: neither a suite checkpoint nor a model spandrel recognises "
-                             f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+        desc = recognise(state, "--checkpoint", path, "neither a suite checkpoint nor a model spandrel recognises")
         net, scale = desc.model, int(desc.scale)
         info = {"run_name": path.stem, "run_dir": str(path.parent.resolve()), "arch": desc.architecture.id,
                 "sampling": None, "ft_variant": None, "iteration": None, "weights": "file", "source": "spandrel"}

@@ -78,18 +78,10 @@ def load_base(net: torch.nn.Module, arch_cfg, init: str | Path, which: str = "em
         weights = state[which]
         record |= {"kind": "training_checkpoint", "weights": which, "base_iteration": int(state["iteration"])}
     else:
-        from spandrel import ModelLoader, UnsupportedModelError, canonicalize_state_dict
+        from sr_training.archs import recognise
 
-        from sr_training.archs import SPANDREL_ID
-
-        try:
-            desc = ModelLoader().load_from_state_dict(canonicalize_state_dict(state))
-        except (UnsupportedModelError, RuntimeError, KeyError, ValueError, TypeError, AttributeError) as exc:
-            raise StudyError(f"ft.init {path}: neither a training checkpoint nor a model spandrel reads "
-                             f"({type(exc).__name__}: {exc})") from None
-        if desc.architecture.id != SPANDREL_ID[arch_cfg.type] or desc.scale != arch_cfg.scale:
-            raise StudyError(f"ft.init {path}: file holds {desc.architecture.id} x{desc.scale}, "
-                             f"config expects {SPANDREL_ID[arch_cfg.type]} x{arch_cfg.scale}")
+        desc = recognise(state, "ft.init", path, "neither a training checkpoint nor a model spandrel reads",
+                         expect=arch_cfg)
         weights = desc.model.state_dict()
         record |= {"kind": "spandrel", "weights": "file"}
     try:
