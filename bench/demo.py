@@ -176,7 +176,7 @@ def run_demo(out: Path, metrics: str = "piqe,entropy,niqe", train_iters: int = 2
     for name, extra in (("demo_swinir_upos", ["sampling.strategy=upos"]),
                         ("demo_swinir_amo", [f"sampling.iqa.selection={selection}"])):
         cfg = load_config(configs / "smoke_swinir_amo.yaml", [*base, f"name={name}", *extra])
-        _step(5, total, f"training {name}: tiny SwinIR, {cfg.sampling.strategy}, {train_iters} iterations on CPU", t0)
+        _step(5, total, f"training {name}: tiny SwinIR, {cfg.strategy()}, {train_iters} iterations on CPU", t0)
         run_dir = out / "train" / name
         if run_dir.exists():
             shutil.rmtree(run_dir)

@@ -39,7 +39,16 @@ class DegradationConfig(_Strict):
 
 
 class DataConfig(_Strict):
-    root: str = Field(description="HGGT split folder (images/ + labels/) or the HGGT dataset root")
+    source: Literal["multigt", "folder"] = Field("multigt", description=(
+        "multigt = the HGGT layout (original + enhanced GTs + labels; needs 'sampling'); folder = a plain folder "
+        "of HR images, one GT each (the PSNR stage: HGGT's Blind_PSNR init was trained on DF2K_OST), no labels, "
+        "'sampling' refused"))
+    root: str = Field(description=(
+        "multigt: HGGT split folder (images/ + labels/) or the HGGT dataset root; folder: the folder of HR images"))
+    load_size: int | None = Field(None, gt=0, description=(
+        "folder only: each image is cropped to load_size x load_size at a seeded random location (reflect-padded "
+        "when smaller) before the degradation, as Real-ESRGAN's RealESRGANDataset crop_pad_size (400 for "
+        "DF2K_OST); null = 400"))
     split: Literal["train", "test"] = "train"
     gt_size: int = Field(256, gt=0, description="GT patch size (LR patch = gt_size / scale)")
     batch_size: int = Field(8, gt=0, description=(
@@ -77,6 +86,10 @@ class SamplingConfig(_Strict):
         "softmax temperature for sma/smp on RANGE-NORMALISED scores: Q / (score_max - score_min) of the metric "
         "table entry, so tau means the same for 0-100 and 0-1 metrics; 0.03 = 3 MUSIQ points (method.md 9: 2-5)"))
     iqa: IQAConfig = IQAConfig()
+    include_original: bool = Field(True, description=(
+        "sma/amo: the original is one of the candidates (method.md 9: AMO scores all 5 co-located crops, original "
+        "included; the paper does not say). false = only the enhanced GTs (the 'AMO without the original' "
+        "ablation)"))
 
 
 class LossConfig(_Strict):
@@ -110,8 +123,8 @@ class ValConfig(_Strict):
     lr_subdir: str = "lr_blind_x4"
     crop_border: int = Field(4, ge=0, description="pixels cropped from each border before FR metrics (HGGT: 4)")
     metrics: tuple[str, ...] = Field(("psnr", "psnry", "ssim", "ssimc", "stlpips"), description=(
-        "FR metrics against hr/ through bench's metric factory (pyiqa): psnr = RGB, psnry = Y, ssim = Y, "
-        "ssimc = RGB, stlpips = LPIPS-ST"))
+        "FR metrics against hr/ through bench's metric factory (pyiqa) under evaluate's FR protocol (hggt: RGB, "
+        "crop val.crop_border): psnr and ssim = RGB, psnry = Y-PSNR, ssimc = RGB SSIM (pyiqa's), stlpips = LPIPS-ST"))
     nr_metric: str | None = Field("auto", description=(
         "NR metric on the SR outputs: 'auto' = the sampling metric (sma/smp/amo), none otherwise; a name; or null"))
     best_metric: str | None = Field("stlpips", description=(
@@ -123,7 +136,8 @@ class TrainConfig(_Strict):
     seed: int = 0
     arch: ArchConfig
     data: DataConfig
-    sampling: SamplingConfig
+    sampling: SamplingConfig | None = Field(None, description=(
+        "the GT sampling strategy of multi-GT data (required there); not applicable to data.source=folder"))
     loss: LossConfig = LossConfig()
     optim: OptimConfig = OptimConfig()
     schedule: ScheduleConfig = ScheduleConfig()
@@ -134,7 +148,29 @@ class TrainConfig(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self):
-        s, d = self.sampling.strategy, self.data
+        d = self.data
+        if d.source == "folder":
+            if self.sampling is not None:
+                raise ValueError("sampling: not applicable to data.source=folder (one GT per image, no labels); "
+                                 "remove the 'sampling' section")
+            if d.require_positive is True:
+                raise ValueError("data.require_positive=true: data.source=folder has no labels")
+            if d.crop_before_degrade:
+                raise ValueError("data.crop_before_degrade: not available for data.source=folder (data.load_size "
+                                 "is its crop)")
+        elif self.sampling is None:
+            raise ValueError("sampling: required for data.source=multigt (e.g. sampling: {strategy: upos})")
+        elif d.load_size is not None:
+            raise ValueError("data.load_size: only for data.source=folder (multi-GT groups are degraded whole)")
+        if d.gt_size % self.arch.scale:
+            raise ValueError(f"data.gt_size {d.gt_size} is not a multiple of arch.scale {self.arch.scale}")
+        if d.source == "folder":
+            if d.gt_size > (d.load_size or 400):
+                raise ValueError(f"data.gt_size {d.gt_size} is larger than data.load_size {d.load_size or 400}")
+            return self
+        s = self.sampling.strategy
+        if not self.sampling.include_original and s not in ("sma", "amo"):
+            raise ValueError(f"sampling.include_original=false: only for sma and amo (not {s})")
         if s in ("upos", "smp") and d.require_positive is False:
             raise ValueError(f"data.require_positive=false is impossible with {s} (it samples among Positives)")
         if d.gt_size % self.arch.scale:
@@ -144,10 +180,14 @@ class TrainConfig(_Strict):
                              "sampling.iqa.selection (selection.json from `iqa-study select`)")
         return self
 
+    def strategy(self) -> str:
+        """The GT choice of every step: the sampling strategy; 'original' for single-GT folder data."""
+        return "original" if self.sampling is None else self.sampling.strategy
+
     def require_positive(self) -> bool:
         """The resolved group filter (see data.require_positive)."""
         if self.data.require_positive == "auto":
-            return self.sampling.strategy in ("upos", "smp")
+            return self.strategy() in ("upos", "smp")
         return bool(self.data.require_positive)
 
 

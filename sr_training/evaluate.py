@@ -280,7 +280,8 @@ def evaluate(checkpoint: str | Path, test: str | Path, store: Store, *, metrics:
     label = f"{info['run_name']}-{info['checkpoint_sha256'][:12]}-{info['weights']}"
     out_root = Path(out) if out else store.root / "sr"
     out_dir = out_root / label / (ts.name + (f"-tile{tile}" if tile else ""))
-    config = {"checkpoint": str(Path(checkpoint).resolve()), "model": info, "test_set": ts.name, "test_kind": ts.kind,
+    config = {"checkpoint": (infer.BICUBIC if str(checkpoint) == infer.BICUBIC else str(Path(checkpoint).resolve())),
+              "model": info, "test_set": ts.name, "test_kind": ts.kind,
               "test_root": str(ts.root.resolve()), "synthetic": ts.synthetic, "tile": tile, "overlap": overlap,
               "out_dir": str(out_dir), "nr_metrics": [s.name for s in nr], "nr_metrics_why": nr_why,
               "fr_metrics": [s.name for s in fr], "fr_metrics_why": fr_why,

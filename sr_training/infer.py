@@ -84,8 +84,45 @@ def _sidecar_info(meta: dict) -> dict:
     return info
 
 
+BICUBIC = "@bicubic"  # the reference "model": PIL bicubic upsampling of the LR (load_model(BICUBIC))
+_BICUBIC_ID = "bicubic upsampling: PIL Image.resize(BICUBIC) of the 8-bit LR (iqa-study reference row, v1)"
+
+
+class Bicubic(torch.nn.Module):
+    """x``scale`` PIL bicubic of an 8-bit LR (the same resize the crop grids show as 'LR (bicubic)'); the
+    reference row of every comparison. Not trainable."""
+
+    def __init__(self, scale: int = 4):
+        super().__init__()
+        self.scale = scale
+
+    def forward(self, lr: torch.Tensor) -> torch.Tensor:
+        out = []
+        for x in lr:
+            arr = (x.detach().permute(1, 2, 0).cpu().numpy() * 255.0).round().clip(0, 255).astype(np.uint8)
+            im = Image.fromarray(arr).resize((arr.shape[1] * self.scale, arr.shape[0] * self.scale),
+                                             Image.Resampling.BICUBIC)
+            out.append(torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0).permute(2, 0, 1))
+        return torch.stack(out).to(lr.device)
+
+
+def bicubic_model(scale: int = 4) -> LoadedModel:
+    import hashlib
+
+    info = {"run_name": "bicubic", "run_dir": None, "arch": "bicubic", "sampling": None, "ft_variant": None,
+            "iteration": None, "weights": "none", "source": "reference",
+            "checkpoint_sha256": hashlib.sha256(f"{_BICUBIC_ID} x{scale}".encode()).hexdigest()}
+    return LoadedModel(Bicubic(scale).eval(), scale, info)
+
+
 def load_model(path: str | Path, which: str = "ema", device: str | torch.device = "cpu") -> LoadedModel:
-    """A model ready for ``upscale`` (eval mode, no grad), with its provenance (module docstring)."""
+    """A model ready for ``upscale`` (eval mode, no grad), with its provenance (module docstring).
+    ``BICUBIC`` ('@bicubic') is the bicubic reference (refused when a file of that name exists here)."""
+    if str(path) == BICUBIC:
+        if Path(path).exists():
+            raise StudyError(f"--checkpoint {path}: ambiguous, a file of that name exists and '{BICUBIC}' names the "
+                             "bicubic reference; pass the file as ./" + str(path))
+        return bicubic_model()
     path = Path(path)
     if not path.is_file():
         raise StudyError(f"--checkpoint {path}: file does not exist")

@@ -97,9 +97,20 @@ def amo_scores(iqa, patches: torch.Tensor, sign: int) -> torch.Tensor:
 
 
 def choose(strategy: str, labels: torch.Tensor, gen: torch.Generator, *, image_scores: torch.Tensor | None = None,
-           tau: float = 1.0, patch_scores: torch.Tensor | None = None) -> torch.Tensor:
-    """Index (B,) of the GT to train on, for a batch with ``labels`` (B,K) coded as HGGT."""
+           tau: float = 1.0, patch_scores: torch.Tensor | None = None, include_original: bool = True) -> torch.Tensor:
+    """Index (B,) of the GT to train on, for a batch with ``labels`` (B,K) coded as HGGT. ``include_original``
+    False (sampling.include_original) removes the original (index 0) from the candidates of sma and amo."""
     b, k = labels.shape
+    if not include_original and strategy in ("sma", "amo"):
+        if strategy == "amo" and patch_scores is not None:
+            patch_scores = patch_scores.clone().float()
+            patch_scores[:, 0] = float("-inf")
+        if strategy == "sma":
+            mask = torch.ones_like(labels, dtype=torch.bool)
+            mask[:, 0] = False
+            if image_scores is None:
+                raise ValueError("sma needs image-level IQA scores")
+            return torch.multinomial(softmax_probs(image_scores.cpu(), tau, mask), 1, generator=gen).squeeze(1)
     if strategy == "original":
         return torch.zeros(b, dtype=torch.long)
     if strategy == "uniform_all":

@@ -79,19 +79,32 @@ def _load_rgb(path: Path) -> torch.Tensor:
     return torch.from_numpy(arr).permute(2, 0, 1)[None].float() / 255
 
 
+def build_dataset(cfg: TrainConfig):
+    """The training items of ``data.source``: HGGT multi-GT groups, or single-GT images of a folder."""
+    d = cfg.data
+    if d.source == "folder":
+        from sr_training.data.folder import FolderDataset
+
+        return FolderDataset(d.root, d.load_size or 400, d.hflip, cfg.seed)
+    return MultiGTDataset(d.root, d.split, d.gt_size, d.hflip, cfg.seed, require_positive=cfg.require_positive(),
+                          crop=d.crop_before_degrade)
+
+
 def check_paths(cfg: TrainConfig) -> None:
     """Every input path the run will need, checked before anything is built (one line each)."""
     from sr_training.losses import VGG19_FILE  # noqa: F401  (the perceptual loss checks its own cache)
 
     if not Path(cfg.data.root).is_dir():
-        raise StudyError(f"data.root {cfg.data.root}: not a folder (expected the HGGT layout: images/ + labels/)")
+        expected = ("a folder of HR images" if cfg.data.source == "folder"
+                    else "the HGGT layout: images/ + labels/")
+        raise StudyError(f"data.root {cfg.data.root}: not a folder (expected {expected})")
     if cfg.arch.pretrained and not Path(cfg.arch.pretrained).is_file():
         raise StudyError(f"arch.pretrained {cfg.arch.pretrained}: file does not exist")
     pw = cfg.loss.perceptual_weights
     if cfg.loss.perceptual > 0 and pw not in ("imagenet", "random") and not Path(pw).is_file():
         raise StudyError(f"loss.perceptual_weights {pw}: file does not exist (or use 'imagenet' / 'random')")
-    iqa = cfg.sampling.iqa
-    for field in ("selection", "store", "manifest"):
+    iqa = cfg.sampling.iqa if cfg.sampling is not None else None
+    for field in ("selection", "store", "manifest") if iqa is not None else ():
         value = getattr(iqa, field)
         if value and not Path(value).exists():
             raise StudyError(f"sampling.iqa.{field} {value}: does not exist")
@@ -203,15 +216,19 @@ class Trainer:
         if self.net_d is not None:
             self.opt_d = torch.optim.Adam(self.net_d.parameters(), lr=o.lr_d, betas=o.betas)
             self.sched_d = torch.optim.lr_scheduler.MultiStepLR(self.opt_d, list(o.milestones), o.gamma)
-        strategy = cfg.sampling.strategy
-        self.dataset = MultiGTDataset(cfg.data.root, cfg.data.split, cfg.data.gt_size, cfg.data.hflip, cfg.seed,
-                                      require_positive=cfg.require_positive(), crop=cfg.data.crop_before_degrade)
+        strategy = cfg.strategy()
+        self.dataset = build_dataset(cfg)
         self.pipeline = DataPipeline.from_config(cfg, self.device, self.rank)  # degrade, crop, pair queue (C6)
-        self.note(f"data pipeline: {cfg.data.degradation.kind} degradation of the "
-                  f"{'gt_size crop (crop_before_degrade)' if cfg.data.crop_before_degrade else 'full original'}, "
-                  f"pair queue {self.pipeline.queue.size}")
-        self.note(f"groups: {len(self.dataset)} (require_positive={cfg.require_positive()}, "
-                  f"data.require_positive={cfg.data.require_positive})")
+        if cfg.data.source == "folder":
+            self.note(f"data pipeline: single-GT folder {cfg.data.root} ({len(self.dataset)} images), "
+                      f"{cfg.data.degradation.kind} degradation of a {cfg.data.load_size or 400}px crop, "
+                      f"pair queue {self.pipeline.queue.size}")
+        else:
+            self.note(f"data pipeline: {cfg.data.degradation.kind} degradation of the "
+                      f"{'gt_size crop (crop_before_degrade)' if cfg.data.crop_before_degrade else 'full original'}, "
+                      f"pair queue {self.pipeline.queue.size}")
+            self.note(f"groups: {len(self.dataset)} (require_positive={cfg.require_positive()}, "
+                      f"data.require_positive={cfg.data.require_positive})")
         self.effective_batch = cfg.data.batch_size * self.world
         want = cfg.data.intended_total_batch
         if want is not None and want != self.effective_batch:
@@ -293,11 +310,13 @@ class Trainer:
         data = self.pipeline.next_batch(batch, it)
         lr, gts, labels, index = data["lr"], data["gts"], data["labels"], data["index"]
         patch_scores = image_scores = None
-        if cfg.sampling.strategy == "amo":
+        if cfg.strategy() == "amo":
             patch_scores = amo_scores(self.iqa, gts, self.iqa_spec.sign)
         elif self.image_scores is not None:
             image_scores = self.image_scores[index]
-        idx = choose(cfg.sampling.strategy, labels, gen, image_scores=image_scores, tau=cfg.sampling.tau,
+        idx = choose(cfg.strategy(), labels, gen, image_scores=image_scores,
+                     tau=cfg.sampling.tau if cfg.sampling is not None else 1.0,
+                     include_original=cfg.sampling.include_original if cfg.sampling is not None else True,
                      patch_scores=patch_scores)
         self.count_choices(idx)
         target = gts[torch.arange(gts.shape[0]), idx.to(self.device)]
@@ -415,26 +434,19 @@ class Trainer:
     def validation_network(self) -> torch.nn.Module:
         return self.ema
 
-    def validation_metrics(self) -> list[tuple[str, object, object]]:
-        """[(column, MetricSpec, pyiqa metric)] built once through bench's metric factory: the FR metrics
-        of ``val.metrics`` (pyiqa psnr = RGB PSNR, psnry = Y PSNR, ssim = SSIM on Y, ssimc = RGB SSIM,
-        stlpips = LPIPS-ST) and the NR metric (``val.nr_metric``; 'auto' = the sampling metric)."""
+    def validation_metrics(self) -> list[tuple[str, object, object, int]]:
+        """[(column, MetricSpec, pyiqa metric, border crop)] built once through bench's metric factory. FR metrics
+        (``val.metrics``) use the FR protocol of ``evaluate`` (bench.scoring.protocol ``hggt``: RGB, crop border
+        ``val.crop_border`` - 4 as HGGT - for every FR metric; pyiqa's crop_border option where it has one, else
+        the crop is applied here), so a metric name means the same number in val_log.csv and in the store.
+        ``psnry`` / ``ssimc`` are pyiqa's Y-PSNR / RGB-SSIM variants. NR metric: ``val.nr_metric`` ('auto' = the
+        sampling metric), on the whole SR output."""
         if self._val_metrics is not None:
             return self._val_metrics
         from bench.metrics.factory import create
         from bench.metrics.table import get
 
-        # pyiqa variants of a table entry: same metric family and orientation, another channel setting
-        variant_of = {"psnry": "psnr", "ssimc": "ssim"}
-        out = []
-        for name in self.cfg.val.metrics:
-            try:
-                spec = get(name)
-            except StudyError:
-                if name not in variant_of:
-                    raise
-                spec = get(variant_of[name]).model_copy(update={"name": name})
-            out.append((name, spec, create(spec, str(self.device))))
+        out = [self.fr_val_metric(name) for name in self.cfg.val.metrics]
         nr = self.cfg.val.nr_metric
         if nr == "auto":
             nr = self.iqa_spec.name if self.iqa_spec is not None and not self.cfg.sampling.iqa.random_init else None
@@ -442,14 +454,39 @@ class Trainer:
             spec = get(nr)
             if spec.mode != "NR":
                 raise StudyError(f"val.nr_metric {nr}: is a {spec.mode} metric, expected NR")
-            out.append((nr, spec, create(spec, str(self.device))))
+            out.append((nr, spec, create(spec, str(self.device)), 0))
         self._val_metrics = out
         return out
 
+    def fr_val_metric(self, name: str) -> tuple[str, object, object, int]:
+        """(column, MetricSpec, pyiqa metric, border crop) of one FR validation metric under evaluate's FR protocol
+        (bench.scoring.protocol.fr_options 'hggt' with val.crop_border): pyiqa's own crop_border where the metric
+        has one, else the crop is applied by validate()."""
+        from bench.metrics.factory import create
+        from bench.metrics.table import get
+        from bench.scoring.protocol import NATIVE_CROP, fr_options
+
+        variant_of = {"psnry": "psnr", "ssimc": "ssim"}  # pyiqa variants: same family, another channel setting
+        try:
+            spec = get(name)
+        except StudyError:
+            if name not in variant_of:
+                raise
+            spec = get(variant_of[name]).model_copy(update={"name": name})
+        if spec.mode != "FR":
+            raise StudyError(f"val.metrics: '{name}' is not a full-reference metric (NR metrics go in val.nr_metric)")
+        kwargs, crop = fr_options(name, "hggt")
+        c = self.cfg.val.crop_border
+        if name in NATIVE_CROP:
+            kwargs["crop_border"] = c
+        else:
+            crop = c
+        return name, spec, create(spec, str(self.device), kwargs=kwargs), crop
+
     @torch.no_grad()
     def validate(self, it: int) -> dict[str, dict[str, float]] | None:
-        """{image stem: {metric: value}} on the 8-bit SR output (what is saved), FR metrics after cropping
-        ``val.crop_border`` pixels from every border (HGGT: 4) of SR and HR alike."""
+        """{image stem: {metric: value}} on the 8-bit SR output (what is saved), FR metrics under the FR protocol
+        of ``validation_metrics`` (border crop of SR and HR alike)."""
         v = self.cfg.val
         if not v.dir:
             return None
@@ -458,7 +495,7 @@ class Trainer:
             raise StudyError(f"val.dir {v.dir}: expected folders hr/ and {v.lr_subdir}/")
         out_dir = self.out / "val" / f"iter_{it:08d}"
         out_dir.mkdir(parents=True, exist_ok=True)
-        net, metrics, c = self.validation_network(), self.validation_metrics(), v.crop_border
+        net, metrics = self.validation_network(), self.validation_metrics()
         scores = {}
         for lr_path in sorted(lr_dir.glob("*.png")):
             sr = net(_load_rgb(lr_path).to(self.device)).clamp(0, 1).cpu()
@@ -467,12 +504,13 @@ class Trainer:
             hr = _load_rgb(hr_dir / lr_path.name)
             h, w = min(hr.shape[-2], sr.shape[-2]), min(hr.shape[-1], sr.shape[-1])
             a, b = sr[..., :h, :w], hr[..., :h, :w]
-            if c:
-                a, b = a[..., c:-c, c:-c], b[..., c:-c, c:-c]
             row = {}
-            for name, spec, metric in metrics:
-                x = sr if spec.mode == "NR" else a
-                value = metric(x.to(self.device)) if spec.mode == "NR" else metric(x.to(self.device), b.to(self.device))
+            for name, spec, metric, crop in metrics:
+                if spec.mode == "NR":
+                    value = metric(sr.to(self.device))
+                else:
+                    x, y = (a[..., crop:-crop, crop:-crop], b[..., crop:-crop, crop:-crop]) if crop else (a, b)
+                    value = metric(x.to(self.device), y.to(self.device))
                 row[name] = float(value.reshape(-1)[0])
             scores[lr_path.stem] = row
         return scores

@@ -28,9 +28,10 @@ def paper_env(monkeypatch, tmp_path):
 
 
 def test_paper_configs_are_faithful_and_name_their_metric(paper_env):
-    assert len(PAPER) == 8
+    assert len(PAPER) == 10  # {swinir,rrdb} x {upos, sma, smp, amo, amo_pos}
     for path in PAPER:
         cfg = load_config(path)
+        assert cfg.require_positive() is (cfg.sampling.strategy in ("upos", "smp") or path.stem.endswith("_pos")), path
         assert cfg.amp_bf16 is False, path  # fp32 as HGGT
         per_gpu = {"swinir": 8, "rrdb": 12}[cfg.arch.type]
         assert (cfg.data.batch_size, cfg.data.intended_total_batch) == (per_gpu, 4 * per_gpu), path

@@ -50,6 +50,9 @@ def _label_doc(stem: str, labels: list[str]) -> dict:
 
 def build_synthetic_hggt(out: str | Path, groups_per_photo: int = 4, size: int = 128, seed: int = 0) -> Path:
     """Write ``out/images/{original,01..04}``, ``out/labels/{A,B,C}`` and ``out/val/{hr,lr_blind_x4}``."""
+    from sr_training import infer
+    from sr_training.evaluate import fixed_lr
+
     out = Path(out)
     rng = np.random.default_rng(seed)
     for sub in ["original", *DESIGNED]:
@@ -78,9 +81,12 @@ def build_synthetic_hggt(out: str | Path, groups_per_photo: int = 4, size: int =
                 (out / "labels" / ann / f"{stem}.json").write_text(json.dumps(_label_doc(stem, labels), indent=1))
         val = photo.crop((0, 0, size, size))
         val.save(val_hr / f"{Path(name).stem}.png")
-        val.resize((size // 4, size // 4), Image.Resampling.BICUBIC).save(val_lr / f"{Path(name).stem}.png")
+        # val LR = the training degradation with a fixed seed (like Set5's lr_blind_x4), not a clean bicubic
+        infer.save_png(fixed_lr(infer.load_rgb(val_hr / f"{Path(name).stem}.png"), p, seed=seed + 1000),
+                       val_lr / f"{Path(name).stem}.png")
     (out / "SYNTHETIC.md").write_text(
         "# SYNTHETIC multi-GT set\n\nBuilt by sr_training/data/synthetic.py from scikit-image photographs. The "
         "'enhanced' GTs are fixed PIL operators and the A/B/C labels are synthetic annotators, not people.\n"
-        "val/ holds bicubic x4 LR inputs for visual validation.\n")
+        "val/ holds x4 LR inputs made by the one-stage training degradation with a fixed seed "
+        "(sr_training/evaluate.py fixed_lr), for validation.\n")
     return out

@@ -36,6 +36,10 @@ class RewardConfig(_Strict):
     selection: str | None = Field(None, description="selection.json; Q = its reward_metric; falls back "
                                                     "to sampling.iqa.selection")
     lambda_q: float = Field(1.0, ge=0, description="weight of -Q_norm in the loss (Q_norm = sign*score/(hi-lo))")
+    input: Literal["clamped_ste", "raw"] = Field("clamped_ste", description=(
+        "what Q scores: clamped_ste = the SR clamped to [0,1] and 8-bit quantised (what evaluate scores) with a "
+        "straight-through gradient (method.md 9: 'no hard clamp (straight-through if needed)'); raw = the "
+        "unclamped network output (Q can then rise through out-of-range pixels)"))
     random_init: bool = Field(False, description="random-init Q network: plumbing/benchmarks only")
 
     @model_validator(mode="after")
@@ -67,3 +71,8 @@ class FTConfig(_Strict):
     reward: RewardConfig = RewardConfig()
     guard: GuardConfig = GuardConfig()
     load_discriminator: bool = Field(True, description="with loss.gan > 0: start D from the base checkpoint's net_d")
+    base_drop_path: bool = Field(False, description=(
+        "SwinIR only: keep arch.drop_path_rate (stochastic depth) active in the frozen base while the adapter "
+        "trains. Off by default: the base is frozen, so its random depth only adds noise to the LoRA gradient "
+        "(the paper and HGGT state nothing for FT; HGGT's base runs inherit BasicSR's 0.1). The rate used is "
+        "recorded in provenance.json"))

@@ -78,7 +78,7 @@ def merged_model(checkpoint: str | Path, base: str | Path | None = None) -> tupl
         raise StudyError(f"merge {path}: merged model keys differ from the base arch's (peft left adapters behind)")
     record = {"source_checkpoint": str(path.resolve()), "iteration": int(s["iteration"]), "run_name": cfg.name,
               "arch": cfg.arch.type, "arch_size": cfg.arch.size, "scale": cfg.arch.scale,
-              "sampling": cfg.sampling.strategy, "base": str(base_path.resolve()),
+              "sampling": cfg.strategy(), "base": str(base_path.resolve()),
               "base_sha256": recorded["init_sha256"], "base_kind": recorded.get("kind"),
               "base_weights": recorded.get("weights"), "adapter_sha256": got, "lora": s["ft"]["lora"],
               "reward": json.loads(s["ft"]["reward"]), "merge": "peft merge_and_unload(safe_merge=True)"}

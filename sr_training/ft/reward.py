@@ -25,6 +25,12 @@ from bench.errors import StudyError
 from bench.metrics.table import MetricSpec, get
 
 
+def ste_clamp_quantise(x: torch.Tensor) -> torch.Tensor:
+    """The forward value of the evaluated image - clamp to [0, 1], round to 8 bits - with the identity as its
+    gradient (straight-through estimator): d out / d x = 1 everywhere."""
+    return x + ((x.clamp(0, 1) * 255).round() / 255 - x).detach()
+
+
 def refusal(spec: MetricSpec) -> str | None:
     """Why ``spec`` cannot be an FT target (one line), or None."""
     if spec.mode != "NR":
@@ -92,11 +98,15 @@ class Reward:
     def normalise(spec: MetricSpec, score: torch.Tensor) -> torch.Tensor:
         return spec.sign * score / (spec.score_max - spec.score_min)
 
-    def __call__(self, sr: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def __call__(self, sr: torch.Tensor, input_mode: str = "clamped_ste") -> tuple[torch.Tensor, dict[str, float]]:
+        """(Q_norm, raw scores); ``raw['out_of_range']`` = the share of SR values outside [0, 1]. ``input_mode``
+        (ft.reward.input): 'clamped_ste' scores what evaluation scores - the SR clamped to [0, 1] and quantised to
+        8 bits - with a straight-through gradient (``ste_clamp_quantise``), so Q cannot rise through out-of-range
+        or sub-quantum pixel values; 'raw' scores the unclamped network output."""
         q = sr.new_zeros((), dtype=torch.float32)
-        raw = {}
+        raw = {"out_of_range": float(((sr < 0) | (sr > 1)).float().mean().detach())}
         with torch.autocast(self.device.type, enabled=False):
-            x = sr.float()
+            x = ste_clamp_quantise(sr.float()) if input_mode == "clamped_ste" else sr.float()
             for spec, weight, model in self.terms:
                 model.eval()  # permanently: MUSIQ/NIMA preprocess differently in train mode
                 score = model(x)

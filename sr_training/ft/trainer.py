@@ -48,7 +48,7 @@ class FTTrainer(Trainer):
             raise StudyError("FT: the config has no 'ft:' section (use the base trainer)")
         if cfg.arch.pretrained:
             raise StudyError("FT: arch.pretrained and ft.init are both set; the FT base is ft.init (drop arch.pretrained)")
-        self._terms = resolve_terms(cfg.ft.reward, cfg.sampling.iqa.selection)  # refuse a bad Q before any work
+        self._terms = resolve_terms(cfg.ft.reward, cfg.sampling.iqa.selection if cfg.sampling else None)  # refuse a bad Q before any work
         for spec, _, _ in self._terms:  # Q scores SR outputs of GT-patch size
             if (err := spec.size_error(cfg.data.gt_size, cfg.data.gt_size)) is not None:
                 raise StudyError(f"data.gt_size {cfg.data.gt_size}: the FT reward scores SR patches of this size, and "
@@ -74,7 +74,7 @@ class FTTrainer(Trainer):
             if not cfg.val.dir:
                 raise StudyError("ft.guard: needs val.dir (a held-out folder with hr/ and the LR subfolder); "
                                  "or set ft.guard.enabled: false")
-            selection = cfg.ft.reward.selection or cfg.sampling.iqa.selection
+            selection = cfg.ft.reward.selection or (cfg.sampling.iqa.selection if cfg.sampling else None)
             nr_specs, notes = watched_metrics(g, selection, self.reward.names)
             for n in notes:
                 self.note(f"guard: {n}")
@@ -90,9 +90,18 @@ class FTTrainer(Trainer):
                       f"patience {g.patience}, reference {g.reference}, action {g.action}")
 
     # --- model --------------------------------------------------------------------------------
+    def base_arch(self):
+        """The arch of the frozen base: drop-path off unless ft.base_drop_path (see FTConfig)."""
+        arch = self.cfg.arch
+        if arch.type == "swinir" and not self.cfg.ft.base_drop_path:
+            arch = arch.model_copy(update={"drop_path_rate": 0.0})
+        return arch
+
     def build_generator(self) -> torch.nn.Module:
+        from sr_training.archs import build_generator
+
         ft = self.cfg.ft
-        net = super().build_generator()
+        net = build_generator(self.base_arch())
         self.ft_base = load_base(net, self.cfg.arch, ft.init, ft.weights)
         return attach_lora(net, self.cfg.arch.type, ft.lora)
 
@@ -112,7 +121,7 @@ class FTTrainer(Trainer):
 
     def generator_losses(self, sr, target, batch):
         losses = super().generator_losses(sr, target, batch)
-        q, self._q_raw = self.reward(sr)
+        q, self._q_raw = self.reward(sr, self.cfg.ft.reward.input)
         losses["q"] = -self.cfg.ft.reward.lambda_q * q
         return losses
 
@@ -142,13 +151,13 @@ class FTTrainer(Trainer):
         from bench.metrics.table import get
 
         out = list(super().validation_metrics())
-        have = {name for name, _, _ in out}
+        have = {name for name, *_ in out}
         extra = [s.name for s, _, _ in self._terms] + self.guard_names
         for name in dict.fromkeys(extra):
             if name in have:
                 continue
-            spec = get(name)  # FR metrics: validate() already cropped val.crop_border, as for val.metrics
-            out.append((name, spec, create(spec, str(self.device))))
+            spec = get(name)  # FR metrics under the same FR protocol as val.metrics
+            out.append(self.fr_val_metric(name) if spec.mode == "FR" else (name, spec, create(spec, str(self.device)), 0))
         self._val_metrics = out
         return out
 
@@ -240,6 +249,8 @@ class FTTrainer(Trainer):
                 "reward": self.reward.describe(), "lambda_q": ft.reward.lambda_q,
                 "q_norm_rule": "Q_norm = sum_k w_k * sign_k * score_k / (score_max_k - score_min_k)",
                 "reward_random_init": ft.reward.random_init, "ema": "off (LoRA weights; method.md 9)",
+                "reward_input": ft.reward.input,
+                "base_drop_path_rate": self.base_arch().drop_path_rate if self.cfg.arch.type == "swinir" else None,
                 "guard": ft.guard.model_dump(mode="json") | {"watched": self.guard_names}}
 
     def _write_provenance(self, record: dict) -> None:
