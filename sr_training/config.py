@@ -36,6 +36,12 @@ class ArchConfig(_Strict):
 
 class DegradationConfig(_Strict):
     kind: Literal["one_stage", "two_stage"] = Field(description="HGGT: one_stage for SwinIR, two_stage for RRDB")
+    jpeg: Literal["hggt", "kornia"] = Field("hggt", description=(
+        "JPEG codec of the degradation. hggt = HGGT's: BasicSR's basicsr/utils/diffjpeg.py "
+        "DiffJPEG(differentiable=False), as HGGT's PosNegGTSR/basicsr/models/ours_posgt_model.py and "
+        "realesrgan_posgt_model.py __init__ build it (hard rounding, Annex K tables as BasicSR stores them "
+        "scaled by quality unrounded, zero pad to 16; sr_training/data/jpeg.py). kornia = kornia's "
+        "jpeg_codec_differentiable (soft rounding, floored/clamped tables): NOT HGGT's, about 0.9 dB milder"))
 
 
 class DataConfig(_Strict):

@@ -132,19 +132,20 @@ def test_one_stage_sizes_and_final_mode(size):
         assert rf["mode"] == r1["mode"]  # HGGT reuses the random resize's interpolation mode
 
 
+@pytest.mark.parametrize("codec,function", [("hggt", "jpeg_hggt"), ("kornia", "jpeg_codec_differentiable")])
 @pytest.mark.parametrize("kind,expected", [("one_stage", 1), ("two_stage", 2)])
-def test_number_of_jpeg_compressions(kind, expected, monkeypatch):
+def test_number_of_jpeg_compressions(kind, expected, codec, function, monkeypatch):
     calls = []
-    real = D.jpeg_codec_differentiable
+    real = getattr(D, function)
 
     def counting(x, q):
         calls.append(tuple(x.shape))
         return real(x, q)
 
-    monkeypatch.setattr(D, "jpeg_codec_differentiable", counting)
+    monkeypatch.setattr(D, function, counting)
     for seed in range(5):
         calls.clear()
-        D.degrade(torch.rand(1, 3, 32, 32), kind, 4, torch.Generator().manual_seed(seed))
+        D.degrade(torch.rand(1, 3, 32, 32), kind, 4, torch.Generator().manual_seed(seed), jpeg=codec)
         assert len(calls) == expected
 
 

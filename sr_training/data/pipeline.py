@@ -54,11 +54,11 @@ def _seed(*parts: int) -> int:
 
 class DataPipeline:
     def __init__(self, kind: str, scale: int, gt_size: int, queue_size: int, seed: int, rank: int = 0,
-                 device: str | torch.device = "cpu", crop_before_degrade: bool = False):
+                 device: str | torch.device = "cpu", crop_before_degrade: bool = False, jpeg: str = "hggt"):
         if gt_size % scale:
             raise StudyError(f"data.gt_size={gt_size} must be a multiple of arch.scale={scale}")
         self.kind, self.scale, self.gt_size, self.seed, self.rank = kind, scale, gt_size, seed, rank
-        self.device, self.crop_before_degrade = torch.device(device), crop_before_degrade
+        self.device, self.crop_before_degrade, self.jpeg = torch.device(device), crop_before_degrade, jpeg
         self.queue = PairQueue(queue_size, self.device)
 
     @classmethod
@@ -68,7 +68,8 @@ class DataPipeline:
         if size % d.batch_size:
             raise StudyError(f"data.queue_size={size}{' (HGGT default)' if d.queue_size is None else ''} must be a "
                              f"multiple of data.batch_size={d.batch_size} (HGGT asserts it); set data.queue_size")
-        return cls(d.degradation.kind, cfg.arch.scale, d.gt_size, size, cfg.seed, rank, device, d.crop_before_degrade)
+        return cls(d.degradation.kind, cfg.arch.scale, d.gt_size, size, cfg.seed, rank, device, d.crop_before_degrade,
+                   d.degradation.jpeg)
 
     def next_batch(self, batch: dict, it: int, trace: list | None = None) -> dict:
         """``batch`` from :func:`sr_training.data.multigt.collate` -> dict(lr, gts, labels, index)."""
@@ -76,7 +77,7 @@ class DataPipeline:
         gts = batch["gts"].to(self.device, non_blocking=True)  # (B, 5, 3, H, W)
         if trace is not None:
             trace.append({"op": "degrade_input", "size": tuple(gts.shape[-2:])})
-        lr = degrade(gts[:, 0], self.kind, self.scale, gen, trace)
+        lr = degrade(gts[:, 0], self.kind, self.scale, gen, trace, self.jpeg)
         if not self.crop_before_degrade:
             lr, gts = self._paired_crop(lr, gts, gen)
         elif gts.shape[-1] != self.gt_size or gts.shape[-2] != self.gt_size:
