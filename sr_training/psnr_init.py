@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import time
 from pathlib import Path
 
 from bench.errors import StudyError
@@ -101,6 +100,18 @@ def beats_bicubic(result: dict) -> bool:
     return bool(p and s and p["ci"][0] > 0 and s["ci"][1] < 0)
 
 
+def _wall_time(sessions: list[dict]) -> float | None:
+    """Seconds of training summed over the sessions of a run (provenance started_at -> finished_at)."""
+    from datetime import datetime
+
+    total = 0.0
+    for p in sessions:
+        if not p.get("started_at") or not p.get("finished_at"):
+            return None
+        total += (datetime.fromisoformat(p["finished_at"]) - datetime.fromisoformat(p["started_at"])).total_seconds()
+    return round(total, 1)
+
+
 def machine() -> dict:
     import torch
 
@@ -144,11 +155,10 @@ def build(arch: str, data: Path, work: Path, out_dir: Path = PRETRAINED, val: Pa
     extra = [] if val is not None else ["val.dir=null"]
     cfg = load_config(CONFIGS / f"{name}.yaml", [*extra, *overrides])
     run_dir = work / "train" / name
-    t0 = time.perf_counter()
     if train:
         Trainer(cfg, run_dir).fit(auto_resume=True)
-    wall = time.perf_counter() - t0
     prov = json.loads((run_dir / "provenance.json").read_text()) if (run_dir / "provenance.json").is_file() else {}
+    sessions = [p for p in prov.get("previous_sessions", []) + [prov] if p]
     ckpts = sorted((run_dir / "checkpoints").glob("iter_*.pt"))
     if not ckpts:
         raise StudyError(f"{run_dir}: no checkpoint (train first)")
@@ -159,9 +169,9 @@ def build(arch: str, data: Path, work: Path, out_dir: Path = PRETRAINED, val: Pa
         "config": json.loads(cfg.model_dump_json()),
         "training_data": {"folder": Path(data).name, "n_files": len(files), "file_list_sha256": file_list_sha256(files),
                           "rule": "sha256 of 'name<TAB>sha256(file)' lines in name order"},
-        "wall_time_s": round(wall, 1) if train else None,
+        "wall_time_s": _wall_time(sessions),
         "training_sessions": [{"started_at": p.get("started_at"), "finished_at": p.get("finished_at")}
-                              for p in prov.get("previous_sessions", []) + [prov] if p],
+                              for p in sessions],
         "machine": machine(), "git_commit": git_commit(),
         "reproduce": f"python scripts/make_psnr_init.py --arch {arch} --data {Path(data)}",
     }

@@ -28,12 +28,13 @@ def test_demo_runs_the_whole_job_and_links_table_plots_and_crops(tmp_path, niqe_
     con = connect(Store(out / "store"))
     evaluated = con.execute("SELECT DISTINCT run_name, test_set, weights FROM images WHERE role = 'sr_output' "
                             "ORDER BY ALL").fetchall()
-    names = ["demo_swinir_amo", "demo_swinir_upos"] + (["demo_swinir_amo_ft"] if (out / "train" / "demo_swinir_amo_ft").is_dir() else [])
+    names = ["bicubic", "psnr_init_swinir_tiny", "demo_swinir_amo", "demo_swinir_upos"] + (
+        ["demo_swinir_amo_ft"] if (out / "train" / "demo_swinir_amo_ft").is_dir() else [])
     assert {(n, t) for n, t, _ in evaluated} == {(n, t) for n in names for t in ("heldout", "synthetic_test")}
 
     # the report page links the comparison (table with LPIPS-ST), the P-D plots and the crop grids
     index = page.read_text()
-    assert "SYNTHETIC" in index and "undertrained" in index
+    assert "SYNTHETIC" in index and "PSNR-oriented init" in index
     for link in ("report/report.html", "compare/compare.html", "compare/pd_synthetic_test.png",
                  "compare/crops_synthetic_test.png", "compare/pd_heldout.png"):
         assert f'href="{link}"' in index or f'src="{link}"' in index, link
@@ -44,3 +45,6 @@ def test_demo_runs_the_whole_job_and_links_table_plots_and_crops(tmp_path, niqe_
     csv = pd.read_csv(out / "compare" / "compare.csv")
     assert set(csv["test_set"]) == {"synthetic_test", "heldout"}
     assert csv.loc[csv["run"] == "demo_swinir_amo", "stlpips"].notna().all()
+    # the reference rows come first, and every run links its loss / validation curves
+    assert list(csv[csv["test_set"] == "heldout"]["run"])[:2] == ["bicubic", "psnr_init_swinir_tiny"]
+    assert 'href="train/demo_swinir_upos/curves.png"' in index and (out / "train/demo_swinir_upos/curves.png").is_file()

@@ -115,7 +115,12 @@ def load_per_image(store: Store, test_set: str | None = None) -> tuple[pd.DataFr
 
 
 def _order(runs: pd.DataFrame) -> list[str]:
-    key = lambda r: (str(r.arch), SAMPLING_ORDER.index(r.sampling) if r.sampling in SAMPLING_ORDER else 99,
+    """References first (bicubic, then models without a sampling strategy, e.g. a PSNR init), then by arch,
+    sampling strategy, FT variant and label."""
+    def rank(r) -> int:
+        return 0 if r.arch == "bicubic" else 1 if (pd.isna(r.sampling) and pd.isna(r.ft_variant)) else 2
+
+    key = lambda r: (rank(r), str(r.arch), SAMPLING_ORDER.index(r.sampling) if r.sampling in SAMPLING_ORDER else 99,
                      pd.notna(r.ft_variant), str(r.ft_variant), str(r.label))
     return [r.label for r in sorted(runs.itertuples(), key=key)]
 

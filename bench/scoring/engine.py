@@ -34,12 +34,12 @@ from dataclasses import dataclass, field
 
 import torch
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from bench import provenance
 from bench.errors import StoreError, StudyError, WeightsMissing
 from bench.metrics import factory
 from bench.metrics.table import MetricSpec
+from bench.progress import progress
 from bench.scoring import protocol
 from bench.scoring.images import (
     TRANSIENT,
@@ -527,7 +527,7 @@ def score_refs(refs: list[ImageRef], metrics: list[MetricSpec], store: Store, *,
     resident = _Resident(device)
     total = sum(len(j.units) for j in jobs)
     chunks = _chunks(jobs, paths, cache_bytes)
-    with tqdm(total=total, desc=f"score (shard {shard.index}/{shard.count})", unit="img", disable=not progress,
+    with progress(total=total, desc=f"score (shard {shard.index}/{shard.count})", unit="img", disable=not progress,
               position=shard.index, dynamic_ncols=True) as bar:
         try:
             for k, (chunk, members) in enumerate(chunks):
