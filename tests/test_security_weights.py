@@ -162,7 +162,7 @@ def test_verdicts_are_memoised_outside_the_weights_dir_and_redone_after_a_rewrit
 
 def _cli(*args: str, env_home: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO), "IQA_STUDY_HOME": str(env_home), "IQA_STUDY_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "bench.cli", *args], capture_output=True, text=True, env=env,
+    return subprocess.run([sys.executable, "-m", "bench.cli", *args], capture_output=True, text=True, env=env, check=False,
                           cwd=REPO, timeout=300)
 
 

@@ -115,12 +115,23 @@ def _is_torchscript(path: Path) -> bool:
     return any(n.endswith("/constants.pkl") or "/code/__torch__/" in n for n in names)
 
 
+def _unsafe_globals(path: Path) -> str:
+    """`` (it pickles a.b, ...)`` for a zip checkpoint, else "" (a legacy or broken file's detail is
+    the loader's own first line)."""
+    import torch
+
+    try:
+        found = torch.serialization.get_unsafe_globals_in_checkpoint(path) if zipfile.is_zipfile(path) else []
+    except Exception:  # noqa: BLE001 - a zip torch cannot list: the load error already says why
+        found = []
+    return f" (it pickles {', '.join(found[:3])})" if found else ""
+
+
 def _torch_load_plain(path: Path, shown: Path) -> None:
     import argparse
 
     import numpy as np
     import torch
-
     from numpy._core import multiarray
 
     safe: list = [argparse.Namespace, np.dtype, np.ndarray,
@@ -131,12 +142,7 @@ def _torch_load_plain(path: Path, shown: Path) -> None:
         with torch.serialization.safe_globals(safe):
             torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except Exception as exc:  # noqa: BLE001 - any failure means "not proven plain tensors"
-        detail = ""
-        try:
-            found = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-            detail = f" (it pickles {', '.join(found[:3])})" if found else ""
-        except Exception:  # noqa: BLE001 - legacy format: the loader's own first line is the detail
-            pass
+        detail = _unsafe_globals(path)
         first = (str(exc).splitlines() or [type(exc).__name__])[0]
         if "Weights only load failed" in first:
             first = "it holds pickled objects beyond tensors"
