@@ -251,6 +251,8 @@ def build_blocks(store: Store, out: Path, title: str) -> list[Block]:
         blocks += _gallery_blocks(long, pairs, best, out)
     blocks += _ensemble_blocks(store, out)
     blocks += [("h2", "Provenance"), ("p", f"Store {prov['store']}; study tables: {', '.join(store.study_tables())}.")]
+    if not prov["runs"]:
+        blocks.append(("li", "no readable run records in this store (`iqa-study store check` lists damaged parts)"))
     for r in prov["runs"]:
         v = json.loads(r["versions"]) if isinstance(r.get("versions"), str) else {}
         blocks.append(("li", (f"run {r['run_id']} ({r['kind']}): device {r['device_name']}, git {r['git_commit']}, "
