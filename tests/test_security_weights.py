@@ -183,3 +183,14 @@ def test_score_and_weights_fetch_with_a_crafted_weights_dir_run_nothing(tmp_path
     assert done.returncode == 2
     assert str(path) in done.stderr and "Traceback" not in done.stderr, done.stderr
     assert not marker.exists()
+
+
+def test_crafted_vgg19_for_the_perceptual_loss_is_refused(caches, tmp_path):
+    """torchvision's ImageNet VGG19 (loss.perceptual_weights: imagenet) reads hub/checkpoints with weights_only=False."""
+    from sr_training.losses import VGG19_FILE, _vgg19_features
+
+    marker = tmp_path / "marker"
+    path = _crafted(caches / "hub" / "checkpoints" / VGG19_FILE, marker)
+    with pytest.raises(WeightsRefused) as err:
+        _vgg19_features("imagenet")
+    assert str(path) in str(err.value) and not marker.exists()
