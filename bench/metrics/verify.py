@@ -158,12 +158,12 @@ def _check_content(path: Path, shown: Path, kind: str) -> str:
     if suffix in CODE_SUFFIXES:
         raise _refuse(shown, "is code (a Hugging Face trust_remote_code model runs it); iqa-study does not run "
                             "code from a weights folder")
-    prefix = _HUB_PREFIX.search(Path(name).name)
-    sha = sha256_file(path) if prefix or _is_torchscript(path) else None
+    prefix, script = _HUB_PREFIX.search(name), _is_torchscript(path)
+    sha = sha256_file(path) if prefix or script else None
     if prefix and not sha.startswith(prefix.group(1)):
         raise _refuse(shown, f"its sha256 {sha[:12]}... does not start with the {prefix.group(1)} its name carries")
-    if _is_torchscript(path):
-        pin = pinned_sha256().get(Path(name).name)
+    if script:
+        pin = pinned_sha256().get(name)
         if pin != sha:
             raise _refuse(shown, "is a TorchScript archive (code) whose sha256 " + sha[:16] + "... is not pinned"
                           + (f" (expected {pin[:16]}...)" if pin else " in bench/metrics/verify.py PINNED_SHA256"))
