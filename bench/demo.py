@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import html
 import os
 import shutil
 import time
@@ -88,21 +87,21 @@ def _latest_checkpoint(run_dir: Path) -> Path:
     return ckpts[-1]
 
 
+_STYLE = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto}img{max-width:100%}"
+          ".note{background:#fff3cd;padding:6px}")
+
+
 def _index_page(out: Path, label: str, sections: list[tuple[str, list[tuple[str, str]]]], notes: list[str]) -> Path:
-    body = [f"<h1>iqa-study demo</h1><p class=note>{html.escape(label)}</p>"]
-    body += [f"<p>{html.escape(n)}</p>" for n in notes]
+    from bench.atomic import atomic_write_text
+    from bench.report import html_page
+
+    body = [("h1", "iqa-study demo"), ("note", label), *[("p", n) for n in notes]]
     for title, links in sections:
-        body.append(f"<h2>{html.escape(title)}</h2><ul>")
-        body += [f'<li><a href="{html.escape(href)}">{html.escape(text)}</a></li>' for text, href in links]
-        body.append("</ul>")
+        body += [("h2", title), ("links", links)]
     imgs = sorted((out / "compare").glob("*.png")) if (out / "compare").is_dir() else []
-    body += [f'<h3>{html.escape(p.stem)}</h3><p><img src="compare/{p.name}" alt="{html.escape(p.stem)}"></p>'
-             for p in imgs]
-    path = out / "index.html"
-    path.write_text("<!doctype html><html><head><meta charset=utf-8><title>iqa-study demo</title><style>"
-                    "body{font-family:sans-serif;max-width:1200px;margin:2em auto}img{max-width:100%}"
-                    ".note{background:#fff3cd;padding:6px}</style></head><body>" + "\n".join(body) + "</body></html>\n")
-    return path
+    for p in imgs:
+        body += [("h3", p.stem), ("figure", {"src": f"compare/{p.name}", "alt": p.stem})]
+    return atomic_write_text(html_page.render("iqa-study demo", body, _STYLE), out / "index.html")
 
 
 def run_demo(out: Path, metrics: str = "piqe,entropy,niqe", train_iters: int = 150, ft_iters: int = 60,

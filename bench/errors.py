@@ -13,6 +13,10 @@ class WeightsMissing(StudyError):
     pass
 
 
+class WeightsRefused(WeightsMissing):
+    """A weight file is present but not proven safe to hand to pyiqa (bench.metrics.verify)."""
+
+
 class UnknownMetric(StudyError, KeyError):
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -29,6 +30,10 @@ def _vgg19_features(weights: str) -> nn.Sequential:
         if not cached.is_file() and not network_available():
             raise StudyError(f"perceptual loss: ImageNet VGG19 weights '{VGG19_FILE}' missing and the network is "
                              f"unreachable; put it in {cached.parent} or set loss.perceptual_weights to a .pth path")
+        if os.path.lexists(cached):  # torchvision loads a cached file with weights_only=False: prove it safe first
+            from bench.metrics.verify import verify_file
+
+            verify_file(cached, "torchvision")
         return torchvision.models.vgg19(weights=torchvision.models.VGG19_Weights.IMAGENET1K_V1).features
     from sr_training.checkpoint import read_weights
 

@@ -1,7 +1,8 @@
 """Create pyiqa metrics: always through ``pyiqa.create_metric``, once per process.
 
 The suite never re-implements a metric. This module only (1) checks weights before pyiqa
-tries a download, (2) caches metric objects, (3) builds random-initialised networks for
+tries a download and proves every present weight file safe before pyiqa opens it
+(``verify.verify_spec``: pyiqa itself loads with ``weights_only=False``), (2) caches metric objects, (3) builds random-initialised networks for
 plumbing tests when explicitly asked (such output is never a quality score and is refused
 by the scoring engine).
 """
@@ -14,7 +15,7 @@ from typing import Any
 
 import torch
 
-from bench.metrics import weights
+from bench.metrics import verify, weights
 from bench.metrics.table import MetricSpec
 
 _CACHE: dict[tuple, Any] = {}
@@ -79,6 +80,7 @@ def create(
     key = (spec.name, str(device), as_loss, random_init, json.dumps(kwargs, sort_keys=True, default=str))
     if cache and key in _CACHE:
         return _CACHE[key]
+    verify.verify_spec(spec, kwargs)  # before pyiqa sees any file (WeightsRefused: one line, the file)
     import pyiqa
 
     if random_init:

@@ -171,13 +171,21 @@ def preflight(spec: MetricSpec) -> None:
 
 def fetch(spec: MetricSpec) -> None:
     """Download through pyiqa itself (connected machines): building the metric fills the caches.
-    NIQE's parameters come from ``seed_niqe`` (pyiqa's own NIQE file is not what BasicSR/HGGT use)."""
+    NIQE's parameters come from ``seed_niqe`` (pyiqa's own NIQE file is not what BasicSR/HGGT use).
+
+    Files already in the caches are proven safe first (``verify.verify_spec``: pyiqa would load them
+    as they are), and what the fetch leaves there is checked again, so a folder `fetch` reports as
+    filled is one the next run accepts."""
+    from bench.metrics.verify import verify_spec
+
     if spec.name == "niqe":
         seed_niqe()
         return
+    verify_spec(spec)
     import pyiqa
 
     pyiqa.create_metric(spec.name, device="cpu")
+    verify_spec(spec)
 
 
 # --- weight identity (part of the metric configuration key) ---------------------------------

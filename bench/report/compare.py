@@ -26,7 +26,6 @@ Definitions (every number is recomputed from the views of bench.store.eval_views
 
 from __future__ import annotations
 
-import html
 import json
 from pathlib import Path
 
@@ -38,7 +37,10 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from bench.atomic import atomic_write_text
 from bench.errors import StudyError
+from bench.report import html_page
+from bench.report.figures import plain_text, save_csv, save_figure
 from bench.store import Store
 from bench.store.views import connect
 
@@ -125,8 +127,10 @@ def _order(runs: pd.DataFrame) -> list[str]:
     return [r.label for r in sorted(runs.itertuples(), key=key)]
 
 
-def pick_baseline(runs: pd.DataFrame, baseline: str | None) -> tuple[str, str]:
-    """(label, why)."""
+def pick_baseline(runs: pd.DataFrame, baseline: str | None) -> tuple[str | None, str]:
+    """(label, why): ``--baseline``, else the first UPos run without FT (the default rule); with no
+    such run there is no baseline (None) and no Δ columns: another run (an FT or AMO one) is not a
+    stand-in the reader could take for the paper's reference."""
     if baseline:
         hit = runs[(runs["label"] == baseline) | (runs["run_name"] == baseline)]
         if len(hit) == 1:
@@ -136,7 +140,7 @@ def pick_baseline(runs: pd.DataFrame, baseline: str | None) -> tuple[str, str]:
     upos = runs[(runs["sampling"] == "upos") & runs["ft_variant"].isna()].sort_values("label")
     if len(upos):
         return upos["label"].iloc[0], "first UPos run without FT (default rule)"
-    return min(runs["label"]), "no UPos run: first run by label (default rule)"
+    return None, "no UPos run without FT, the default rule's baseline; choose one with --baseline RUN"
 
 
 def metric_order(metrics) -> list[str]:
@@ -144,7 +148,7 @@ def metric_order(metrics) -> list[str]:
     return fr + sorted(m for m in set(metrics) if m not in fr)
 
 
-def compare_table(per: pd.DataFrame, runs: pd.DataFrame, test_set: str, baseline: str, n_boot: int = 2000) -> pd.DataFrame:
+def compare_table(per: pd.DataFrame, runs: pd.DataFrame, test_set: str, baseline: str | None, n_boot: int = 2000) -> pd.DataFrame:
     """One row per run (+ Gold standard): n_images, mean per metric, delta vs baseline with CI."""
     d = per[per["test_set"] == test_set]
     metrics = metric_order(d["metric"].unique())
@@ -175,6 +179,7 @@ def compare_table(per: pd.DataFrame, runs: pd.DataFrame, test_set: str, baseline
     for col in ("arch", "sampling", "ft_variant", "iteration", "checkpoint_sha256", "weights"):
         out[col] = [meta[col].get(lab) if lab in meta.index else None for lab in out["run"]]
     out.attrs["metrics"] = metrics
+    out.attrs["baseline"] = baseline
     out.attrs["lower_better"] = d.groupby("metric")["lower_better"].first().to_dict()
     return out
 
@@ -204,7 +209,7 @@ def display_table(t: pd.DataFrame) -> pd.DataFrame:
         row = {"run": r["run"], "n": r["n_images"]}
         for m in metrics:
             row[f"{_name(m)} {'↓' if lb.get(m) else '↑'}"] = _fmt(r[m], m)
-        for m in metrics:
+        for m in metrics if t.attrs.get("baseline", True) is not None else ():  # no baseline: no Δ columns
             if not np.isnan(r.get(f"d_{m}", np.nan)):
                 dg = _digits(m)
                 row[f"Δ{_name(m)} [95% CI]"] = f"{r[f'd_{m}']:+.{dg}f} [{r[f'd_{m}_lo']:+.{dg}f}, {r[f'd_{m}_hi']:+.{dg}f}]"
@@ -217,6 +222,7 @@ def display_table(t: pd.DataFrame) -> pd.DataFrame:
 # --- figures ------------------------------------------------------------------------------------------------------------
 
 
+@plain_text
 def pd_plot(t: pd.DataFrame, test_set: str, out_dir: Path, note: str = "") -> list[Path]:
     """PSNR and LPIPS-ST (rows) against each NR metric (columns); PNG + SVG + CSV. [] if no FR/NR pair."""
     metrics, lb = t.attrs["metrics"], t.attrs["lower_better"]
@@ -252,10 +258,12 @@ def pd_plot(t: pd.DataFrame, test_set: str, out_dir: Path, note: str = "") -> li
     fig.tight_layout()
     out_dir.mkdir(parents=True, exist_ok=True)
     png, svg = out_dir / f"pd_{test_set}.png", out_dir / f"pd_{test_set}.svg"
-    fig.savefig(png, dpi=130)
-    fig.savefig(svg)
-    plt.close(fig)
-    t[["run", "arch", "sampling", "ft_variant", *ys, *xs]].to_csv(out_dir / f"pd_{test_set}.csv", index=False)
+    try:
+        save_figure(fig, png, dpi=130)
+        save_figure(fig, svg)
+    finally:
+        plt.close(fig)
+    save_csv(t[["run", "arch", "sampling", "ft_variant", *ys, *xs]], out_dir / f"pd_{test_set}.csv")
     return [png, svg]
 
 
@@ -323,6 +331,7 @@ def _crop_scores(crops: dict[str, np.ndarray], ref: np.ndarray, nr: list[str]) -
     return text, sorted(set(notes))
 
 
+@plain_text
 def crop_grid(store: Store, per: pd.DataFrame, t: pd.DataFrame, test_set: str, out_dir: Path,
               item: str | None = None) -> tuple[Path | None, list[str]]:
     con = connect(store)
@@ -368,8 +377,10 @@ def crop_grid(store: Store, per: pd.DataFrame, t: pd.DataFrame, test_set: str, o
     fig.tight_layout(rect=(0, 0, 1, 0.9 if nrows == 1 else 0.95))
     out_dir.mkdir(parents=True, exist_ok=True)
     png = out_dir / f"crops_{test_set}.png"
-    fig.savefig(png, dpi=130)
-    plt.close(fig)
+    try:
+        save_figure(fig, png, dpi=130)
+    finally:
+        plt.close(fig)
     return png, notes
 
 
@@ -396,6 +407,11 @@ def _has_runs(con) -> bool:
     return "kind" in cols and "config" in cols
 
 
+_STYLE = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto}table.t{border-collapse:collapse;font-size:13px}"
+          ".t td,.t th{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right}img{max-width:100%}"
+          ".note{background:#fff3cd;padding:6px}")
+
+
 def write_compare(store: Store, out: Path, baseline: str | None = None, test_set: str | None = None,
                   n_boot: int = 2000, crop_item: str | None = None, title: str = "iqa-study compare",
                   preamble: list[str] = ()) -> list[Path]:
@@ -406,34 +422,28 @@ def write_compare(store: Store, out: Path, baseline: str | None = None, test_set
     base, why = pick_baseline(runs, baseline)
     out.mkdir(parents=True, exist_ok=True)
     tables, md, body, written = [], [f"# {title}", "", *[f"> {p}" for p in preamble], ""], [], []
-    body += [f"<p class=note>{html.escape(p)}</p>" for p in preamble]
+    body += [("note", p) for p in preamble]
     for ts in sorted(per["test_set"].unique()):
         t = compare_table(per, runs, ts, base, n_boot)
         shown = display_table(t)
         t.insert(0, "test_set", ts)
         tables.append(t)
         ts_notes = [*_test_set_notes(store, ts), *[text for where, text in notes if where in (ts, None)]]
-        head = f"Test set {ts}: baseline for Δ = {base} ({why}); Δ = mean paired per-image difference, 95% paired bootstrap CI ({n_boot} resamples)"
+        head = (f"Test set {ts}: baseline for Δ = {base} ({why}); Δ = mean paired per-image difference, 95% paired "
+                f"bootstrap CI ({n_boot} resamples)" if base else f"Test set {ts}: no baseline for Δ ({why})")
         figs = pd_plot(t, ts, out, note="; ".join(n for n in ts_notes if n.startswith("SYNTHETIC")))
         grid, grid_notes = crop_grid(store, per, t, ts, out, crop_item)
         written += figs + ([grid] if grid else [])
         md += [f"## {ts}", "", head, "", *[f"- {n}" for n in ts_notes + grid_notes], "", _markdown(shown), ""]
         md += [f"![perception-distortion]({p.name})" for p in figs if p.suffix == ".png"]
         md += [f"![crop grid]({grid.name})", ""] if grid else [""]
-        body += [f"<h2>{html.escape(ts)}</h2>", f"<p>{html.escape(head)}</p>",
-                 "<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in ts_notes + grid_notes) + "</ul>",
-                 shown.to_html(index=False, escape=True, border=0, classes="t")]
-        body += [f'<p><img src="{p.name}" alt="perception-distortion plot {html.escape(ts)}"> '
-                 f'(<a href="{p.with_suffix(".svg").name}">SVG</a>)</p>' for p in figs if p.suffix == ".png"]
+        body += [("h2", ts), ("p", head), ("ul", ts_notes + grid_notes), ("table", shown)]
+        body += [("figure", {"src": p.name, "alt": f"perception-distortion plot {ts}",
+                             "links": [("SVG", p.with_suffix(".svg").name)]}) for p in figs if p.suffix == ".png"]
         if grid:
-            body.append(f'<p><img src="{grid.name}" alt="crop grid {html.escape(ts)}"></p>')
-    pd.concat(tables, ignore_index=True).to_csv(out / "compare.csv", index=False)
-    (out / "compare.md").write_text("\n".join(md) + "\n")
-    (out / "compare.html").write_text(
-        f"<!doctype html><html><head><meta charset=utf-8><title>{html.escape(title)}</title><style>"
-        "body{font-family:sans-serif;max-width:1200px;margin:2em auto}table.t{border-collapse:collapse;font-size:13px}"
-        ".t td,.t th{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right}img{max-width:100%}"
-        f".note{{background:#fff3cd;padding:6px}}</style></head><body><h1>{html.escape(title)}</h1>"
-        + "\n".join(body) + '<p>Data: <a href="compare.csv">compare.csv</a> (means, deltas and CI bounds per metric)</p>'
-        "</body></html>\n")
+            body.append(("figure", {"src": grid.name, "alt": f"crop grid {ts}"}))
+    save_csv(pd.concat(tables, ignore_index=True), out / "compare.csv")
+    atomic_write_text("\n".join(md) + "\n", out / "compare.md")
+    body.append(("links", [("compare.csv: means, deltas and CI bounds per metric", "compare.csv")]))
+    atomic_write_text(html_page.render(title, [("h1", title), *body], _STYLE), out / "compare.html")
     return [out / "compare.md", out / "compare.csv", out / "compare.html", *written]

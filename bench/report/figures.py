@@ -1,11 +1,15 @@
 """Plot helpers for print: every figure is saved as PNG (screen, e-mail) and PDF (vector, TrueType
 fonts, for a paper), each with the CSV of the data it shows.
 
-Sizes follow a two-column paper: full width 7.0 in, 8-pt text.
+Sizes follow a two-column paper: full width 7.0 in, 8-pt text. Labels come from data (dataset,
+metric, run names), so text is never parsed as mathtext (``PLAIN_TEXT``: a ``$`` or ``\\`` is shown
+as it is). Every file goes through bench.atomic (``save_figure``, ``save_csv``): a kill mid-save
+leaves the previous file or none, never a truncated PDF.
 """
 
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 
@@ -17,11 +21,15 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from bench.atomic import atomic_write
+
 FULL_WIDTH = 7.0  # inches, a two-column paper's text width
 VECTOR = "pdf"
 STYLE = {"font.size": 8, "axes.titlesize": 9, "axes.labelsize": 8, "xtick.labelsize": 7, "ytick.labelsize": 7,
          "legend.fontsize": 7, "pdf.fonttype": 42, "ps.fonttype": 42, "axes.spines.top": False,
          "axes.spines.right": False}
+PLAIN_TEXT = {"text.parse_math": False}  # read when a Text is made, tick labels included (at draw time)
+STYLE.update(PLAIN_TEXT)
 COLORS = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666"]
 
 
@@ -29,14 +37,35 @@ def style() -> None:
     plt.rcParams.update(STYLE)
 
 
+def plain_text(fn):
+    """Run a plotting function (figure creation *and* saving) with ``PLAIN_TEXT`` in force, for plots
+    that do not use ``style()``."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with plt.rc_context(PLAIN_TEXT):
+            return fn(*args, **kwargs)
+    return wrapper
+
+
+def save_figure(fig, path: Path, **kwargs) -> Path:
+    """``fig.savefig`` through bench.atomic (the format from ``path``'s suffix)."""
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format=Path(path).suffix[1:], **kwargs))
+
+
+def save_csv(data: pd.DataFrame, path: Path) -> Path:
+    return atomic_write(path, lambda tmp: data.to_csv(tmp, index=False))
+
+
 def save(fig, data: pd.DataFrame, out_dir: Path, name: str) -> Path:
-    """``name``.png (200 dpi), ``name``.pdf (vector) and ``name``.csv (the plotted data)."""
+    """``name``.png (200 dpi), ``name``.pdf (vector) and ``name``.csv (the plotted data), each atomic."""
     out_dir.mkdir(parents=True, exist_ok=True)
     png = out_dir / f"{name}.png"
-    fig.savefig(png, dpi=200, bbox_inches="tight")
-    fig.savefig(out_dir / f"{name}.{VECTOR}", bbox_inches="tight")
-    plt.close(fig)
-    data.to_csv(out_dir / f"{name}.csv", index=False)
+    try:
+        save_figure(fig, png, dpi=200, bbox_inches="tight")
+        save_figure(fig, out_dir / f"{name}.{VECTOR}", bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    save_csv(data, out_dir / f"{name}.csv")
     return png
 
 

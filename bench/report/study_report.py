@@ -15,16 +15,15 @@ One CI method for every accuracy: percentile bootstrap over source groups, 95%
 
 from __future__ import annotations
 
-import base64
-import html
 import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from bench.atomic import atomic_write_text
 from bench.errors import StudyError
-from bench.report import analyses
+from bench.report import analyses, html_page
 from bench.report.figures import accuracy_bars, greedy_curve, grouped_points, heatmap, save
 from bench.report.gallery import pair_figure
 from bench.report.sources import provenance
@@ -252,11 +251,13 @@ def build_blocks(store: Store, out: Path, title: str) -> list[Block]:
         blocks += _gallery_blocks(long, pairs, best, out)
     blocks += _ensemble_blocks(store, out)
     blocks += [("h2", "Provenance"), ("p", f"Store {prov['store']}; study tables: {', '.join(store.study_tables())}.")]
+    if not prov["runs"]:
+        blocks.append(("li", "no readable run records in this store (`iqa-study store check` lists damaged parts)"))
     for r in prov["runs"]:
         v = json.loads(r["versions"]) if isinstance(r.get("versions"), str) else {}
         blocks.append(("li", (f"run {r['run_id']} ({r['kind']}): device {r['device_name']}, git {r['git_commit']}, "
                              f"pyiqa {v.get('pyiqa')}, torch {v.get('torch_build', v.get('torch'))}")))
-    (out / "provenance.json").write_text(json.dumps(prov, indent=2, default=str))
+    atomic_write_text(json.dumps(prov, indent=2, default=str), out / "provenance.json")
     return blocks
 
 
@@ -281,38 +282,24 @@ def to_markdown(blocks: list[Block]) -> str:
     return "\n".join(out) + "\n"
 
 
-def _data_uri(path: Path, mime: str) -> str:
-    return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
+_STYLE = ("body{font-family:sans-serif;max-width:1000px;margin:2em auto;}table{border-collapse:collapse;"
+          "font-size:13px}td,th{border:1px solid #ccc;padding:2px 6px}img{max-width:100%}.warn{color:#b00}"
+          "figcaption{font-size:12px;color:#555}")
 
 
 def to_html(blocks: list[Block], title: str, out: Path) -> str:
-    """A self-contained page: figures are embedded as base64 PNG data URIs (the PDF/CSV links point
-    to the files next to it)."""
-    body = []
+    """A self-contained page (bench.report.html_page: autoescaped, with a CSP): figures are
+    embedded as base64 PNG data URIs (the PDF/CSV links point to the files next to it)."""
+    page = []
     for kind, x in blocks:
-        if kind in ("h1", "h2", "h3"):
-            body.append(f"<{kind}>{html.escape(str(x))}</{kind}>")
-        elif kind == "warn":
-            body.append(f'<p class="warn"><strong>{html.escape(str(x))}</strong></p>')
-        elif kind == "p":
-            body.append(f"<p>{html.escape(str(x))}</p>")
-        elif kind == "li":
-            body.append(f"<ul><li>{html.escape(str(x))}</li></ul>")
-        elif kind == "table":
-            df = x
-            head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
-            rows = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in r) + "</tr>"
-                           for r in df.itertuples(index=False))
-            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+        if kind == "li":
+            page.append(("ul", [x]))
         elif kind == "img":
-            body.append(f'<figure id="{x}"><img src="{_data_uri(out / f"{x}.png", "image/png")}" alt="{x}">'
-                        f'<figcaption>{x}: <a href="{x}.pdf">PDF</a> · <a href="{x}.csv">CSV</a></figcaption>'
-                        "</figure>")
-    style = ("body{font-family:sans-serif;max-width:1000px;margin:2em auto;}table{border-collapse:collapse;"
-             "font-size:13px}td,th{border:1px solid #ccc;padding:2px 6px}img{max-width:100%}.warn{color:#b00}"
-             "figcaption{font-size:12px;color:#555}")
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")
+            page.append(("figure", {"id": x, "src": html_page.data_uri((out / f"{x}.png").read_bytes()), "alt": x,
+                                    "caption": x, "links": [("PDF", f"{x}.pdf"), ("CSV", f"{x}.csv")]}))
+        else:
+            page.append((kind, x))
+    return html_page.render(title, page, _STYLE, fmt=_fmt)
 
 
 def write_study_report(store: Store, out: Path, title: str = "iqa-study: metric selection report") -> Path:
@@ -323,6 +310,6 @@ def write_study_report(store: Store, out: Path, title: str = "iqa-study: metric 
         raise StudyError(f"report: --out {out} is a file; expected a directory")
     out.mkdir(parents=True, exist_ok=True)
     blocks = build_blocks(store, out, title)
-    (out / "report.md").write_text(to_markdown(blocks))
-    (out / "report.html").write_text(to_html(blocks, title, out))
+    atomic_write_text(to_markdown(blocks), out / "report.md")
+    atomic_write_text(to_html(blocks, title, out), out / "report.html")
     return out / "report.md"

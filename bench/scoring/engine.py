@@ -36,7 +36,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from bench import provenance
-from bench.errors import StoreError, StudyError, WeightsMissing
+from bench.errors import StoreError, StudyError, WeightsMissing, WeightsRefused
 from bench.metrics import factory
 from bench.metrics.table import MetricSpec
 from bench.progress import progress
@@ -114,6 +114,7 @@ class MetricSummary:
     error: int = 0
     nan: int = 0
     unavailable: str | None = None
+    refused: bool = False  # unavailable because a present weight file is not proven safe (verify.WeightsRefused)
     stopped: str | None = None
     seconds: float = 0.0
     first_errors: list[str] = field(default_factory=list)
@@ -541,6 +542,7 @@ def score_refs(refs: list[ImageRef], metrics: list[MetricSpec], store: Store, *,
                     try:
                         metric = resident.get(job)
                     except (WeightsMissing, ImportError, OSError) as exc:
+                        job.summary.refused = isinstance(exc, WeightsRefused)
                         job.summary.unavailable = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                         bar.update(len(job.units) - job.summary.scored)
                         continue

@@ -14,6 +14,9 @@ def summary_lines(summaries) -> list[str]:
     the command that lists why (not one long line each)."""
     lines, unavailable = [], []
     for s in summaries:
+        if s.unavailable and getattr(s, "refused", False):  # a present file not proven safe: say which
+            lines.append(f"  {s.metric:<22} refused: {s.unavailable}")
+            continue
         if s.unavailable:
             unavailable.append(s)
             continue
