@@ -25,7 +25,7 @@ class _LineBar(tqdm):
         return True
 
 
-def progress(iterable=None, *, interval: float = LOG_INTERVAL, **kwargs):
+def progress_bar(iterable=None, *, interval: float = LOG_INTERVAL, **kwargs):
     """``tqdm(iterable, **kwargs)`` on a terminal, else a line-per-``interval`` bar with the same fields."""
     fp = kwargs.get("file") or sys.stderr
     if kwargs.get("disable") or getattr(fp, "isatty", lambda: False)():

@@ -40,7 +40,7 @@ from PIL import Image
 from bench import provenance
 from bench.errors import StudyError
 from bench.manifests.schema import file_hash
-from bench.progress import progress
+from bench.progress import progress_bar
 from bench.store import Store
 from bench.store.images import REFERENCE_LABELS, has_images, register_images
 from sr_training import infer
@@ -295,7 +295,7 @@ def evaluate(checkpoint: str | Path, test: str | Path, store: Store, *, metrics:
     stored = _stored_outputs(store, info["checkpoint_sha256"], info["weights"], ts.name)
     model_fields = {k: info.get(k) for k in infer.INFO_FIELDS}
     rows, sr_refs, reused = [], [], 0
-    for it in progress(ts.items, desc=f"SR {ts.name}", unit="img", disable=not progress):
+    for it in progress_bar(ts.items, desc=f"SR {ts.name}", unit="img", disable=not progress):
         target = out_dir / f"{it.item}.png"
         iid = stored.get(str(target))
         if iid is None or not target.is_file() or file_hash(target) != iid:

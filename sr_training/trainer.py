@@ -44,7 +44,7 @@ from torch.utils.data import DataLoader
 from bench import provenance
 from bench.atomic import atomic_copy, atomic_write, atomic_write_text
 from bench.errors import StudyError
-from bench.progress import progress
+from bench.progress import progress_bar
 from sr_training.archs import build_generator
 from sr_training.checkpoint import checkpoint_path, latest_loadable, list_checkpoints, save_checkpoint
 from sr_training.config import TrainConfig, save_config
@@ -582,7 +582,7 @@ class Trainer:
                                         sch.total_iters, self.rank, self.world)
         loader = DataLoader(self.dataset, batch_sampler=sampler, num_workers=cfg.data.workers, collate_fn=collate)
         t0, last = time.perf_counter(), {}
-        bar = progress(total=sch.total_iters, initial=self.start_iter, desc=cfg.name, unit="it", disable=not main)
+        bar = progress_bar(total=sch.total_iters, initial=self.start_iter, desc=cfg.name, unit="it", disable=not main)
         for it, batch in enumerate(loader, start=self.start_iter):
             last = self.step(batch, it)
             done = it + 1

@@ -42,7 +42,7 @@ from PIL import Image
 from bench.atomic import atomic_write_table
 from bench.errors import ManifestError
 from bench.hashing import sha256_file
-from bench.progress import progress
+from bench.progress import progress_bar
 
 META_KEY = b"iqa_study.manifest"
 REQUIRED = ["pair_id", "dataset", "split", "group", "image_a", "image_b", "votes_a", "votes_b", "pref"]
@@ -113,7 +113,7 @@ def describe_images(root: Path, relpaths: list[str], workers: int = 8) -> dict[s
         )
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = list(
-            progress(pool.map(lambda p: _describe(root / p), unique), total=len(unique), desc="hash images", unit="img",
+            progress_bar(pool.map(lambda p: _describe(root / p), unique), total=len(unique), desc="hash images", unit="img",
                  disable=len(unique) < 200)
         )
     return dict(zip(unique, results))

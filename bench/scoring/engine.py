@@ -39,7 +39,7 @@ from bench import provenance
 from bench.errors import StoreError, StudyError, WeightsMissing, WeightsRefused
 from bench.metrics import factory
 from bench.metrics.table import MetricSpec
-from bench.progress import progress
+from bench.progress import progress_bar
 from bench.scoring import protocol
 from bench.scoring.images import (
     TRANSIENT,
@@ -528,7 +528,7 @@ def score_refs(refs: list[ImageRef], metrics: list[MetricSpec], store: Store, *,
     resident = _Resident(device)
     total = sum(len(j.units) for j in jobs)
     chunks = _chunks(jobs, paths, cache_bytes)
-    with progress(total=total, desc=f"score (shard {shard.index}/{shard.count})", unit="img", disable=not progress,
+    with progress_bar(total=total, desc=f"score (shard {shard.index}/{shard.count})", unit="img", disable=not progress,
               position=shard.index, dynamic_ncols=True) as bar:
         try:
             for k, (chunk, members) in enumerate(chunks):
