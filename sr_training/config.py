@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bench.errors import StudyError
+from bench.paths import component_problem
 from sr_training.ft.config import FTConfig
 
 
@@ -131,6 +132,13 @@ class TrainConfig(_Strict):
     ft: FTConfig | None = Field(None, description="FT stage (LoRA + -lambda_Q*Q): present = `train` runs FTTrainer")
     amp_bf16: bool = Field(False, description=(
         "opt-in bf16 autocast on CUDA (ignored on CPU); off = fp32 as HGGT (no use_amp in its configs)"))
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_one_component(cls, v: str) -> str:
+        if (why := component_problem(v)) is not None:  # evaluate's output folder is named after it
+            raise ValueError(f"{v!r} {why}; the run name becomes a folder name")
+        return v
 
     @model_validator(mode="after")
     def _consistent(self):

@@ -41,6 +41,7 @@ from tqdm import tqdm
 from bench import provenance
 from bench.errors import StudyError
 from bench.manifests.schema import file_hash
+from bench.paths import inside, safe_component
 from bench.store import Store
 from bench.store.images import REFERENCE_LABELS, has_images, register_images
 from sr_training import infer
@@ -277,9 +278,14 @@ def evaluate(checkpoint: str | Path, test: str | Path, store: Store, *, metrics:
         fr = []
     if fr and ts.n_refs == 0:
         fr_why, fr = f"skipped: test set '{ts.name}' has no references", []
-    label = f"{info['run_name']}-{info['checkpoint_sha256'][:12]}-{info['weights']}"
+    src = f"--checkpoint {checkpoint}: model"  # run_name/weights come from its config or sidecar JSON
+    label = safe_component(f"{safe_component(info['run_name'], f'{src} run_name')}-{info['checkpoint_sha256'][:12]}-"
+                           f"{safe_component(info['weights'], f'{src} weights')}", f"{src} output folder")
+    safe_component(ts.name, "test set name")
+    for it in ts.items:
+        safe_component(it.item, f"test set {ts.name}: item")
     out_root = Path(out) if out else store.root / "sr"
-    out_dir = out_root / label / (ts.name + (f"-tile{tile}" if tile else ""))
+    out_dir = inside(out_root / label / (ts.name + (f"-tile{tile}" if tile else "")), out_root, "SR output folder")
     config = {"checkpoint": str(Path(checkpoint).resolve()), "model": info, "test_set": ts.name, "test_kind": ts.kind,
               "test_root": str(ts.root.resolve()), "synthetic": ts.synthetic, "tile": tile, "overlap": overlap,
               "out_dir": str(out_dir), "nr_metrics": [s.name for s in nr], "nr_metrics_why": nr_why,
