@@ -51,3 +51,53 @@ def test_train_data_synthetic_rebuilds_its_own_output_and_an_interrupted_build(t
     assert (interrupted / "SYNTHETIC.md").exists()
     with pytest.raises(StudyError, match="exists and is not a folder"):
         synthetic.build_synthetic_hggt(out / "SYNTHETIC.md")
+
+
+# --- images replaced after the manifest was built --------------------------------------------------
+
+
+@pytest.mark.timeout(120)
+def test_fifo_dev_zero_and_outside_symlinks_are_one_error_row_each(sample_manifest, tmp_path):
+    import os
+    import shutil
+
+    from bench.metrics.table import get
+    from bench.scoring.engine import score_manifest
+    from bench.store import Store
+    from tests.conftest import copy_sample_images
+
+    df, root = copy_sample_images(sample_manifest, tmp_path / "root")
+    attrs = df.attrs
+    df = df.head(4).copy()  # a few pairs are enough (entropy on every sample image takes long on CPU)
+    df.attrs = attrs | {"iqa_study": attrs["iqa_study"] | {"root": str(root)}}
+    rels = sorted(set(df["image_a"]) | set(df["image_b"]))
+    fifo, zero, outside = rels[0], rels[1], rels[2]
+    (root / fifo).unlink()
+    os.mkfifo(root / fifo)  # opening it for reading would block until a writer comes: forever
+    (root / zero).unlink()
+    (root / zero).symlink_to("/dev/zero")  # reading it to the end: MemoryError
+    elsewhere = tmp_path / "elsewhere.png"
+    shutil.move(root / outside, elsewhere)  # the same bytes (hash matches), but outside the root
+    (root / outside).symlink_to(elsewhere)
+    _, (s,) = score_manifest(df, [get("entropy")], Store(tmp_path / "s"), workers=0, progress=False,
+                             device="cpu")
+    assert (s.ok, s.error) == (len(rels) - 3, 3)
+    errors = " | ".join(s.first_errors)
+    assert f"not a regular file: {root / fifo} is a FIFO" in errors
+    assert f"outside the root: {root / zero} resolves to /dev/zero" in errors
+    assert f"outside the root: {root / outside} resolves to {elsewhere}" in errors
+
+
+def test_read_bytes_bounds_the_size(tmp_path):
+    from bench.scoring.images import DecodeError, read_bytes
+
+    p = tmp_path / "x.png"
+    p.write_bytes(b"0123456789")
+    assert read_bytes(p, tmp_path, limit=10) == b"0123456789"
+    with pytest.raises(DecodeError, match="too large: .* is 10 bytes, more than the 9"):
+        read_bytes(p, limit=9)
+    with pytest.raises(DecodeError, match="not a regular file: .* is a folder"):
+        read_bytes(tmp_path)
+    (tmp_path / "zero.png").symlink_to("/dev/zero")  # no root to check (a folder scored as given)
+    with pytest.raises(DecodeError, match="not a regular file: .*zero.png is a device"):
+        read_bytes(tmp_path / "zero.png")

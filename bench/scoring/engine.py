@@ -292,17 +292,17 @@ def _normalise_error(text: str) -> str:
 
 def _plan(refs: list[ImageRef], metrics, store, *, shard, max_pixels, retry_failed, metric_kwargs, fr_protocol,
           batch_size, device, run_id) -> tuple[list[_Job], dict[str, tuple[str, tuple[int, int]]]]:
-    """Jobs with their still-to-score units, and {id: (path, policy size)} for everything to decode."""
+    """Jobs with their still-to-score units, and {id: (path, policy size, root)} for everything to decode."""
     import pyiqa
 
     mine = [r for r in refs if shard.owns(r.image_id)]
     mine.sort(key=lambda r: (policy_size(r.width, r.height, max_pixels), r.image_id, r.ref_id or ""))
-    paths: dict[str, tuple[str, tuple[int, int]]] = {}
+    paths: dict[str, tuple[str, tuple[int, int], str | None]] = {}
     for r in mine:
         size = policy_size(r.width, r.height, max_pixels)
-        paths.setdefault(r.image_id, (r.path, size))
+        paths.setdefault(r.image_id, (r.path, size, r.root))
         if r.ref_id and r.ref_path:
-            paths.setdefault(r.ref_id, (r.ref_path, size))
+            paths.setdefault(r.ref_id, (r.ref_path, size, r.root))
     prepared = []
     for spec in metrics:
         user = (metric_kwargs or {}).get(spec.name, {})
@@ -547,7 +547,7 @@ def score_refs(refs: list[ImageRef], metrics: list[MetricSpec], store: Store, *,
                     bar.set_postfix_str(job.spec.name)
                     batcher = _Batcher(job, metric, units, decoded, device, retries, max_consecutive_errors, writer, bar)
                     if loader is None:  # the first metric of the chunk scores while the images decode
-                        items = [(x, paths[x][0], verify_hashes) for x in chunk]
+                        items = [(x, paths[x][0], verify_hashes, paths[x][2]) for x in chunk]
                         loader = _decoded_items(ImageDataset(items, max_pixels, pixel_cap), workers)
                         for item in loader:
                             decoded[item["image_id"]] = item

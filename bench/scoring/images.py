@@ -20,6 +20,10 @@ Decoding rules (one function, ``decode``, used for every metric and every refere
 * Pixel cap: an image whose (policy) size exceeds ``pixel_cap`` pixels is an error row read
   from the header alone (NIQE reached 17.8 GB RSS at 64 MP); PIL's decompression-bomb guard
   also becomes one error row.
+* Read-time checks (``read_bytes``; the file may have changed since the manifest was built): the
+  path must be a regular file (a FIFO, a device such as a symlink to /dev/zero, or a folder is an
+  error row, never a hang or a MemoryError), at most ``MAX_FILE_BYTES`` long, and, for a manifest
+  image, resolve (symlinks followed) inside the manifest root.
 * Read failures (``OSError`` on open/read) are *transient* (retried in the run and on the next
   run by default); everything else is permanent (skipped later unless ``--retry-failed``).
 """
@@ -30,6 +34,7 @@ import hashlib
 import io
 import math
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,13 +43,15 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
+MAX_FILE_BYTES = 1 << 30  # an image file larger than 1 GiB is refused when read (error row)
 TRANSIENT = "transient: "  # prefix of error texts that a later run retries by default
 BACKGROUND = 1.0  # alpha is composited over white
 
 
 @dataclass(frozen=True)
 class ImageRef:
-    """One image to score; ``ref_id``/``ref_path`` name its reference for full-reference metrics."""
+    """One image to score; ``ref_id``/``ref_path`` name its reference for full-reference metrics;
+    ``root``: the folder both must resolve inside when read (a manifest's root), or None."""
 
     image_id: str
     path: str
@@ -52,6 +59,7 @@ class ImageRef:
     height: int
     ref_id: str | None = None
     ref_path: str | None = None
+    root: str | None = None
 
 
 def content_hash(data: bytes) -> str:
@@ -110,17 +118,44 @@ def _resize(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.clip(np.stack(chans, axis=2), 0.0, 1.0).astype(np.float32)
 
 
+def read_bytes(path: str | Path, root: str | Path | None = None, limit: int = MAX_FILE_BYTES) -> bytes:
+    """The bytes of the image file ``path``, checked when read (module doc): a regular file (opened
+    non-blocking, so a FIFO never hangs), at most ``limit`` bytes, inside ``root`` when given.
+    Raises DecodeError (``transient`` for OS read failures) with a one-line reason."""
+    if root is not None:
+        real, base = os.path.realpath(path), os.path.realpath(root)
+        if os.path.commonpath([real, base]) != base:
+            raise DecodeError(f"outside the root: {path} resolves to {real}, outside {base} "
+                              f"(replaced by a symlink after manifest build?)")
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        raise DecodeError(f"{TRANSIENT}io: {type(exc).__name__}: {exc.strerror or exc}", transient=True) from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_size > limit:
+        os.close(fd)
+        if st.st_size > limit and stat.S_ISREG(st.st_mode):
+            raise DecodeError(f"too large: {path} is {st.st_size} bytes, more than the {limit} an image file may be")
+        kind = ("a FIFO" if stat.S_ISFIFO(st.st_mode) else "a device" if stat.S_ISCHR(st.st_mode) or
+                stat.S_ISBLK(st.st_mode) else "a folder" if stat.S_ISDIR(st.st_mode) else "a socket or other")
+        raise DecodeError(f"not a regular file: {path} is {kind}, not an image file")
+    with os.fdopen(fd, "rb") as fh:
+        try:
+            data = fh.read(limit + 1)
+        except OSError as exc:
+            raise DecodeError(f"{TRANSIENT}io: {type(exc).__name__}: {exc.strerror or exc}", transient=True) from None
+    if len(data) > limit:
+        raise DecodeError(f"too large: {path} grew past {limit} bytes while read")
+    return data
+
+
 def decode(path: str, expect_id: str | None = None, max_pixels: int | None = None,
-           pixel_cap: int | None = None) -> torch.Tensor:
+           pixel_cap: int | None = None, root: str | None = None) -> torch.Tensor:
     """(3, H, W) tensor: uint8 for 8-bit sources, float32 in [0, 1] otherwise (see module doc).
 
     Raises DecodeError (``transient`` for read failures) with a one-line reason.
     """
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read()
-    except OSError as exc:
-        raise DecodeError(f"{TRANSIENT}io: {type(exc).__name__}: {exc.strerror or exc}", transient=True) from None
+    data = read_bytes(path, root)
     if expect_id is not None and content_hash(data) != expect_id:
         raise DecodeError(f"changed: file content hash {content_hash(data)} != image id {expect_id} "
                           f"(file changed after manifest build; rebuild the manifest)")
@@ -149,17 +184,17 @@ def to_float(t: torch.Tensor) -> torch.Tensor:
 class ImageDataset(Dataset):
     """Yields dicts {image_id, tensor ((3,H,W) uint8 or float32, or None), error, transient}."""
 
-    def __init__(self, items: list[tuple[str, str, bool]], max_pixels: int | None = None, pixel_cap: int | None = None):
-        self.items = items  # (image_id, path, verify hash)
+    def __init__(self, items: list[tuple], max_pixels: int | None = None, pixel_cap: int | None = None):
+        self.items = items  # (image_id, path, verify hash[, root the path must resolve inside])
         self.max_pixels, self.pixel_cap = max_pixels, pixel_cap
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, i: int) -> dict:
-        image_id, path, verify = self.items[i]
+        image_id, path, verify, *root = self.items[i]
         try:
-            t = decode(path, image_id if verify else None, self.max_pixels, self.pixel_cap)
+            t = decode(path, image_id if verify else None, self.max_pixels, self.pixel_cap, root[0] if root else None)
         except DecodeError as exc:
             return {"image_id": image_id, "tensor": None, "error": str(exc), "transient": exc.transient}
         return {"image_id": image_id, "tensor": t, "error": None, "transient": False}
@@ -193,7 +228,7 @@ def refs_from_manifest(manifest) -> list[ImageRef]:
         for iid, rel, w, h in zip(manifest[f"image_{side}_id"], manifest[f"image_{side}"],
                                   manifest[f"width_{side}"], manifest[f"height_{side}"]):
             if iid not in seen:
-                seen[iid] = ImageRef(str(iid), str(root / rel), int(w), int(h))
+                seen[iid] = ImageRef(str(iid), str(root / rel), int(w), int(h), root=str(root))
     return [seen[k] for k in sorted(seen)]
 
 
