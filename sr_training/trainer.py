@@ -72,13 +72,10 @@ def psnr(a: torch.Tensor, b: torch.Tensor, crop: int) -> float:
 
 
 def _load_rgb(path: Path) -> torch.Tensor:
-    """(1,3,H,W) float in [0,1]."""
-    try:
-        with Image.open(path) as im:
-            arr = np.array(im.convert("RGB"))
-    except (OSError, ValueError) as exc:
-        raise StudyError(f"{path}: cannot read image ({exc})") from None
-    return torch.from_numpy(arr).permute(2, 0, 1)[None].float() / 255
+    """(1,3,H,W) float32 in [0,1] (sr_training.infer.load_rgb: the suite's one decoder)."""
+    from sr_training.infer import load_rgb
+
+    return load_rgb(path)
 
 
 def check_paths(cfg: TrainConfig) -> None:

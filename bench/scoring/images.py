@@ -12,6 +12,9 @@ Decoding rules (one function, ``decode``, used for every metric and every refere
 * 16-bit greyscale (I;16, I;16B, I;16L, and "I" from a PNG, which is how PIL opens 16-bit PNGs)
   -> value / 65535 (``convert("RGB")`` would clip every value above 255 to white). "I" from any
   other format (32-bit integers) is an "unsupported mode" error row.
+* 16-bit colour PNGs (48-bit RGB, 64-bit RGBA, 32-bit grey+alpha), which PIL opens as 8-bit
+  keeping only the high byte, are decoded by OpenCV (``cv2.imdecode``, 16 bits per channel):
+  value / 65535, alpha composited as below; one with a tRNS colour key is an "unsupported" row.
 * Float ("F") -> used as is when every value lies in [0, 1], else an error row (never clipped).
 * Alpha (RGBA, LA, PA, P or L/RGB with a ``transparency`` entry) -> composited over WHITE in
   float: out = c * a + 1 * (1 - a) with c, a in [0, 1]. (pyiqa's ``convert("RGB")`` drops the
@@ -20,6 +23,8 @@ Decoding rules (one function, ``decode``, used for every metric and every refere
 * Pixel cap: an image whose (policy) size exceeds ``pixel_cap`` pixels is an error row read
   from the header alone (NIQE reached 17.8 GB RSS at 64 MP); PIL's decompression-bomb guard
   also becomes one error row.
+* Training, validation and evaluation read images through ``read_rgb`` (HxWx3 float32 in [0, 1] by
+  these same rules, one-line StudyError): one decoder for every number the suite computes.
 * Read-time checks (``read_bytes``; the file may have changed since the manifest was built): the
   path must be a regular file (a FIFO, a device such as a symlink to /dev/zero, or a folder is an
   error row, never a hang or a MemoryError), at most ``MAX_FILE_BYTES`` long, and, for a manifest
@@ -109,6 +114,30 @@ def _to_array(im: Image.Image) -> np.ndarray:
     return np.ascontiguousarray(np.repeat(grey[..., None], 3, axis=2))
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _png16_colour(data: bytes) -> np.ndarray | None:
+    """HxWx3 float32 in [0, 1] for a 16-bit-per-channel colour or grey+alpha PNG (PIL would keep the high
+    byte of each sample); None for every other file."""
+    if not (len(data) > 26 and data[:8] == PNG_SIGNATURE and data[12:16] == b"IHDR" and data[24] == 16
+            and data[25] in (2, 4, 6)):
+        return None
+    if b"tRNS" in data[:data.find(b"IDAT")]:
+        raise DecodeError("unsupported: 16-bit PNG with a tRNS colour key (transparency without an alpha channel)")
+    import cv2
+
+    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if arr is None or arr.dtype != np.uint16 or arr.ndim != 3 or arr.shape[2] not in (3, 4):
+        raise DecodeError("decode: 16-bit PNG that OpenCV cannot decode to 16 bits per channel")
+    arr = arr.astype(np.float32) / 65535.0
+    rgb = arr[..., 2::-1]  # OpenCV's BGR(A); grey+alpha comes back as BGRA with grey replicated
+    if arr.shape[2] == 4:
+        a = arr[..., 3:4]
+        rgb = rgb * a + BACKGROUND * (1.0 - a)
+    return np.ascontiguousarray(rgb, dtype=np.float32)
+
+
 def _resize(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Bicubic downscale (the --max-pixels policy); per channel as PIL 'F' for float arrays."""
     if arr.dtype == np.uint8:
@@ -165,8 +194,10 @@ def decode(path: str, expect_id: str | None = None, max_pixels: int | None = Non
             if pixel_cap and size[0] * size[1] > pixel_cap:
                 raise DecodeError(f"too large: {im.width}x{im.height} exceeds the pixel cap of {pixel_cap} "
                                   f"(--max-pixels N downscales; --pixel-cap 0 lifts the cap; then --retry-failed)")
-            im.load()
-            arr = _to_array(im)
+            arr = _png16_colour(data)
+            if arr is None:
+                im.load()
+                arr = _to_array(im)
     except DecodeError:
         raise
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
@@ -179,6 +210,24 @@ def decode(path: str, expect_id: str | None = None, max_pixels: int | None = Non
 def to_float(t: torch.Tensor) -> torch.Tensor:
     """uint8 -> float32 / 255 (as torchvision's to_tensor); float tensors pass through."""
     return t.float().div_(255.0) if t.dtype == torch.uint8 else t
+
+
+def read_rgb(path: str | Path, what: str = "image") -> np.ndarray:
+    """HxWx3 float32 in [0, 1] by the module's rules (8-bit / 255 exactly as scoring; 16-bit / 65535;
+    alpha over white; float as is): the one decoder of training, validation, evaluation and the reports.
+    A file that cannot be read is a one-line StudyError naming it and ``what`` it is."""
+    from bench.errors import StudyError
+
+    try:
+        t = decode(str(path))
+    except DecodeError as exc:
+        raise StudyError(f"{path}: cannot read {what} ({exc})") from None
+    return np.ascontiguousarray(to_float(t).permute(1, 2, 0).numpy())
+
+
+def read_rgb_u8(path: str | Path, what: str = "image") -> np.ndarray:
+    """HxWx3 uint8 for display (report crops): ``read_rgb`` x 255, rounded (8-bit files exactly)."""
+    return (read_rgb(path, what) * 255.0).round().astype(np.uint8)
 
 
 class ImageDataset(Dataset):
