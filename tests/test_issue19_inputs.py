@@ -101,3 +101,58 @@ def test_read_bytes_bounds_the_size(tmp_path):
     (tmp_path / "zero.png").symlink_to("/dev/zero")  # no root to check (a folder scored as given)
     with pytest.raises(DecodeError, match="not a regular file: .*zero.png is a device"):
         read_bytes(tmp_path / "zero.png")
+
+
+# --- reserved manifest columns -----------------------------------------------------------------------
+
+
+def _vote_csv(folder, votes, extra=""):
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, name in enumerate(("a.png", "b.png")):
+        Image.fromarray(np.full((8, 8, 3), 40 + 100 * i, np.uint8)).save(folder / name)
+    head = "image_a,image_b,votes_a,votes_b" + (f",{extra}" if extra else "")
+    row = f"a.png,b.png,{votes[0]},{votes[1]}" + (",true" if extra else "")
+    (folder / "votes.csv").write_text(f"{head}\n{row}\n")
+    return folder / "votes.csv"
+
+
+@pytest.mark.parametrize("column", ["current", "manifest_id", "registered_at", "root", "synthetic"])
+def test_a_csv_column_named_like_a_store_column_is_refused_at_import(column, tmp_path, capsys):
+    from bench.cli import main
+
+    csv = _vote_csv(tmp_path / "d", (3, 1), extra=column)
+    assert main(["manifest", "build", "pairs-csv", str(csv), "--root", str(tmp_path / "d"), "-o",
+                 str(tmp_path / "m.parquet")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(csv) in err and f"['{column}'] are reserved" in err
+    assert not (tmp_path / "m.parquet").exists()
+
+
+def test_a_stale_current_column_never_overrides_the_views_own(tmp_path):
+    """A pair part holding a 'current' column (registered before the check) and a --replace registration:
+    the newest registration is current, whatever the old part's column says."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from bench.errors import StoreError
+    from bench.manifests import votes
+    from bench.store import Store
+    from bench.store.views import connect
+
+    store = Store(tmp_path / "s")
+    old = votes.pairs_csv(_vote_csv(tmp_path / "old", (3, 1)), tmp_path / "old", dataset="d")
+    mid = store.register_manifest(old)
+    part = store.root / "pairs" / f"{mid}.parquet"
+    table = pq.read_table(part)
+    pq.write_table(table.append_column("current", pa.array([True] * len(table))), part)
+    with pytest.raises(StoreError, match=r"\['current'\] are reserved"):
+        store.register_manifest(old.assign(current=True), replace=True)
+    new = votes.pairs_csv(_vote_csv(tmp_path / "new", (0, 4)), tmp_path / "new", dataset="d")
+    new_id = store.register_manifest(new, replace=True)
+    con = connect(store)
+    assert con.execute("SELECT manifest_id, votes_a, votes_b FROM pairs").fetchall() == [(new_id, 0, 4)]
+    assert sorted(con.execute("SELECT manifest_id, current FROM pairs_all").fetchall()) == sorted(
+        [(mid, False), (new_id, True)])

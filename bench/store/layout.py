@@ -122,7 +122,11 @@ class Store:
         """
         import datetime as dt
 
+        from bench.manifests.schema import reserved_problem
+
         meta = manifest.attrs.get("iqa_study", {})
+        if (why := reserved_problem(manifest.columns, f"manifest {meta.get('path') or meta.get('source', '')}")):
+            raise StoreError(why)
         manifest_id = self.manifest_id(manifest)
         target = self.root / "pairs" / f"{manifest_id}.parquet"
         replaced = self._conflicts(manifest, manifest_id)

@@ -161,7 +161,8 @@ def connect(store: Store, database: str = ":memory:", *, include_inferred: bool 
         cols = pair_parts.columns()
         kind = ", coalesce(kind, 'human') AS kind" if "kind" in cols else ", 'human'::VARCHAR AS kind"
         reg = "" if "registered_at" in cols else ", NULL::TIMESTAMPTZ AS registered_at"
-        rep = " EXCLUDE (kind)" if "kind" in cols else ""
+        own = [c for c in ("kind", "current") if c in cols]  # 'current' is the view's own (a part from before the
+        rep = f" EXCLUDE ({', '.join(own)})" if own else ""  # reserved-column check must not override it)
         source = f"(SELECT *{rep}{kind}{reg} FROM {read_parts(pair_parts.good, prefix)})"
     else:
         source = empty_select(PAIRS_EMPTY)
