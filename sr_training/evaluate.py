@@ -34,7 +34,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from PIL import Image
 from tqdm import tqdm
 
@@ -44,6 +43,7 @@ from bench.manifests.schema import file_hash
 from bench.paths import inside, safe_component
 from bench.store import Store
 from bench.store.images import REFERENCE_LABELS, has_images, register_images
+from bench.yamlsafe import load_yaml_file
 from sr_training import infer
 
 PAPER_NR = ("musiq", "nima", "qalign", "topiq_nr")
@@ -172,10 +172,7 @@ def load_test_set(spec: str | Path, name: str | None = None) -> TestSet:
     if spec.suffix.lower() in (".yaml", ".yml"):
         if not spec.is_file():
             raise StudyError(f"--test {spec}: file does not exist")
-        try:
-            cfg = yaml.safe_load(spec.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise StudyError(f"--test {spec}: invalid YAML ({exc})") from None
+        cfg = load_yaml_file(spec)  # a mapping, or one line (invalid YAML, a list at the top, an alias bomb)
         kind = cfg.get("kind")
         if kind not in ("hggt", "folder"):
             raise StudyError(f"{spec}: field 'kind' is {kind!r}; expected 'hggt' or 'folder'")

@@ -80,11 +80,22 @@ class Shard:
 
 
 def pick_device(requested: str | None) -> str:
-    """'auto' -> cuda:LOCAL_RANK when CUDA is available, else cpu; refuses CUDA where there is none."""
+    """'auto' -> cuda:LOCAL_RANK when CUDA is available, else cpu; refuses (one line) a device that is not
+    cpu, cuda or cuda:N, CUDA where there is none, and a CUDA index beyond the devices here."""
     if requested and requested != "auto":
-        if str(requested).startswith("cuda") and not torch.cuda.is_available():
+        try:
+            dev = torch.device(requested)
+        except (RuntimeError, ValueError, TypeError):
+            dev = None
+        if dev is None or dev.type not in ("cpu", "cuda"):
+            raise StudyError(f"--device {requested}: not a device this suite runs on; expected auto, cpu, cuda or "
+                             f"cuda:N")
+        if dev.type == "cuda" and not torch.cuda.is_available():
             raise StudyError(f"--device {requested}: CUDA is not available here (torch {torch.__version__}); "
                              f"use --device cpu or auto")
+        if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise StudyError(f"--device {requested}: this machine has {torch.cuda.device_count()} CUDA device(s) "
+                             f"(cuda:0 .. cuda:{torch.cuda.device_count() - 1})")
         return requested
     if torch.cuda.is_available():
         return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
