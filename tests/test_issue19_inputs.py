@@ -156,3 +156,40 @@ def test_a_stale_current_column_never_overrides_the_views_own(tmp_path):
     assert con.execute("SELECT manifest_id, votes_a, votes_b FROM pairs").fetchall() == [(new_id, 0, 4)]
     assert sorted(con.execute("SELECT manifest_id, current FROM pairs_all").fetchall()) == sorted(
         [(mid, False), (new_id, True)])
+
+
+# --- a truncated agreement cache ------------------------------------------------------------------
+
+
+def test_a_truncated_agreement_cache_is_rebuilt_and_store_check_reports_it(tmp_path, capsys, caplog):
+    import logging
+
+    from bench.cli import main
+    from bench.manifests import votes
+    from bench.store import Store
+    from bench.store.views import agreement
+    from tests.test_evaluate import _score
+
+    store = Store(tmp_path / "s")
+    m = votes.pairs_csv(_vote_csv(tmp_path / "d", (3, 1)), tmp_path / "d", dataset="d")
+    store.register_manifest(m)
+    a, b = m["image_a_id"].iloc[0], m["image_b_id"].iloc[0]
+    store.write_scores([_score(a, None, "entropy", 5.0), _score(b, None, "entropy", 4.0)], "fixture", 0, 0)
+    before = agreement(store)
+    assert before["strict_acc"].tolist() == [1.0]
+    (cached,) = (store.root / "cache").glob("agreement-*.parquet")
+    cached.write_bytes(cached.read_bytes()[:40])  # a kill or a full disk mid-write
+
+    assert main(["store", "check", "--store", str(store.root)]) == 0
+    out = capsys.readouterr().out
+    assert f"cache/{cached.name}: not a readable Parquet file" in out and "the next agree rebuilds it" in out
+
+    with caplog.at_level(logging.WARNING, logger="bench.store"):
+        after = agreement(store)
+    assert after.equals(before)
+    assert any("bad agreement cache" in r.getMessage() and "rebuilding" in r.getMessage() for r in caplog.records)
+    from bench.store.parts import footer_problem
+
+    assert footer_problem(cached, full=True)[0] is None  # rebuilt in place
+    assert main(["store", "check", "--store", str(store.root)]) == 0
+    assert "every Parquet file reads completely" in capsys.readouterr().out

@@ -196,7 +196,7 @@ def connect(store: Store, database: str = ":memory:", *, include_inferred: bool 
     """)
     con.execute("CREATE OR REPLACE VIEW pair_scores AS SELECT * EXCLUDE (current) FROM pair_scores_all WHERE current")
     cached = cache.agreement_file(store, score_parts, pair_parts)
-    if cached is not None and cached.exists():
+    if cached is not None and cached.exists() and cache.usable(cached):
         con.execute(f"CREATE OR REPLACE VIEW agreement_parts AS SELECT * FROM {read_parquet([cached], prefix)}")
     else:
         con.execute(f"CREATE OR REPLACE VIEW agreement_parts AS {AGREEMENT_PARTS_SQL}")
