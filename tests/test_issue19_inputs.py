@@ -193,3 +193,45 @@ def test_a_truncated_agreement_cache_is_rebuilt_and_store_check_reports_it(tmp_p
     assert footer_problem(cached, full=True)[0] is None  # rebuilt in place
     assert main(["store", "check", "--store", str(store.root)]) == 0
     assert "every Parquet file reads completely" in capsys.readouterr().out
+
+
+# --- a truncated weight file for one metric ---------------------------------------------------------
+
+
+def test_a_truncated_weight_file_makes_that_metric_unavailable_and_the_others_score(tmp_path, capsys):
+    import io
+
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from bench.cli import main
+    from bench.metrics import weights
+    from bench.metrics.table import get
+
+    target = weights.locate(get("brisque").weights[0])  # hub/pyiqa/brisque_svm_weights.pth (test cache)
+    assert not target.exists()
+    buf = io.BytesIO()
+    torch.save({"sv": torch.zeros(3, 36)}, buf)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])  # a download cut in half
+    try:
+        folder = tmp_path / "imgs"
+        folder.mkdir()
+        Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 48, 3), dtype=np.uint8)).save(folder / "x.png")
+        rc = main(["score", "--images", str(folder), "--metrics", "brisque,entropy", "--store", str(tmp_path / "s"),
+                   "--device", "cpu", "--workers", "0"])
+        out, err = capsys.readouterr()
+        assert rc == 0, err
+        line = next(x for x in (out + err).splitlines() if "brisque" in x and "do not load" in x)
+        assert "PytorchStreamReader" in line or "central directory" in line or "zip" in line.lower()
+        assert str(target) in line
+        import duckdb
+
+        from bench.store import Store
+
+        rows = duckdb.connect().execute("SELECT metric, status FROM read_parquet(?)",
+                                        [Store(tmp_path / "s").score_glob()]).fetchall()
+        assert rows == [("entropy", "ok")]  # the other metric was scored, brisque stored nothing
+    finally:
+        target.unlink()

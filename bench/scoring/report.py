@@ -14,6 +14,9 @@ def summary_lines(summaries) -> list[str]:
     the command that lists why (not one long line each)."""
     lines, unavailable = [], []
     for s in summaries:
+        if s.unavailable and "weights do not load" in s.unavailable:  # there but broken: its own line, why
+            lines.append(f"  {s.metric:<22} unavailable: {s.unavailable}")
+            continue
         if s.unavailable:
             unavailable.append(s)
             continue
