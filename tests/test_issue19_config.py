@@ -101,7 +101,7 @@ def _cli(argv, capsys):
     (["phase1", "--manifest", "m", "--store", "s", "--n-pairs", "-3"], "argument --n-pairs: '-3' is not a positive integer"),
     (["phase1", "--manifest", "m", "--store", "s", "--top-k", "0"], "argument --top-k: '0' is not a positive integer"),
     (["phase1", "--manifest", "m", "--store", "s", "--seed", "-5"], "argument --seed: '-5' is negative"),
-    (["score", "--images", "x", "--store", "s", "--workers", "-1"], "argument --workers: '-1' is negative"),
+    (["score", "--images", "x", "--store", "s", "--flush-rows", "0"], "argument --flush-rows: '0' is not a positive integer"),
     (["train-data", "synthetic", "out", "--size", "-8"], "argument --size: '-8' is not a positive integer"),
 ])
 def test_cli_integers_are_checked_by_the_parser(argv, message, capsys):

@@ -235,17 +235,17 @@ def register(sub) -> None:
                    help="with --images: how the per-image scores are printed")
     s.add_argument("--root", help="override the manifest's image root (data moved)")
     s.add_argument("--device", default="auto")
-    s.add_argument("--batch-size", type=positive_int, help="default: 8 on GPU, 1 on CPU (batching large images is slower on CPU)")
-    s.add_argument("--workers", type=nonneg_int, help="image-decoding worker processes (default: 0 on CPU, up to 4 on GPU)")
+    s.add_argument("--batch-size", type=int, help="default: 8 on GPU, 1 on CPU (batching large images is slower on CPU)")
+    s.add_argument("--workers", type=int, help="image-decoding worker processes (default: 0 on CPU, up to 4 on GPU)")
     s.add_argument("--shard", help="i/n (default: RANK/WORLD_SIZE from torchrun, else 0/1)")
-    s.add_argument("--max-pixels", type=positive_int, help="downscale larger images to this many pixels (recorded in the key)")
+    s.add_argument("--max-pixels", type=int, help="downscale larger images to this many pixels (recorded in the key)")
     s.add_argument("--pixel-cap", default="auto",
                    help="images above this many pixels become error rows ('auto': 16000000 on CPU, none on GPU; 0: none)")
     s.add_argument("--fr-protocol", choices=["hggt", "pyiqa"], default="hggt",
                    help="full-reference options: hggt = crop border 4, RGB (HGGT evaluation); pyiqa = pyiqa defaults")
     s.add_argument("--retry-failed", action="store_true",
                    help="re-score keys whose stored row failed (transient failures are retried anyway)")
-    s.add_argument("--retries", type=nonneg_int, default=2, help="in-run retries of transient errors (I/O, CUDA OOM)")
+    s.add_argument("--retries", type=int, default=2, help="in-run retries of transient errors (I/O, CUDA OOM)")
     s.add_argument("--max-consecutive-errors", type=int, default=20,
                    help="stop a metric after this many identical errors in a row")
     s.add_argument("--flush-rows", type=positive_int, default=1000, help="rows per Parquet part (work at risk on a kill)")

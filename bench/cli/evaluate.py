@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.cli.common import nonneg_int, positive_int
+from bench.cli.common import positive_int
 
 
 def cmd_evaluate(a) -> None:
@@ -59,13 +59,13 @@ def register(sub) -> None:
     s.add_argument("--store", required=True)
     s.add_argument("--metrics", help="comma-separated NR and FR metrics (default: musiq, nima, qalign, topiq_nr where "
                                      "available, else the available NR ones; psnr, ssim, stlpips against references)")
-    s.add_argument("--tile", type=positive_int, help="tiled inference: tile size in LR pixels (default: whole image)")
-    s.add_argument("--tile-overlap", type=nonneg_int, default=16, help="overlap between tiles in LR pixels")
+    s.add_argument("--tile", type=int, help="tiled inference: tile size in LR pixels (default: whole image)")
+    s.add_argument("--tile-overlap", type=int, default=16, help="overlap between tiles in LR pixels")
     s.add_argument("--weights", default="ema", choices=["ema", "net_g"], help="which weights of a suite checkpoint")
     s.add_argument("--name", help="test-set name in the store (default: the YAML's name or the folder name)")
     s.add_argument("-o", "--out", help="folder for SR PNGs (default: STORE/sr)")
     s.add_argument("--device", default="auto")
-    s.add_argument("--workers", type=nonneg_int, help="image-decoding worker processes while scoring (default: 0 on CPU, up to 4 on GPU)")
+    s.add_argument("--workers", type=int, help="image-decoding worker processes while scoring (default: 0 on CPU, up to 4 on GPU)")
     s.set_defaults(fn=cmd_evaluate)
 
     s = sub.add_parser("compare", help="table of every evaluated run (+ Gold standard) with deltas and bootstrap CIs, "

@@ -102,10 +102,10 @@ def register(sub) -> None:
     def scoring_opts(sp):
         sp.add_argument("--root", help="override the manifest's image root")
         sp.add_argument("--device", default="auto")
-        sp.add_argument("--batch-size", type=positive_int, help="default: 8 on GPU, 1 on CPU")
-        sp.add_argument("--workers", type=nonneg_int, help="image-decoding worker processes (default: 0 on CPU, up to 4 on GPU)")
+        sp.add_argument("--batch-size", type=int, help="default: 8 on GPU, 1 on CPU")
+        sp.add_argument("--workers", type=int, help="image-decoding worker processes (default: 0 on CPU, up to 4 on GPU)")
         sp.add_argument("--shard")
-        sp.add_argument("--max-pixels", type=positive_int)
+        sp.add_argument("--max-pixels", type=int)
         sp.add_argument("--n-boot", type=positive_int, default=2000,
                         help="bootstrap resamples of source groups for the 95%% CIs (default: %(default)s)")
         sp.add_argument("--json", action="store_true")
