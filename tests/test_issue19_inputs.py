@@ -235,3 +235,47 @@ def test_a_truncated_weight_file_makes_that_metric_unavailable_and_the_others_sc
         assert rows == [("entropy", "ok")]  # the other metric was scored, brisque stored nothing
     finally:
         target.unlink()
+
+
+# --- small ones -----------------------------------------------------------------------------------
+
+
+def test_hggt_label_json_whose_top_level_is_a_list_is_one_line(tmp_path, capsys):
+    from bench.cli import main
+    from tests.hggt_fixture import make_hggt
+
+    labs = {a: ["Positive", "Negative", "Similar", "Positive"] for a in "ABC"}
+    root = make_hggt(tmp_path / "h", {"g1": labs}, size=16, batch=None)
+    bad = root / "labels" / "B" / "g1.json"
+    bad.write_text(json.dumps([{"Picture_2": {"Label": "Positive"}}]))
+    assert main(["manifest", "build", "hggt", str(root), "-o", str(tmp_path / "m.parquet")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{bad}: the top level is a JSON list, expected an object" in err
+
+
+def test_register_replace_of_a_moved_manifest_records_the_new_root(tmp_path, capsys):
+    import shutil
+
+    from bench.cli import main
+    from bench.manifests import schema, votes
+    from bench.store import Store
+    from bench.store.views import connect
+
+    old_root = tmp_path / "old"
+    m = votes.pairs_csv(_vote_csv(old_root, (3, 1)), old_root, dataset="d")
+    path = schema.write(m, tmp_path / "m.parquet")
+    store = tmp_path / "s"
+    assert main(["store", "register", str(path), "--store", str(store)]) == 0
+    assert "registered (1 pairs)" in capsys.readouterr().out
+    assert main(["store", "register", str(path), "--store", str(store)]) == 0
+    assert "already registered (1 pairs)" in capsys.readouterr().out  # the same manifest again: nothing to do
+    new_root = tmp_path / "moved"
+    shutil.move(old_root, new_root)
+    moved = schema.write(schema.read(path, root=new_root), tmp_path / "m2.parquet")
+    assert main(["store", "register", str(moved), "--store", str(store)]) == 0
+    out = capsys.readouterr().out
+    assert f"with image root {old_root.resolve()}; this manifest's root is {new_root.resolve()}: --replace" in out
+    assert main(["store", "register", str(moved), "--store", str(store), "--replace"]) == 0
+    out = capsys.readouterr().out
+    assert f"re-registered (1 pairs): image root {old_root.resolve()} -> {new_root.resolve()}" in out
+    assert connect(Store(store)).execute("SELECT root FROM pairs").fetchall() == [(str(new_root.resolve()),)]
