@@ -10,23 +10,29 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bench.errors import StudyError
+from bench.paths import component_problem
+from bench.yamlsafe import load_yaml, load_yaml_file
 from sr_training.ft.config import FTConfig
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # every float finite (gan=.inf, lr=nan are refused); ranges below: weights >= 0, rates > 0, ema in [0, 1)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+Fraction = Annotated[float, Field(ge=0, lt=1)]
 
 
 class ArchConfig(_Strict):
     type: Literal["swinir", "rrdb"] = Field(description="SwinIR (HGGT config) or RRDBNet (Real-ESRGAN)")
     size: Literal["full", "tiny"] = Field("full", description="paper size, or a tiny same-class net for CPU tests")
-    scale: int = 4
+    scale: int = Field(4, gt=0)
     pretrained: str | None = Field(None, description="a SwinIR / RealESRGAN x4 weights file (spandrel loads it)")
     drop_path_rate: float = Field(0.1, ge=0, lt=1, description=(
         "SwinIR stochastic depth; 0.1 is BasicSR's SwinIR default (basicsr/archs/swinir_arch.py SwinIR.__init__), "
@@ -99,19 +105,19 @@ class SamplingConfig(_Strict):
 
 
 class LossConfig(_Strict):
-    l1: float = 1.0
-    perceptual: float = 1.0
+    l1: float = Field(1.0, ge=0)
+    perceptual: float = Field(1.0, ge=0)
     perceptual_weights: str = Field("imagenet", description="'imagenet' (torchvision download), 'random', or a .pth")
-    gan: float = 0.1
+    gan: float = Field(0.1, ge=0)
 
 
 class OptimConfig(_Strict):
-    lr_g: float = 1e-4
-    lr_d: float = 1e-4
-    betas: tuple[float, float] = (0.9, 0.99)
-    milestones: tuple[int, ...] = (200_000, 250_000, 275_000, 287_500)
-    gamma: float = 0.5
-    ema: float = 0.999
+    lr_g: float = Field(1e-4, gt=0)
+    lr_d: float = Field(1e-4, gt=0)
+    betas: tuple[Fraction, Fraction] = (0.9, 0.99)
+    milestones: tuple[Annotated[int, Field(gt=0)], ...] = (200_000, 250_000, 275_000, 287_500)
+    gamma: float = Field(0.5, gt=0, description="learning-rate factor at each milestone")
+    ema: Fraction = Field(0.999, description="EMA decay of G, in [0, 1)")
 
 
 class ScheduleConfig(_Strict):
@@ -139,7 +145,7 @@ class ValConfig(_Strict):
 
 class TrainConfig(_Strict):
     name: str
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     arch: ArchConfig
     data: DataConfig
     sampling: SamplingConfig | None = Field(None, description=(
@@ -151,6 +157,13 @@ class TrainConfig(_Strict):
     ft: FTConfig | None = Field(None, description="FT stage (LoRA + -lambda_Q*Q): present = `train` runs FTTrainer")
     amp_bf16: bool = Field(False, description=(
         "opt-in bf16 autocast on CUDA (ignored on CPU); off = fp32 as HGGT (no use_amp in its configs)"))
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_one_component(cls, v: str) -> str:
+        if (why := component_problem(v)) is not None:  # evaluate's output folder is named after it
+            raise ValueError(f"{v!r} {why}; the run name becomes a folder name")
+        return v
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -224,19 +237,14 @@ def _apply_override(tree: dict, item: str, source: str) -> None:
         node = node.setdefault(p, {})
         if not isinstance(node, dict):
             raise StudyError(f"override {item!r}: {p!r} is not a section")
-    node[parts[-1]] = yaml.safe_load(raw)
+    node[parts[-1]] = load_yaml(raw, f"override {item!r}", mapping=False)
 
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> TrainConfig:
     path = Path(path)
     if not path.is_file():
         raise StudyError(f"{path}: config file does not exist")
-    try:
-        tree = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark else ""
-        raise StudyError(f"{path}{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+    tree = load_yaml_file(path)  # one line for invalid YAML, a list at the top, an alias bomb
     for item in overrides:
         _apply_override(tree, item, str(path))
     tree = _expand(tree, str(path))

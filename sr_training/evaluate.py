@@ -34,15 +34,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from PIL import Image
 
 from bench import provenance
 from bench.errors import StudyError
 from bench.manifests.schema import file_hash
 from bench.progress import progress_bar
+from bench.paths import inside, safe_component
 from bench.store import Store
 from bench.store.images import REFERENCE_LABELS, has_images, register_images
+from bench.yamlsafe import load_yaml_file
 from sr_training import infer
 
 PAPER_NR = ("musiq", "nima", "qalign", "topiq_nr")
@@ -171,10 +172,7 @@ def load_test_set(spec: str | Path, name: str | None = None) -> TestSet:
     if spec.suffix.lower() in (".yaml", ".yml"):
         if not spec.is_file():
             raise StudyError(f"--test {spec}: file does not exist")
-        try:
-            cfg = yaml.safe_load(spec.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise StudyError(f"--test {spec}: invalid YAML ({exc})") from None
+        cfg = load_yaml_file(spec)  # a mapping, or one line (invalid YAML, a list at the top, an alias bomb)
         kind = cfg.get("kind")
         if kind not in ("hggt", "folder"):
             raise StudyError(f"{spec}: field 'kind' is {kind!r}; expected 'hggt' or 'folder'")
@@ -277,9 +275,14 @@ def evaluate(checkpoint: str | Path, test: str | Path, store: Store, *, metrics:
         fr = []
     if fr and ts.n_refs == 0:
         fr_why, fr = f"skipped: test set '{ts.name}' has no references", []
-    label = f"{info['run_name']}-{info['checkpoint_sha256'][:12]}-{info['weights']}"
+    src = f"--checkpoint {checkpoint}: model"  # run_name/weights come from its config or sidecar JSON
+    label = safe_component(f"{safe_component(info['run_name'], f'{src} run_name')}-{info['checkpoint_sha256'][:12]}-"
+                           f"{safe_component(info['weights'], f'{src} weights')}", f"{src} output folder")
+    safe_component(ts.name, "test set name")
+    for it in ts.items:
+        safe_component(it.item, f"test set {ts.name}: item")
     out_root = Path(out) if out else store.root / "sr"
-    out_dir = out_root / label / (ts.name + (f"-tile{tile}" if tile else ""))
+    out_dir = inside(out_root / label / (ts.name + (f"-tile{tile}" if tile else "")), out_root, "SR output folder")
     config = {"checkpoint": (infer.BICUBIC if str(checkpoint) == infer.BICUBIC else str(Path(checkpoint).resolve())),
               "model": info, "test_set": ts.name, "test_kind": ts.kind,
               "test_root": str(ts.root.resolve()), "synthetic": ts.synthetic, "tile": tile, "overlap": overlap,

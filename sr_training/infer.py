@@ -192,13 +192,11 @@ def upscale(net: torch.nn.Module, lr: torch.Tensor, scale: int, tile: int | None
 
 
 def load_rgb(path: str | Path) -> torch.Tensor:
-    """(1,3,H,W) float32 in [0,1] from an 8-bit image file."""
-    try:
-        with Image.open(path) as im:
-            arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
-    except (OSError, ValueError) as exc:
-        raise StudyError(f"{path}: cannot read image ({exc})") from None
-    return torch.from_numpy(arr).permute(2, 0, 1)[None].contiguous()
+    """(1,3,H,W) float32 in [0,1] through the suite's one decoder (bench.scoring.images.read_rgb: 8-bit / 255,
+    16-bit / 65535, alpha over white)."""
+    from bench.scoring.images import read_rgb
+
+    return torch.from_numpy(read_rgb(path)).permute(2, 0, 1)[None].contiguous()
 
 
 def save_png(t: torch.Tensor, path: str | Path) -> Path:

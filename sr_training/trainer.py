@@ -10,7 +10,9 @@
   Rank 0 logs, validates and checkpoints.
 * Checkpoints (CONTRACTS C5, :mod:`sr_training.checkpoint`) load with ``weights_only=True``; a
   truncated newest one falls back to the previous one; a resumed run refuses a changed config
-  unless ``allow_config_change``. The checkpoint is written *before* validation.
+  unless ``allow_config_change``. The checkpoint is written *before* validation and records
+  that one is due (``val_due``): a resumed run whose val_log.csv lacks that iteration (killed between
+  the two) validates it again before training on.
 * Experiment folder: config.yaml, provenance.json (start and finish time, effective batch, the
   sampling metric and why), train_log.csv, val_log.csv (one row per validation: the mean of each
   metric), val_images.csv (one row per image and validation), tb/ (TensorBoard), checkpoints/
@@ -70,13 +72,10 @@ def psnr(a: torch.Tensor, b: torch.Tensor, crop: int) -> float:
 
 
 def _load_rgb(path: Path) -> torch.Tensor:
-    """(1,3,H,W) float in [0,1]."""
-    try:
-        with Image.open(path) as im:
-            arr = np.array(im.convert("RGB"))
-    except (OSError, ValueError) as exc:
-        raise StudyError(f"{path}: cannot read image ({exc})") from None
-    return torch.from_numpy(arr).permute(2, 0, 1)[None].float() / 255
+    """(1,3,H,W) float32 in [0,1] (sr_training.infer.load_rgb: the suite's one decoder)."""
+    from sr_training.infer import load_rgb
+
+    return load_rgb(path)
 
 
 def build_dataset(cfg: TrainConfig):
@@ -167,6 +166,14 @@ def _truncate_csv(path: Path, last_iter: int) -> int:
     return len(body) - len(keep)
 
 
+def _csv_has_iter(path: Path, it: int) -> bool:
+    """Whether the log at ``path`` has a row for iteration ``it``."""
+    if not path.is_file():
+        return False
+    with open(path, newline="") as fh:
+        return any(r.get("iter") == str(it) for r in csv.DictReader(fh))
+
+
 def _append_csv(path: Path, row: dict) -> None:
     new = not path.exists() or path.stat().st_size == 0
     if not new:
@@ -182,6 +189,11 @@ def _append_csv(path: Path, row: dict) -> None:
 
 
 class Trainer:
+    # the iteration whose validation the next checkpoint promises (its ``val_due``), and the one a resumed
+    # run still owes (the checkpoint promised it, val_log.csv lacks it: a kill between save and validation)
+    _val_due_at: int | None = None
+    _redo_val: int | None = None
+
     def __init__(self, cfg: TrainConfig, out: Path, device: str | None = None):
         self.cfg, self.out = cfg, Path(out)
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -356,7 +368,7 @@ class Trainer:
         """C5: plain tensors / numbers / strings / containers only (``weights_only=True`` loads it)."""
         s = {"iteration": it, "net_g": self.net_g.state_dict(), "ema": self.ema.state_dict(),
              "opt_g": self.opt_g.state_dict(), "sched_g": self.sched_g.state_dict(), "chosen": self.chosen.clone(),
-             "config": self.cfg.model_dump_json()}
+             "config": self.cfg.model_dump_json(), "val_due": self._val_due_at == it}
         if self.net_d is not None:
             s |= {"net_d": self.net_d.state_dict(), "opt_d": self.opt_d.state_dict(), "sched_d": self.sched_d.state_dict()}
         pipeline = getattr(self, "pipeline", None)
@@ -409,6 +421,7 @@ class Trainer:
             self.note(f"WARNING: resuming with a changed config (--allow-config-change): {text}")
         self.load_checkpoint_state(s)
         self.start_iter = int(s["iteration"])
+        self._redo_val = self.start_iter if s.get("val_due") else None
         self.resumed_from = {"iteration": self.start_iter, "checkpoint": str(path),
                              "config_changes": [list(map(str, d)) for d in diffs]}
         best = self.out / "checkpoints" / "best.json"
@@ -582,6 +595,8 @@ class Trainer:
                                         sch.total_iters, self.rank, self.world)
         loader = DataLoader(self.dataset, batch_sampler=sampler, num_workers=cfg.data.workers, collate_fn=collate)
         t0, last = time.perf_counter(), {}
+        if main and self._redo_val is not None:
+            self._redo_validation(writer, self._redo_val)
         bar = progress_bar(total=sch.total_iters, initial=self.start_iter, desc=cfg.name, unit="it", disable=not main)
         for it, batch in enumerate(loader, start=self.start_iter):
             last = self.step(batch, it)
@@ -591,6 +606,8 @@ class Trainer:
                 self._log_train(writer, done, last, t0)
                 bar.set_postfix(l1=f"{last['l1']:.4f}", g=f"{last['total_g']:.3f}")
             val_due = bool(cfg.val.dir) and (done % sch.val_every == 0 or done == sch.total_iters)
+            if main and val_due:
+                self._val_due_at = done  # the checkpoint records that this validation is owed
             if main and (val_due or done % sch.checkpoint_every == 0 or done == sch.total_iters):
                 self.save(done)  # before validation: a failing validation never costs a checkpoint
             if main and val_due:
@@ -627,12 +644,23 @@ class Trainer:
             writer.add_scalar(f"sampling/chosen_frac_{k}", c / total, done)
         writer.flush()
 
+    def _redo_validation(self, writer, it: int) -> None:
+        """The checkpoint at ``it`` promised a validation that never reached val_log.csv (the run was killed
+        between the save and the end of validation): drop its partial rows and validate now."""
+        if not self.cfg.val.dir or _csv_has_iter(self.out / "val_log.csv", it):
+            return
+        _truncate_csv(self.out / "val_images.csv", it - 1)
+        self.note(f"the validation of iteration {it} was interrupted (its checkpoint was saved, val_log.csv has "
+                  f"no row): validating it again before training on")
+        self._val_due_at = it
+        self._log_val(writer, it, self.validate(it))
+
     def _log_val(self, writer, done: int, scores: dict | None) -> None:
+        """val_images.csv rows, best.pt, then the val_log.csv row last: that row marks the validation done."""
         if not scores:
             return
         names = list(next(iter(scores.values())))
         means = {m: float(np.mean([s[m] for s in scores.values()])) for m in names}
-        _append_csv(self.out / "val_log.csv", {"iter": done, **means})
         for image, s in scores.items():
             _append_csv(self.out / "val_images.csv", {"iter": done, "image": image, **s})
         for m, v in means.items():
@@ -641,3 +669,4 @@ class Trainer:
             writer.add_image(f"val/{path.stem}", np.asarray(Image.open(path).convert("RGB")), done, dataformats="HWC")
         writer.flush()
         self._keep_best(done, means)
+        _append_csv(self.out / "val_log.csv", {"iter": done, **means})

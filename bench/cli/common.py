@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 
-
 def _print_table(df, as_json: bool) -> None:
     if as_json:
         print(json.dumps(json.loads(df.to_json(orient="records")), indent=1))
@@ -60,3 +59,29 @@ def _score_opts(a) -> dict:
 
     return {"device": a.device, "batch_size": a.batch_size, "workers": a.workers, "shard": Shard.parse(a.shard),
             "max_pixels": a.max_pixels}
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer > 0 (``--n-pairs -3`` is refused by the parser, not run on 9 pairs)."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return value
+
+
+def nonneg_int(text: str) -> int:
+    """argparse type: an integer >= 0 (seeds, worker counts, retries)."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is negative; expected an integer >= 0")
+    return value

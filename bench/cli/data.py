@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from bench.cli.common import _print_table, agreement_text
+from bench.cli.common import _print_table, agreement_text, nonneg_int, positive_int
 from bench.errors import StudyError
 
 
@@ -35,7 +35,7 @@ def _importer_parser() -> argparse.ArgumentParser:
     s.add_argument("root", help="folder holding pairs.parquet or pairs.csv and the images")
     s = add("sample", "embedded SYNTHETIC offline sample, images written to OUT", sample)
     s.add_argument("out", help="folder to write the images (and, without -o, manifest.parquet) into")
-    s.add_argument("--seed", type=int, default=0, help="random seed of the synthetic degradations (default: 0)")
+    s.add_argument("--seed", type=nonneg_int, default=0, help="random seed of the synthetic degradations (default: 0)")
     return p
 
 
@@ -248,7 +248,7 @@ def register(sub) -> None:
     s.add_argument("--retries", type=int, default=2, help="in-run retries of transient errors (I/O, CUDA OOM)")
     s.add_argument("--max-consecutive-errors", type=int, default=20,
                    help="stop a metric after this many identical errors in a row")
-    s.add_argument("--flush-rows", type=int, default=1000, help="rows per Parquet part (work at risk on a kill)")
+    s.add_argument("--flush-rows", type=positive_int, default=1000, help="rows per Parquet part (work at risk on a kill)")
     s.set_defaults(fn=cmd_score)
 
     s = sub.add_parser("query", help="read-only SQL over the store (views: scores, scores_raw, pairs, pairs_all, "

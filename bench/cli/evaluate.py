@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bench.cli.common import positive_int
+
 
 def cmd_evaluate(a) -> None:
     from bench.cli.common import _summary_lines
@@ -72,7 +74,7 @@ def register(sub) -> None:
     s.add_argument("--baseline", help="run name (or name@iteration) the deltas are taken against "
                                       "(default: a run with sampling 'upos', else the first run)")
     s.add_argument("--test-set", help="only this test set (default: every evaluated test set)")
-    s.add_argument("--n-boot", type=int, default=2000, help="paired bootstrap resamples for the delta CIs")
+    s.add_argument("--n-boot", type=positive_int, default=2000, help="paired bootstrap resamples for the delta CIs")
     s.add_argument("--crop-item", help="test image for the crop grid (default: the first of each test set)")
     s.add_argument("-o", "--out", required=True)
     s.set_defaults(fn=cmd_compare)

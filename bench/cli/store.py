@@ -19,7 +19,7 @@ def cmd_store_check(a) -> None:
         return
     for f in found:
         print(f"{f['path']}: {f['problem']} -> {f['action']}")
-    bad = [f for f in found if not f["action"].startswith("left")]
+    bad = [f for f in found if f["action"].startswith("moved")]
     print(f"{len(found)} problem(s); {len(bad)} moved to {store.root / 'quarantine'}" if a.repair else
           f"{len(found)} problem(s); bad parts are skipped by every read, `--repair` moves them to quarantine/")
 

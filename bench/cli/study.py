@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.cli.common import _print_table, _score_opts, _summary_lines
+from bench.cli.common import _print_table, _score_opts, _summary_lines, nonneg_int, positive_int
 
 
 def cmd_phase1(a) -> None:
@@ -106,7 +106,7 @@ def register(sub) -> None:
         sp.add_argument("--workers", type=int, help="image-decoding worker processes (default: 0 on CPU, up to 4 on GPU)")
         sp.add_argument("--shard")
         sp.add_argument("--max-pixels", type=int)
-        sp.add_argument("--n-boot", type=int, default=2000,
+        sp.add_argument("--n-boot", type=positive_int, default=2000,
                         help="bootstrap resamples of source groups for the 95%% CIs (default: %(default)s)")
         sp.add_argument("--json", action="store_true")
         study_opts(sp)
@@ -122,10 +122,10 @@ def register(sub) -> None:
     s = sub.add_parser("phase1", help="all study metrics on a stratified subset -> ranking with bootstrap CIs -> top-k")
     s.add_argument("--manifest", required=True)
     s.add_argument("--store", required=True)
-    s.add_argument("--n-pairs", type=int, default=1212, help="size of the stratified Phase I subset (the paper: 1,212)")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--n-pairs", type=positive_int, default=1212, help="size of the stratified Phase I subset (the paper: 1,212)")
+    s.add_argument("--seed", type=nonneg_int, default=0)
     s.add_argument("--metrics", default="study")
-    s.add_argument("--top-k", type=int, default=7, help="metrics that go on to Phase II (the paper: 7)")
+    s.add_argument("--top-k", type=positive_int, default=7, help="metrics that go on to Phase II (the paper: 7)")
     scoring_opts(s)
     s.set_defaults(fn=cmd_phase1)
 
@@ -156,7 +156,7 @@ def register(sub) -> None:
     s = sub.add_parser("ensemble", help="logistic combination of metric scores, grouped cross-validation")
     study_scope(s)
     s.add_argument("--metrics", help="comma-separated (default: the Phase II metrics)")
-    s.add_argument("--folds", type=int, default=5, help="cross-validation folds, grouped by source image")
+    s.add_argument("--folds", type=positive_int, default=5, help="cross-validation folds, grouped by source image")
     s.add_argument("--C", type=float, default=1.0, help="inverse L2 regularisation strength of the logistic regression")
     s.set_defaults(fn=cmd_ensemble)
 

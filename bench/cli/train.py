@@ -5,11 +5,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from bench.cli.common import nonneg_int, positive_int
+
 
 def cmd_train(a) -> None:
+    from bench.scoring.engine import pick_device
     from sr_training.config import load_config
     from sr_training.trainer import Trainer
 
+    if a.device != "auto":
+        pick_device(a.device)  # one line for a device torch does not know or this machine lacks
     cfg = load_config(a.config, a.overrides)
     if cfg.ft is not None:  # FT stage (LoRA + -lambda_Q*Q): sr_training/ft
         from sr_training.ft.trainer import FTTrainer as Trainer
@@ -49,9 +54,9 @@ def register(sub) -> None:
     s = sub.add_parser("train-data", help="build the SYNTHETIC multi-GT set (HGGT layout) for demos and tests")
     s.add_argument("kind", choices=["synthetic"], help="what to build (only the SYNTHETIC multi-GT set)")
     s.add_argument("out")
-    s.add_argument("--groups-per-photo", type=int, default=4, help="groups cut from each bundled photograph")
-    s.add_argument("--size", type=int, default=128, help="side of each square group image in pixels")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--groups-per-photo", type=positive_int, default=4, help="groups cut from each bundled photograph")
+    s.add_argument("--size", type=positive_int, default=128, help="side of each square group image in pixels")
+    s.add_argument("--seed", type=nonneg_int, default=0)
     s.set_defaults(fn=cmd_train_data)
 
     s = sub.add_parser("demo", help="the main job on the embedded offline sample")

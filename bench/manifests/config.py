@@ -7,9 +7,9 @@ import re
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
 from bench.errors import ManifestError
+from bench.yamlsafe import load_yaml_file
 
 _ENV = re.compile(r"\$\{(\w+)\}")
 
@@ -51,7 +51,7 @@ def build_from_config(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"{path}: config file does not exist")
-    cfg = yaml.safe_load(path.read_text()) or {}
+    cfg = load_yaml_file(path)  # a mapping, or one line (invalid YAML, a list at the top, an alias bomb)
     importer = cfg.get("importer")
     if "root" not in cfg and importer != "sample":
         raise ManifestError(f"{path}: field 'root' missing")

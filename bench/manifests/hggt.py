@@ -105,6 +105,9 @@ def read_group_labels(layout: HggtLayout, stem: str) -> dict[str, list[str]]:
             data = json.loads(path.read_text())
         except json.JSONDecodeError as exc:
             raise ManifestError(f"{path}: invalid JSON ({exc.msg} at line {exc.lineno})") from None
+        if not isinstance(data, dict):
+            raise ManifestError(f"{path}: the top level is a JSON {type(data).__name__}, expected an object with "
+                                f"Picture_1 .. Picture_5 (HGGT's label structure)")
         for i, k in enumerate(ENHANCED, start=2):
             pic = data.get(f"Picture_{i}")
             if not isinstance(pic, dict) or "Label" not in pic:

@@ -49,6 +49,19 @@ REQUIRED = ["pair_id", "dataset", "split", "group", "image_a", "image_b", "votes
 PREFS = {"a", "b", "tie"}
 KINDS = ("human", "inferred")
 MAX_VOTES = 2**31 - 1  # a vote count above this is a corrupt file, not a study
+# Columns the store adds to every registered row (bench.store.layout.Store.register) or its views add
+# (bench.store.views: pairs_all.current): a manifest column of the same name would override them
+# (a stale manifest's 'current' winning over `store register --replace`), so none may be in a manifest.
+RESERVED = ("manifest_id", "synthetic", "root", "registered_at", "current")
+
+
+def reserved_problem(columns, source: str) -> str | None:
+    """The one-line refusal for manifest columns named like the store's own (None when there are none)."""
+    clash = [c for c in RESERVED if c in set(map(str, columns))]
+    if not clash:
+        return None
+    return (f"{source}: column(s) {clash} are reserved (the store adds {', '.join(RESERVED)} to every registered "
+            f"pair); rename or drop them")
 
 
 def pref_from_votes(votes_a: int, votes_b: int) -> str:
@@ -123,6 +136,8 @@ def validate(df: pd.DataFrame, source: str) -> None:
     absent = [c for c in REQUIRED if c not in df.columns]
     if absent:
         raise ManifestError(f"{source}: missing column(s) {absent}; required: {REQUIRED}")
+    if (why := reserved_problem(df.columns, source)) is not None:
+        raise ManifestError(why)
     bad = df.loc[~df["pref"].isin(PREFS)]
     if len(bad):
         raise ManifestError(f"{source}: pair {bad.iloc[0]['pair_id']!r}: pref {bad.iloc[0]['pref']!r} not in {sorted(PREFS)}")

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import pickle
+import zipfile
 from typing import Any
 
 import torch
 
+from bench.errors import WeightsMissing
 from bench.metrics import verify, weights
 from bench.metrics.table import MetricSpec
 
@@ -99,10 +102,25 @@ def create(
             weights.preflight(spec)
         if "pretrained_model_path" not in kwargs and weights.pretrained_path(spec) is not None:
             kwargs["pretrained_model_path"] = str(weights.pretrained_path(spec))
-        metric = pyiqa.create_metric(spec.name, as_loss=as_loss, device=device, **kwargs)
+        try:
+            metric = pyiqa.create_metric(spec.name, as_loss=as_loss, device=device, **kwargs)
+        except torch.cuda.OutOfMemoryError:
+            raise
+        except (RuntimeError, EOFError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
+            raise _unreadable(spec, exc) from None
     if cache:
         _CACHE[key] = metric
     return metric
+
+
+def _unreadable(spec: MetricSpec, exc: BaseException) -> WeightsMissing:
+    """A weight file that is there but does not load (truncated download, disk full: torch's
+    'PytorchStreamReader failed ...'): the metric is unavailable, in one line naming its files."""
+    files = [str(weights.locate(w)) for w in spec.weights if weights.locate(w) is not None]
+    first = str(exc).splitlines()[0][:160] if str(exc) else ""
+    return WeightsMissing(f"metric '{spec.name}': its weights do not load ({type(exc).__name__}: {first}); "
+                          f"check or re-fetch {', '.join(files) or 'its weight files'} "
+                          f"(`iqa-study weights status {spec.name}`)")
 
 
 def release(device: str | torch.device | None = None) -> None:

@@ -41,6 +41,7 @@ from bench.atomic import atomic_write_text
 from bench.errors import StudyError
 from bench.report import html_page
 from bench.report.figures import plain_text, save_csv, save_figure
+from bench.scoring.images import read_rgb_u8
 from bench.store import Store
 from bench.store.views import connect
 
@@ -268,8 +269,7 @@ def pd_plot(t: pd.DataFrame, test_set: str, out_dir: Path, note: str = "") -> li
 
 
 def _load(path: str) -> np.ndarray:
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))
+    return read_rgb_u8(path)  # the suite's one decoder (bench.scoring.images)
 
 
 def _crop_box(ref: np.ndarray, scale_hint: int = 4) -> tuple[int, int, int]:
@@ -351,8 +351,7 @@ def crop_grid(store: Store, per: pd.DataFrame, t: pd.DataFrame, test_set: str, o
     top, left, size = _crop_box(ref)
     crops: dict[str, np.ndarray] = {}
     if lr:
-        with Image.open(lr[0]) as im:
-            up = np.asarray(im.convert("RGB").resize((ref.shape[1], ref.shape[0]), Image.Resampling.BICUBIC))
+        up = np.asarray(Image.fromarray(_load(lr[0])).resize((ref.shape[1], ref.shape[0]), Image.Resampling.BICUBIC))
         crops["LR (bicubic)"] = up[top:top + size, left:left + size]
     labels = t[t["run"] != GOLD][["run", "checkpoint_sha256", "weights"]]
     for r in labels.itertuples():

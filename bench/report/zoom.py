@@ -18,6 +18,7 @@ from PIL import Image
 from scipy.ndimage import uniform_filter
 
 from bench.errors import StudyError
+from bench.scoring.images import read_rgb_u8
 
 
 @dataclass(frozen=True)
@@ -41,8 +42,7 @@ def load_rgb(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise StudyError(f"{path}: image not found (the manifest's root may have moved)")
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))
+    return read_rgb_u8(path)  # the suite's one decoder (bench.scoring.images)
 
 
 def crop_size(shape: tuple[int, int], fraction: float = 0.25, minimum: int = 48) -> int:

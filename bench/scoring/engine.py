@@ -80,11 +80,22 @@ class Shard:
 
 
 def pick_device(requested: str | None) -> str:
-    """'auto' -> cuda:LOCAL_RANK when CUDA is available, else cpu; refuses CUDA where there is none."""
+    """'auto' -> cuda:LOCAL_RANK when CUDA is available, else cpu; refuses (one line) a device that is not
+    cpu, cuda or cuda:N, CUDA where there is none, and a CUDA index beyond the devices here."""
     if requested and requested != "auto":
-        if str(requested).startswith("cuda") and not torch.cuda.is_available():
+        try:
+            dev = torch.device(requested)
+        except (RuntimeError, ValueError, TypeError):
+            dev = None
+        if dev is None or dev.type not in ("cpu", "cuda"):
+            raise StudyError(f"--device {requested}: not a device this suite runs on; expected auto, cpu, cuda or "
+                             f"cuda:N")
+        if dev.type == "cuda" and not torch.cuda.is_available():
             raise StudyError(f"--device {requested}: CUDA is not available here (torch {torch.__version__}); "
                              f"use --device cpu or auto")
+        if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise StudyError(f"--device {requested}: this machine has {torch.cuda.device_count()} CUDA device(s) "
+                             f"(cuda:0 .. cuda:{torch.cuda.device_count() - 1})")
         return requested
     if torch.cuda.is_available():
         return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
@@ -293,17 +304,17 @@ def _normalise_error(text: str) -> str:
 
 def _plan(refs: list[ImageRef], metrics, store, *, shard, max_pixels, retry_failed, metric_kwargs, fr_protocol,
           batch_size, device, run_id) -> tuple[list[_Job], dict[str, tuple[str, tuple[int, int]]]]:
-    """Jobs with their still-to-score units, and {id: (path, policy size)} for everything to decode."""
+    """Jobs with their still-to-score units, and {id: (path, policy size, root)} for everything to decode."""
     import pyiqa
 
     mine = [r for r in refs if shard.owns(r.image_id)]
     mine.sort(key=lambda r: (policy_size(r.width, r.height, max_pixels), r.image_id, r.ref_id or ""))
-    paths: dict[str, tuple[str, tuple[int, int]]] = {}
+    paths: dict[str, tuple[str, tuple[int, int], str | None]] = {}
     for r in mine:
         size = policy_size(r.width, r.height, max_pixels)
-        paths.setdefault(r.image_id, (r.path, size))
+        paths.setdefault(r.image_id, (r.path, size, r.root))
         if r.ref_id and r.ref_path:
-            paths.setdefault(r.ref_id, (r.ref_path, size))
+            paths.setdefault(r.ref_id, (r.ref_path, size, r.root))
     prepared = []
     for spec in metrics:
         user = (metric_kwargs or {}).get(spec.name, {})
@@ -549,7 +560,7 @@ def score_refs(refs: list[ImageRef], metrics: list[MetricSpec], store: Store, *,
                     bar.set_postfix_str(job.spec.name)
                     batcher = _Batcher(job, metric, units, decoded, device, retries, max_consecutive_errors, writer, bar)
                     if loader is None:  # the first metric of the chunk scores while the images decode
-                        items = [(x, paths[x][0], verify_hashes) for x in chunk]
+                        items = [(x, paths[x][0], verify_hashes, paths[x][2]) for x in chunk]
                         loader = _decoded_items(ImageDataset(items, max_pixels, pixel_cap), workers)
                         for item in loader:
                             decoded[item["image_id"]] = item

@@ -12,6 +12,9 @@ Decoding rules (one function, ``decode``, used for every metric and every refere
 * 16-bit greyscale (I;16, I;16B, I;16L, and "I" from a PNG, which is how PIL opens 16-bit PNGs)
   -> value / 65535 (``convert("RGB")`` would clip every value above 255 to white). "I" from any
   other format (32-bit integers) is an "unsupported mode" error row.
+* 16-bit colour PNGs (48-bit RGB, 64-bit RGBA, 32-bit grey+alpha), which PIL opens as 8-bit
+  keeping only the high byte, are decoded by OpenCV (``cv2.imdecode``, 16 bits per channel):
+  value / 65535, alpha composited as below; one with a tRNS colour key is an "unsupported" row.
 * Float ("F") -> used as is when every value lies in [0, 1], else an error row (never clipped).
 * Alpha (RGBA, LA, PA, P or L/RGB with a ``transparency`` entry) -> composited over WHITE in
   float: out = c * a + 1 * (1 - a) with c, a in [0, 1]. (pyiqa's ``convert("RGB")`` drops the
@@ -20,6 +23,12 @@ Decoding rules (one function, ``decode``, used for every metric and every refere
 * Pixel cap: an image whose (policy) size exceeds ``pixel_cap`` pixels is an error row read
   from the header alone (NIQE reached 17.8 GB RSS at 64 MP); PIL's decompression-bomb guard
   also becomes one error row.
+* Training, validation and evaluation read images through ``read_rgb`` (HxWx3 float32 in [0, 1] by
+  these same rules, one-line StudyError): one decoder for every number the suite computes.
+* Read-time checks (``read_bytes``; the file may have changed since the manifest was built): the
+  path must be a regular file (a FIFO, a device such as a symlink to /dev/zero, or a folder is an
+  error row, never a hang or a MemoryError), at most ``MAX_FILE_BYTES`` long, and, for a manifest
+  image, resolve (symlinks followed) inside the manifest root.
 * Read failures (``OSError`` on open/read) are *transient* (retried in the run and on the next
   run by default); everything else is permanent (skipped later unless ``--retry-failed``).
 """
@@ -30,6 +39,7 @@ import hashlib
 import io
 import math
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,13 +48,15 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
+MAX_FILE_BYTES = 1 << 30  # an image file larger than 1 GiB is refused when read (error row)
 TRANSIENT = "transient: "  # prefix of error texts that a later run retries by default
 BACKGROUND = 1.0  # alpha is composited over white
 
 
 @dataclass(frozen=True)
 class ImageRef:
-    """One image to score; ``ref_id``/``ref_path`` name its reference for full-reference metrics."""
+    """One image to score; ``ref_id``/``ref_path`` name its reference for full-reference metrics;
+    ``root``: the folder both must resolve inside when read (a manifest's root), or None."""
 
     image_id: str
     path: str
@@ -52,6 +64,7 @@ class ImageRef:
     height: int
     ref_id: str | None = None
     ref_path: str | None = None
+    root: str | None = None
 
 
 def content_hash(data: bytes) -> str:
@@ -101,6 +114,30 @@ def _to_array(im: Image.Image) -> np.ndarray:
     return np.ascontiguousarray(np.repeat(grey[..., None], 3, axis=2))
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _png16_colour(data: bytes) -> np.ndarray | None:
+    """HxWx3 float32 in [0, 1] for a 16-bit-per-channel colour or grey+alpha PNG (PIL would keep the high
+    byte of each sample); None for every other file."""
+    if not (len(data) > 26 and data[:8] == PNG_SIGNATURE and data[12:16] == b"IHDR" and data[24] == 16
+            and data[25] in (2, 4, 6)):
+        return None
+    if b"tRNS" in data[:data.find(b"IDAT")]:
+        raise DecodeError("unsupported: 16-bit PNG with a tRNS colour key (transparency without an alpha channel)")
+    import cv2
+
+    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if arr is None or arr.dtype != np.uint16 or arr.ndim != 3 or arr.shape[2] not in (3, 4):
+        raise DecodeError("decode: 16-bit PNG that OpenCV cannot decode to 16 bits per channel")
+    arr = arr.astype(np.float32) / 65535.0
+    rgb = arr[..., 2::-1]  # OpenCV's BGR(A); grey+alpha comes back as BGRA with grey replicated
+    if arr.shape[2] == 4:
+        a = arr[..., 3:4]
+        rgb = rgb * a + BACKGROUND * (1.0 - a)
+    return np.ascontiguousarray(rgb, dtype=np.float32)
+
+
 def _resize(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Bicubic downscale (the --max-pixels policy); per channel as PIL 'F' for float arrays."""
     if arr.dtype == np.uint8:
@@ -110,17 +147,44 @@ def _resize(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.clip(np.stack(chans, axis=2), 0.0, 1.0).astype(np.float32)
 
 
+def read_bytes(path: str | Path, root: str | Path | None = None, limit: int = MAX_FILE_BYTES) -> bytes:
+    """The bytes of the image file ``path``, checked when read (module doc): a regular file (opened
+    non-blocking, so a FIFO never hangs), at most ``limit`` bytes, inside ``root`` when given.
+    Raises DecodeError (``transient`` for OS read failures) with a one-line reason."""
+    if root is not None:
+        real, base = os.path.realpath(path), os.path.realpath(root)
+        if os.path.commonpath([real, base]) != base:
+            raise DecodeError(f"outside the root: {path} resolves to {real}, outside {base} "
+                              f"(replaced by a symlink after manifest build?)")
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        raise DecodeError(f"{TRANSIENT}io: {type(exc).__name__}: {exc.strerror or exc}", transient=True) from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_size > limit:
+        os.close(fd)
+        if st.st_size > limit and stat.S_ISREG(st.st_mode):
+            raise DecodeError(f"too large: {path} is {st.st_size} bytes, more than the {limit} an image file may be")
+        kind = ("a FIFO" if stat.S_ISFIFO(st.st_mode) else "a device" if stat.S_ISCHR(st.st_mode) or
+                stat.S_ISBLK(st.st_mode) else "a folder" if stat.S_ISDIR(st.st_mode) else "a socket or other")
+        raise DecodeError(f"not a regular file: {path} is {kind}, not an image file")
+    with os.fdopen(fd, "rb") as fh:
+        try:
+            data = fh.read(limit + 1)
+        except OSError as exc:
+            raise DecodeError(f"{TRANSIENT}io: {type(exc).__name__}: {exc.strerror or exc}", transient=True) from None
+    if len(data) > limit:
+        raise DecodeError(f"too large: {path} grew past {limit} bytes while read")
+    return data
+
+
 def decode(path: str, expect_id: str | None = None, max_pixels: int | None = None,
-           pixel_cap: int | None = None) -> torch.Tensor:
+           pixel_cap: int | None = None, root: str | None = None) -> torch.Tensor:
     """(3, H, W) tensor: uint8 for 8-bit sources, float32 in [0, 1] otherwise (see module doc).
 
     Raises DecodeError (``transient`` for read failures) with a one-line reason.
     """
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read()
-    except OSError as exc:
-        raise DecodeError(f"{TRANSIENT}io: {type(exc).__name__}: {exc.strerror or exc}", transient=True) from None
+    data = read_bytes(path, root)
     if expect_id is not None and content_hash(data) != expect_id:
         raise DecodeError(f"changed: file content hash {content_hash(data)} != image id {expect_id} "
                           f"(file changed after manifest build; rebuild the manifest)")
@@ -130,8 +194,10 @@ def decode(path: str, expect_id: str | None = None, max_pixels: int | None = Non
             if pixel_cap and size[0] * size[1] > pixel_cap:
                 raise DecodeError(f"too large: {im.width}x{im.height} exceeds the pixel cap of {pixel_cap} "
                                   f"(--max-pixels N downscales; --pixel-cap 0 lifts the cap; then --retry-failed)")
-            im.load()
-            arr = _to_array(im)
+            arr = _png16_colour(data)
+            if arr is None:
+                im.load()
+                arr = _to_array(im)
     except DecodeError:
         raise
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
@@ -146,20 +212,38 @@ def to_float(t: torch.Tensor) -> torch.Tensor:
     return t.float().div_(255.0) if t.dtype == torch.uint8 else t
 
 
+def read_rgb(path: str | Path, what: str = "image") -> np.ndarray:
+    """HxWx3 float32 in [0, 1] by the module's rules (8-bit / 255 exactly as scoring; 16-bit / 65535;
+    alpha over white; float as is): the one decoder of training, validation, evaluation and the reports.
+    A file that cannot be read is a one-line StudyError naming it and ``what`` it is."""
+    from bench.errors import StudyError
+
+    try:
+        t = decode(str(path))
+    except DecodeError as exc:
+        raise StudyError(f"{path}: cannot read {what} ({exc})") from None
+    return np.ascontiguousarray(to_float(t).permute(1, 2, 0).numpy())
+
+
+def read_rgb_u8(path: str | Path, what: str = "image") -> np.ndarray:
+    """HxWx3 uint8 for display (report crops): ``read_rgb`` x 255, rounded (8-bit files exactly)."""
+    return (read_rgb(path, what) * 255.0).round().astype(np.uint8)
+
+
 class ImageDataset(Dataset):
     """Yields dicts {image_id, tensor ((3,H,W) uint8 or float32, or None), error, transient}."""
 
-    def __init__(self, items: list[tuple[str, str, bool]], max_pixels: int | None = None, pixel_cap: int | None = None):
-        self.items = items  # (image_id, path, verify hash)
+    def __init__(self, items: list[tuple], max_pixels: int | None = None, pixel_cap: int | None = None):
+        self.items = items  # (image_id, path, verify hash[, root the path must resolve inside])
         self.max_pixels, self.pixel_cap = max_pixels, pixel_cap
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, i: int) -> dict:
-        image_id, path, verify = self.items[i]
+        image_id, path, verify, *root = self.items[i]
         try:
-            t = decode(path, image_id if verify else None, self.max_pixels, self.pixel_cap)
+            t = decode(path, image_id if verify else None, self.max_pixels, self.pixel_cap, root[0] if root else None)
         except DecodeError as exc:
             return {"image_id": image_id, "tensor": None, "error": str(exc), "transient": exc.transient}
         return {"image_id": image_id, "tensor": t, "error": None, "transient": False}
@@ -193,7 +277,7 @@ def refs_from_manifest(manifest) -> list[ImageRef]:
         for iid, rel, w, h in zip(manifest[f"image_{side}_id"], manifest[f"image_{side}"],
                                   manifest[f"width_{side}"], manifest[f"height_{side}"]):
             if iid not in seen:
-                seen[iid] = ImageRef(str(iid), str(root / rel), int(w), int(h))
+                seen[iid] = ImageRef(str(iid), str(root / rel), int(w), int(h), root=str(root))
     return [seen[k] for k in sorted(seen)]
 
 

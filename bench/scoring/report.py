@@ -17,6 +17,9 @@ def summary_lines(summaries) -> list[str]:
         if s.unavailable and getattr(s, "refused", False):  # a present file not proven safe: say which
             lines.append(f"  {s.metric:<22} refused: {s.unavailable}")
             continue
+        if s.unavailable and "weights do not load" in s.unavailable:  # there but broken: its own line, why
+            lines.append(f"  {s.metric:<22} unavailable: {s.unavailable}")
+            continue
         if s.unavailable:
             unavailable.append(s)
             continue

@@ -6,7 +6,9 @@ truth; this file only saves re-joining millions of score rows. ``<state>`` hashe
 and modification times of every readable score part and pair part (``PartList.state``) and the
 cache format version, so a new part, a rewritten manifest or a moved-aside bad part gives a new
 state and the next ``agreement()`` rebuilds. A store that cannot be written (read-only mount) is
-served without a cache. Deleting STORE/cache/ is always safe.
+served without a cache. Deleting STORE/cache/ is always safe: a cache file that does not read
+completely (truncated by a kill or a full disk) is deleted with a one-line note and rebuilt
+(``usable``), and ``store check`` reports such files (``check``; ``--repair`` deletes them).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import duckdb
 
 from bench.atomic import atomic_write
 from bench.errors import StoreError
-from bench.store.parts import PartList
+from bench.store.parts import PartList, footer_problem
 from bench.store.sql import literal
 
 log = logging.getLogger("bench.store")
@@ -41,7 +43,7 @@ def ensure_agreement(store) -> Path | None:
     from bench.store.views import AGREEMENT_PARTS_SQL, connect
 
     target = agreement_file(store, store.score_parts(), store.pair_parts())
-    if target is None or target.exists():
+    if target is None or (target.exists() and usable(target)):
         return target
     con = connect(store)  # no cache file yet: agreement_parts is the live aggregation
 
@@ -64,6 +66,35 @@ def ensure_agreement(store) -> Path | None:
                          f"run `iqa-study store check --repair`") from None
     _prune(target)
     return target
+
+
+def usable(path: Path) -> bool:
+    """Whether the cache file reads completely; a bad one is deleted (one-line note) so it gets rebuilt."""
+    problem, _ = footer_problem(path, full=True)
+    if problem is None:
+        return True
+    try:
+        path.unlink(missing_ok=True)
+        done = "deleted; rebuilding it from the parts"
+    except OSError as exc:
+        done = f"cannot delete it ({exc.strerror or exc}); serving without the cache"
+    log.warning("%s: bad agreement cache, %s: %s", path, problem, done)
+    return False
+
+
+def check(root: Path, repair: bool = False) -> list[dict]:
+    """``store check`` records ({path, problem, action}) for cache files that do not read completely."""
+    found = []
+    for path in sorted((Path(root) / "cache").glob("*.parquet")):
+        problem, _ = footer_problem(path, full=True)
+        if problem is None:
+            continue
+        action = "left (a derived cache: --repair deletes it, the next agree rebuilds it)"
+        if repair:
+            path.unlink(missing_ok=True)
+            action = "deleted (a derived cache: the next agree rebuilds it)"
+        found.append({"path": path.relative_to(root).as_posix(), "problem": problem, "action": action})
+    return found
 
 
 def _prune(current: Path) -> None:

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from bench.atomic import atomic_write_table, atomic_write_text
 from bench.errors import StoreError
@@ -74,9 +75,16 @@ class Registration:
     n_pairs: int
     new: bool  # False when the same content was already registered and still current
     replaced: dict[str, int] = field(default_factory=dict)  # manifest_id -> rows whose votes/images it replaced
+    root_change: tuple[str, str] | None = None  # (stored root, this manifest's root) of the same content
 
     def summary(self) -> str:
         what = "registered" if self.new else "already registered"
+        if self.root_change is not None:
+            old, new = self.root_change
+            if self.new:
+                return f"manifest {self.manifest_id} re-registered ({self.n_pairs} pairs): image root {old} -> {new}"
+            return (f"manifest {self.manifest_id} already registered ({self.n_pairs} pairs) with image root {old}; "
+                    f"this manifest's root is {new}: --replace records the new root")
         if not self.replaced:
             return f"manifest {self.manifest_id} {what} ({self.n_pairs} pairs)"
         rep = ", ".join(f"{n} rows of {m}" for m, n in sorted(self.replaced.items()))
@@ -122,7 +130,11 @@ class Store:
         """
         import datetime as dt
 
+        from bench.manifests.schema import reserved_problem
+
         meta = manifest.attrs.get("iqa_study", {})
+        if (why := reserved_problem(manifest.columns, f"manifest {meta.get('path') or meta.get('source', '')}")):
+            raise StoreError(why)
         manifest_id = self.manifest_id(manifest)
         target = self.root / "pairs" / f"{manifest_id}.parquet"
         replaced = self._conflicts(manifest, manifest_id)
@@ -133,8 +145,14 @@ class Store:
                 f"{self.root}: manifest {manifest_id} (dataset {', '.join(sorted(set(manifest['dataset'].astype(str))))})"
                 f" conflicts with registered manifest {other}{more}: {sum(replaced.values())} pair ids with other "
                 f"votes/images; pass --replace (register(..., replace=True)) to make the new registration win")
+        root_change = None
         if target.exists() and not replaced:
-            return Registration(manifest_id, len(manifest), new=False)
+            stored = self._stored_root(target)
+            if stored is None or stored == meta.get("root", "") or not meta.get("root"):
+                return Registration(manifest_id, len(manifest), new=False)
+            root_change = (stored, meta.get("root", ""))  # the same pairs, images moved to another root
+            if not replace:
+                return Registration(manifest_id, len(manifest), new=False, root_change=root_change)
         table = manifest.copy()
         table["manifest_id"] = manifest_id
         table["synthetic"] = bool(meta.get("synthetic", False))
@@ -148,7 +166,16 @@ class Store:
         arrow = pa.Table.from_pandas(table, preserve_index=False)
         arrow = arrow.replace_schema_metadata({b"iqa_study.manifest": json.dumps(meta, default=str).encode()})
         atomic_write_table(arrow, target)
-        return Registration(manifest_id, len(manifest), new=True, replaced=replaced)
+        return Registration(manifest_id, len(manifest), new=True, replaced=replaced, root_change=root_change)
+
+    @staticmethod
+    def _stored_root(part: Path) -> str | None:
+        """The image root a registered pair part recorded (None when it cannot say)."""
+        try:
+            col = pq.read_table(part, columns=["root"]).column("root")
+        except (OSError, pa.ArrowException, KeyError):
+            return None
+        return str(col[0].as_py()) if len(col) else None
 
     def _conflicts(self, manifest: pd.DataFrame, manifest_id: str) -> dict[str, int]:
         """{manifest_id: rows} of current registrations that the new manifest's rows contradict."""

@@ -194,4 +194,6 @@ def check(root: Path, repair: bool = False) -> list[dict]:
                 shutil.move(str(path), str(dest))
                 action = f"moved to quarantine/{rel}"
             found.append({"path": rel, "problem": problem, "action": action})
-    return found
+    from bench.store import cache  # the derived caches under STORE/cache/ (rebuilt, never quarantined)
+
+    return found + cache.check(root, repair)

@@ -161,7 +161,8 @@ def connect(store: Store, database: str = ":memory:", *, include_inferred: bool 
         cols = pair_parts.columns()
         kind = ", coalesce(kind, 'human') AS kind" if "kind" in cols else ", 'human'::VARCHAR AS kind"
         reg = "" if "registered_at" in cols else ", NULL::TIMESTAMPTZ AS registered_at"
-        rep = " EXCLUDE (kind)" if "kind" in cols else ""
+        own = [c for c in ("kind", "current") if c in cols]  # 'current' is the view's own (a part from before the
+        rep = f" EXCLUDE ({', '.join(own)})" if own else ""  # reserved-column check must not override it)
         source = f"(SELECT *{rep}{kind}{reg} FROM {read_parts(pair_parts.good, prefix)})"
     else:
         source = empty_select(PAIRS_EMPTY)
@@ -195,7 +196,7 @@ def connect(store: Store, database: str = ":memory:", *, include_inferred: bool 
     """)
     con.execute("CREATE OR REPLACE VIEW pair_scores AS SELECT * EXCLUDE (current) FROM pair_scores_all WHERE current")
     cached = cache.agreement_file(store, score_parts, pair_parts)
-    if cached is not None and cached.exists():
+    if cached is not None and cached.exists() and cache.usable(cached):
         con.execute(f"CREATE OR REPLACE VIEW agreement_parts AS SELECT * FROM {read_parquet([cached], prefix)}")
     else:
         con.execute(f"CREATE OR REPLACE VIEW agreement_parts AS {AGREEMENT_PARTS_SQL}")

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
 from bench.errors import StudyError
 from bench.manifests.hggt import CODE, ENHANCED, group_table, resolve_layout
+from bench.scoring.images import read_rgb
 
 POSITIVE = CODE["Positive"]
 
@@ -46,12 +46,8 @@ class MultiGTDataset(Dataset):
     def __getitem__(self, key: tuple[int, int]) -> dict:
         index, iteration = key
         arrays = []
-        for path in self.paths(index):
-            try:
-                with Image.open(path) as im:
-                    arrays.append(np.asarray(im.convert("RGB")))
-            except (OSError, ValueError) as exc:
-                raise StudyError(f"{path}: cannot read GT image ({exc})") from None
+        for path in self.paths(index):  # HxWx3 float32 in [0, 1]: the suite's one decoder
+            arrays.append(read_rgb(path, "GT image"))
         h, w = arrays[0].shape[:2]
         if any(a.shape[:2] != (h, w) for a in arrays):
             raise StudyError(f"group {self.stems[index]}: GT versions differ in size "
@@ -66,7 +62,7 @@ class MultiGTDataset(Dataset):
         stack = np.stack(arrays)
         if flip:
             stack = stack[:, :, ::-1]
-        gts = torch.from_numpy(np.ascontiguousarray(stack)).permute(0, 3, 1, 2).float() / 255
+        gts = torch.from_numpy(np.ascontiguousarray(stack)).permute(0, 3, 1, 2)
         return {"gts": gts, "labels": self.labels[index], "index": index}
 
 

@@ -22,10 +22,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
+from bench.errors import StudyError
 from bench.manifests.sample import PHOTOS, bundled_photo
 
 DESIGNED = {"01": "Positive", "02": "Similar", "03": "Negative", "04": "Positive"}
 LABELS = ("Positive", "Similar", "Negative")
+BUILDING = ".synthetic-building"  # present while a build runs: an interrupted build is still our own output
 
 
 def enhance(img: Image.Image, k: str) -> Image.Image:
@@ -49,11 +51,17 @@ def _label_doc(stem: str, labels: list[str]) -> dict:
 
 
 def build_synthetic_hggt(out: str | Path, groups_per_photo: int = 4, size: int = 128, seed: int = 0) -> Path:
-    """Write ``out/images/{original,01..04}``, ``out/labels/{A,B,C}`` and ``out/val/{hr,lr_blind_x4}``."""
+    """Write ``out/images/{original,01..04}``, ``out/labels/{A,B,C}`` and ``out/val/{hr,lr_blind_x4}``.
+
+    ``out`` must be new, empty, or this function's own earlier output (SYNTHETIC.md, or the BUILDING
+    marker of an interrupted build): a folder holding anything else (real data) is refused, never overwritten."""
     from sr_training import infer
     from sr_training.evaluate import fixed_lr
 
     out = Path(out)
+    check_target(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / BUILDING).write_text("an interrupted build of sr_training/data/synthetic.py; rebuild into this folder\n")
     rng = np.random.default_rng(seed)
     for sub in ["original", *DESIGNED]:
         (out / "images" / sub).mkdir(parents=True, exist_ok=True)
@@ -89,4 +97,17 @@ def build_synthetic_hggt(out: str | Path, groups_per_photo: int = 4, size: int =
         "'enhanced' GTs are fixed PIL operators and the A/B/C labels are synthetic annotators, not people.\n"
         "val/ holds x4 LR inputs made by the one-stage training degradation with a fixed seed "
         "(sr_training/evaluate.py fixed_lr), for validation.\n")
+    (out / BUILDING).unlink()
     return out
+
+
+def check_target(out: Path) -> None:
+    """Refuse (one line) a target that is a file, or a non-empty folder that is not an earlier SYNTHETIC set."""
+    if out.exists() and not out.is_dir():
+        raise StudyError(f"{out}: exists and is not a folder")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if (out / "SYNTHETIC.md").is_file() or (out / BUILDING).is_file():
+        return
+    raise StudyError(f"{out}: the folder is not empty and is not an earlier SYNTHETIC set (no SYNTHETIC.md): "
+                     f"refusing to overwrite its images and labels; give a new or empty folder")

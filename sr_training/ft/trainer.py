@@ -167,8 +167,18 @@ class FTTrainer(Trainer):
     def validate(self, it: int):
         scores = self._validate_scores(it)
         if scores and self.guard is not None:
-            self._guard_check(it, scores)
+            if self.guard.history and self.guard.history[-1]["iter"] == it:
+                self._guard_done(it)  # a redone validation (resume): the checkpoint already holds this check
+            else:
+                self._guard_check(it, scores)
         return scores
+
+    def _guard_done(self, it: int) -> None:
+        """The guard checked ``it`` before the run was killed (its row is in guard_log.csv, its state in the
+        checkpoint): do not count it twice, but stop again if that check tripped a stopping guard."""
+        g = self.cfg.ft.guard
+        if g.action == "stop" and self.guard.streak >= g.patience:
+            self._stop = (it, f"guard: STOPPED the run at iteration {it} (the check before the interruption)")
 
     def _guard_check(self, it: int, scores: dict) -> None:
         means = {m: float(np.mean([s[m] for s in scores.values()])) for m in next(iter(scores.values()))}
@@ -237,7 +247,9 @@ class FTTrainer(Trainer):
     def resume(self, allow_config_change: bool = False) -> int:
         it = super().resume(allow_config_change)
         if self.resumed_from is not None and self.rank == 0:
-            _truncate_csv(self.out / "guard_log.csv", it)
+            # rows after the last check the checkpoint's guard state holds belong to the lost interval
+            last = self.guard.history[-1]["iter"] if self.guard is not None and self.guard.history else -1
+            _truncate_csv(self.out / "guard_log.csv", min(it, last) if self.guard is not None else it)
         return it
 
     # --- the loop -------------------------------------------------------------------------------
