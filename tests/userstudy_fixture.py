@@ -1,11 +1,11 @@
 """A tiny SYNTHETIC store for the user-study tests: no model is trained.
 
-Three test images (smooth patterns with edges, 48x40 px) with an HR reference and an LR (x4)
-each; three fake "runs" whose SR outputs are the HR plus a known, run-specific damage
+Three test images (crops of photographs scikit-image ships, 160x120 px) with an HR reference and
+an LR (x4) each; three fake "runs" whose SR outputs are the HR plus a known, run-specific damage
 (``fake_sharp``: faint noise, ``fake_soft``: a blur, ``fake_noisy``: strong noise). They are
 registered through the same store API ``evaluate`` uses (bench.store.images.register_images) and
 scored by the real engine (entropy NR, psnr FR under the HGGT protocol), so ``runs_eval``,
-``compare`` and ``agree`` see them as evaluated models. PSNR order: sharp > soft > noisy.
+``compare`` and ``agree`` see them as evaluated models. PSNR: sharp is best on every image.
 """
 
 from __future__ import annotations
@@ -20,12 +20,18 @@ TEST_SET = "synthetic_tiny"
 ITEMS = ("img_a", "img_b", "img_c")
 
 
+PHOTOS = ("chelsea.png", "coffee.png", "astronaut.png")
+SIZE = (160, 120)
+
+
 def _hr(k: int) -> np.ndarray:
-    y, x = np.mgrid[0:40, 0:48]
-    base = 128 + 60 * np.sin(x / (3 + k)) * np.cos(y / (4 + k))
-    arr = np.stack([base, np.roll(base, 5 * k, axis=1), 255 - base], axis=2)
-    arr[10 + k:22 + k, 8:30] = (30 + 60 * k, 200, 90)  # a block with sharp edges
-    return np.clip(arr, 0, 255).astype(np.uint8)
+    from bench.manifests.sample import bundled_photo
+
+    photo = bundled_photo(PHOTOS[k])
+    w, h = photo.size
+    side = min(w, h * 4 // 3)
+    box = ((w - side) // 2, (h - side * 3 // 4) // 2, (w - side) // 2 + side, (h - side * 3 // 4) // 2 + side * 3 // 4)
+    return np.asarray(photo.crop(box).resize(SIZE, Image.Resampling.LANCZOS))
 
 
 def _damage(hr: np.ndarray, run: str, rng) -> np.ndarray:
@@ -53,7 +59,7 @@ def build_store(base: Path, score: bool = True):
         lr_path.parent.mkdir(parents=True, exist_ok=True)
         hr = _hr(k)
         Image.fromarray(hr).save(hr_path)
-        Image.fromarray(hr).resize((12, 10), Image.Resampling.BICUBIC).save(lr_path)
+        Image.fromarray(hr).resize((SIZE[0] // 4, SIZE[1] // 4), Image.Resampling.BICUBIC).save(lr_path)
         common = {"test_set": TEST_SET, "item": item, "group": item, "eval_run_id": "synthetic-fixture",
                   "created_at": provenance.now()}
         rows.append({**common, "image_id": file_hash(hr_path), "path": str(hr_path), "role": "gt", "label": "HR"})
@@ -73,7 +79,7 @@ def build_store(base: Path, score: bool = True):
         from bench.scoring.images import ImageRef
 
         run = provenance.new_run("evaluate", {"synthetic_fixture": True})
-        jobs = [ImageRef(i, str(p), 48, 40) for i, p, _, _ in refs]
-        jobs += [ImageRef(i, str(p), 48, 40, ref_id=r, ref_path=str(rp)) for i, p, r, rp in refs]
+        jobs = [ImageRef(i, str(p), *SIZE) for i, p, _, _ in refs]
+        jobs += [ImageRef(i, str(p), *SIZE, ref_id=r, ref_path=str(rp)) for i, p, r, rp in refs]
         score_refs(jobs, [get("entropy"), get("psnr")], store, run=run, workers=0, progress=False, fr_protocol="hggt")
     return store, TEST_SET

@@ -175,13 +175,16 @@ def _figures(pref: pd.DataFrame, bt: pd.DataFrame, out: Path, title: str) -> lis
     figures.style()
     import matplotlib.pyplot as plt
 
+    def whiskers(v, lo, hi):  # a percentile interval need not contain the point estimate: never a negative whisker
+        return [np.clip(v - lo, 0, None), np.clip(hi - v, 0, None)]
+
     d = pref.iloc[::-1]
     fig, ax = plt.subplots(figsize=(figures.FULL_WIDTH / 2 + 0.5, 0.42 * len(d) + 1.0))
     y = np.arange(len(d))
     ax.barh(y, d["rate"], color=figures.COLORS[0], height=0.55)
-    ax.errorbar(d["rate"], y + 0.12, xerr=[d["rate"] - d["wilson_lo"], d["wilson_hi"] - d["rate"]], fmt="none",
+    ax.errorbar(d["rate"], y + 0.12, xerr=whiskers(d["rate"], d["wilson_lo"], d["wilson_hi"]), fmt="none",
                 ecolor="black", capsize=2, lw=0.8, label="Wilson (binomial)")
-    ax.errorbar(d["rate"], y - 0.12, xerr=[d["rate"] - d["boot_lo"], d["boot_hi"] - d["rate"]], fmt="none",
+    ax.errorbar(d["rate"], y - 0.12, xerr=whiskers(d["rate"], d["boot_lo"], d["boot_hi"]), fmt="none",
                 ecolor=figures.COLORS[1], capsize=2, lw=0.8, label="bootstrap over images")
     ax.axvline(0.5, color="grey", lw=0.6, ls="--")
     ax.set_yticks(y, d["run"])
@@ -193,7 +196,7 @@ def _figures(pref: pd.DataFrame, bt: pd.DataFrame, out: Path, title: str) -> lis
     d = bt.iloc[::-1]
     fig, ax = plt.subplots(figsize=(figures.FULL_WIDTH / 2 + 0.5, 0.42 * len(d) + 1.0))
     y = np.arange(len(d))
-    ax.errorbar(d["bt_log_strength"], y, xerr=[d["bt_log_strength"] - d["bt_lo"], d["bt_hi"] - d["bt_log_strength"]],
+    ax.errorbar(d["bt_log_strength"], y, xerr=whiskers(d["bt_log_strength"], d["bt_lo"], d["bt_hi"]),
                 fmt="o", color=figures.COLORS[2], capsize=2, lw=0.8)
     ax.axvline(0, color="grey", lw=0.6, ls="--")
     ax.set_yticks(y, d["run"])
@@ -237,17 +240,17 @@ def analyse(study_dir: str | Path, *, max_attention_failures: int = 0, exclude: 
     d = study["design"]
     blocks = [("h2", f"User study: {study['name']} (dataset {study['dataset']})")]
     if scripted:
-        blocks.append(("warn", f"SYNTHETIC votes: rater(s) {', '.join(scripted)} are scripted, not people; the "
-                               f"numbers show that the pipeline works, not which model people prefer."))
+        blocks.append(("warn", (f"SYNTHETIC votes: rater(s) {', '.join(scripted)} are scripted, not people; the "
+                               f"numbers show that the pipeline works, not which model people prefer.")))
     blocks += [
-        ("p", f"Test set {study['source']['test_set']}: {len(study['items'])} test images, runs "
+        ("p", (f"Test set {study['source']['test_set']}: {len(study['items'])} test images, runs "
               f"{', '.join(labels)}; {'every pair of runs' if d['pairs'] == 'all' else 'each run against ' + d['baseline']}"
               f", crop {d['crop']}, reference {d['reference']}; {len(study['trials'])} trials, "
               f"{len(study['attention'])} attention checks, ~{d['repeat_fraction']:.0%} repeated with sides swapped; "
-              f"seed {study['seed']}."),
-        ("p", f"{len(raters)} rater(s) invited, {int(raters['excluded'].sum())} excluded ({rule}); {len(main)} votes "
+              f"seed {study['seed']}.")),
+        ("p", (f"{len(raters)} rater(s) invited, {int(raters['excluded'].sum())} excluded ({rule}); {len(main)} votes "
               f"counted (first presentations of the raters kept). Pooled consistency on repeats: "
-              f"{'n/a' if pd.isna(pooled) else f'{pooled:.3f}'}."),
+              f"{'n/a' if pd.isna(pooled) else f'{pooled:.3f}'}.")),
         ("h3", "Preference rate and Bradley-Terry ranking"),
         ("table", pref.merge(bt, on="run").sort_values("bt_rank").assign(
             **{"rate [Wilson 95%]": lambda t: [_fmt_ci(*r) for r in zip(t["rate"], t["wilson_lo"], t["wilson_hi"])],
@@ -265,10 +268,10 @@ def analyse(study_dir: str | Path, *, max_attention_failures: int = 0, exclude: 
         ("h3", "Raters"),
         ("table", raters[["rater", "scripted", "done", "total", "attention_failed", "attention_seen", "repeats",
                           "consistency", "left_share", "median_rt_s", "excluded", "reason"]]),
-        ("p", "Preference rate = share of a run's comparisons it won (first presentations only). Wilson CIs treat "
+        ("p", ("Preference rate = share of a run's comparisons it won (first presentations only). Wilson CIs treat "
               "comparisons as independent; the bootstrap resamples test images. Bradley-Terry: choix I-LSR, "
               f"alpha={BT_ALPHA}, log-strengths centred to mean 0. Consistency = same run chosen on a repeat shown "
-              "with the sides swapped; left_share = share of 'left' answers."),
+              "with the sides swapped; left_share = share of 'left' answers.")),
     ]
     md = atomic_write_text(to_markdown(blocks), out / "userstudy.md")
     page = atomic_write_text(to_html(blocks, title, out), out / "userstudy.html")

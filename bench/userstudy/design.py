@@ -47,7 +47,6 @@ from PIL import Image, ImageFilter
 
 from bench.atomic import atomic_write_bytes, atomic_write_text
 from bench.errors import StudyError
-from bench.manifests.schema import file_hash
 
 FORMAT = 1
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")

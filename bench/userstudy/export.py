@@ -71,7 +71,7 @@ def export(study_dir: str | Path, store, *, max_attention_failures: int = 0, exc
 
     study_dir = Path(study_dir)
     study = load(study_dir)
-    text, rows, raters, rule = votes_csv(study_dir, study, max_attention_failures, tuple(exclude))
+    text, _rows, raters, rule = votes_csv(study_dir, study, max_attention_failures, tuple(exclude))
     csv_path = atomic_write_text(text, study_dir / "export" / "votes.csv")
     df = votes.pairs_csv(csv_path, study_dir, dataset=study["dataset"])
     kept = raters[~raters["excluded"]]

@@ -202,11 +202,15 @@ def create_app(study_dir: str | Path) -> Starlette:
         data = await run_in_threadpool(files[iid].read_bytes)
         return Response(data, media_type="image/png", headers={"cache-control": "private, max-age=86400, immutable"})
 
+    async def favicon(request: Request) -> Response:
+        return Response(status_code=204)  # none; answers the browser's automatic request without an error
+
     async def http_error(request: Request, exc: HTTPException) -> Response:
         return _error(exc.status_code, str(exc.detail))
 
     routes = [
         Route("/", home, methods=["GET"]),
+        Route("/favicon.ico", favicon, methods=["GET"]),
         Route("/s/{token}", rater_page, methods=["GET"]),
         Route("/static/{name}", asset, methods=["GET"]),
         Route("/api/{token}/state", state, methods=["GET"]),
@@ -231,6 +235,8 @@ def serve(study_dir: str | Path, host: str = "127.0.0.1", port: int = 8000) -> N
     """Serve STUDY until interrupted; prints the address (``--port 0``: a free port, printed)."""
     import uvicorn
 
+    if not 0 <= port <= 65535:
+        raise StudyError(f"--port {port}: expected a port in 0..65535 (0: any free port)")
     study = load(study_dir)
     app = create_app(study_dir)
     if not is_loopback(host):
