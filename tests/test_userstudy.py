@@ -13,7 +13,6 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -156,7 +155,7 @@ def test_api_validates_everything_and_stores_nothing_on_bad_input(tiny, tmp_path
     study = _create(tiny, tmp_path / "a")
     moved = tmp_path / "moved"  # self-contained: the folder works after a move
     shutil.move(tmp_path / "a", moved)
-    (r1, tok), (r2, tok2) = db.invite(moved, study, 2)
+    (r1, tok), (_r2, tok2) = db.invite(moved, study, 2)
     c = TestClient(create_app(moved))
     first = dict(_presentations(moved, r1)[0])
     good = {"presentation": first["pres_id"], "choice": "left", "rt_ms": 900, "key": "k" * 16}
@@ -497,7 +496,7 @@ def test_analyse_rates_cis_bradley_terry_consistency_and_the_exclusion_rule(tiny
     assert json.loads((tmp_path / "loose" / "analysis.json").read_text())["exclude"] == [r2]
 
     # export applies the same rule: r3's votes are not in the manifest
-    path, _, _ = export.export(sd, tiny[0])
+    _path, _, _ = export.export(sd, tiny[0])
     ov = pd.read_csv(sd / "export" / "votes.csv")["observer_votes"].map(json.loads)
     assert all(set(v) == {r1, r2} for v in ov)
     # more votes later change existing pairs: the store asks for --replace
