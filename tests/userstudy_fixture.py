@@ -102,5 +102,12 @@ def build_store(base: Path, score: bool = True):
                          "iteration": 10, "checkpoint_sha256": f"{j + 1}" * 64, "weights": "ema"})
     register_images(store, rows)
     if score:
+        import platform
+
+        now = provenance.now().isoformat(timespec="seconds")  # the run record evaluate writes, without torch
+        store.write_run({"run_id": "synthetic-fixture", "kind": "evaluate", "started_at": now, "finished_at": now,
+                         "argv": "tests/userstudy_fixture.py", "config": {"synthetic": True, "test_set": TEST_SET},
+                         "seed": 7, "device": "cpu", "device_name": "cpu", "host": "test", "git_commit": "test",
+                         "versions": {"python": platform.python_version()}})
         store.write_scores(scores, "synthetic-fixture", 0, 0)
     return store, TEST_SET
