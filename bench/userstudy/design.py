@@ -34,6 +34,7 @@ Design:
 
 from __future__ import annotations
 
+import hashlib
 import io
 import itertools
 import json
@@ -166,8 +167,6 @@ class _Images:
         self.meta: dict[str, dict] = {}
 
     def add_bytes(self, data: bytes, size: tuple[int, int], role: str, **info) -> str:
-        import hashlib
-
         iid = hashlib.sha256(data).hexdigest()[:32]  # = bench.manifests.schema.file_hash of the written file
         target = self.folder / f"{iid}.png"
         if not target.exists():
@@ -186,8 +185,6 @@ class _Images:
             raise StudyError(f"{path}: {where} is registered in the store but the file is missing")
         if crop.width is None and path.suffix.lower() == ".png":
             data = path.read_bytes()
-            import hashlib
-
             if hashlib.sha256(data).hexdigest()[:32] != image_id:
                 raise StudyError(f"{path}: {where} changed since it was registered (content id {image_id[:12]}...)")
             with Image.open(io.BytesIO(data)) as im:
@@ -282,10 +279,10 @@ def create(store, test_set: str, runs: list[str], out: Path, *, pairs: str = "al
                 r = rows.loc[lab]
                 shown[(item, lab)] = images.add_file(Path(r["path"]), r["image_id"], box, "sr_output",
                                                      f"SR output of {lab} for {item!r}", item=item, run=lab)
-            size = images.meta[shown[(item, labels[0])]]
-            size = (size["width"], size["height"])
-            if any((images.meta[shown[(item, lab)]]["width"], images.meta[shown[(item, lab)]]["height"]) != size
-                   for lab in labels):
+            sizes = {(images.meta[shown[(item, lab)]]["width"], images.meta[shown[(item, lab)]]["height"])
+                     for lab in labels}
+            size = next(iter(sizes))
+            if len(sizes) > 1:
                 raise StudyError(f"test image {item!r}: the runs' SR outputs differ in size; a 2AFC trial needs "
                                  f"equal sizes")
             ref_of[item] = _reference(images, reference, item, refs, lrs, box, sr[sr["item"] == item], size)
