@@ -38,6 +38,23 @@ def shared_path(*parts: str) -> Path:
     return path
 
 
+REQUIRE_BROWSER = "IQA_STUDY_REQUIRE_BROWSER"
+
+
+def chromium_paths() -> tuple[str, str]:
+    """(chromium, chromedriver): Debian's packages on PATH (never a downloaded browser build). Skips
+    with one line when missing; fails instead under CI ($CI=true, or $IQA_STUDY_REQUIRE_BROWSER=1,
+    set by .ci/run, which installs them)."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    if not (browser and driver):
+        msg = "no Chromium found (apt-get install chromium chromium-driver)"
+        if os.environ.get(REQUIRE_BROWSER) == "1" or os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{msg}; {REQUIRE_BROWSER}=1 / CI=true makes this a failure", pytrace=False)
+        pytest.skip(msg)
+    return browser, driver
+
+
 @pytest.fixture(scope="session")
 def sr2afc_root() -> Path:
     return shared_path("sr-preference-2afc")
