@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -264,6 +265,23 @@ def run_demo(out: Path, metrics: str = "piqe,entropy,niqe", train_iters: int = 1
     sections.append(("Evaluation", [("comparison table and figures", "compare/compare.html"),
                                     ("compare.csv", "compare/compare.csv"),
                                     *[(p.name, f"compare/{p.name}") for p in paths if p.suffix in (".png", ".svg")]]))
+    us_dir = out / "userstudy"
+    if us_dir.exists():
+        shutil.rmtree(us_dir)
+    from bench.userstudy import demo_study
+
+    us_html = demo_study(store, "heldout", [n for n in models if n != "bicubic"], us_dir)
+    print(f"      user study (one SCRIPTED rater, not a person): {us_html}")
+    sections.append(("User study (SCRIPTED rater: plumbing, not a person's judgement)",
+                     [("analysis", str(us_html.relative_to(out)))]))
+    notes.append("User study: the same design people take with `iqa-study userstudy serve` (docs/userstudy.md); "
+                 "here one SCRIPTED rater answers it, so the numbers are plumbing, not preferences.")
     page = _index_page(out, label, sections, notes)
     _step(9, total, f"report page: {page}", t0)
+    venv = Path(sys.executable).parent
+    print("\nNext:\n"
+          f"  . {venv / 'activate'}                      # the iqa-study command and the notebooks' kernel\n"
+          f"  open {page}                              # this page (or {out / 'report' / 'report.html'})\n"
+          f"  IQA_STUDY_STORE={out / 'store'} jupyter lab notebooks/   # explore the failure cases\n"
+          f"  iqa-study userstudy serve {us_dir}           # the 2AFC page in a browser (invite raters first)")
     return page

@@ -45,6 +45,8 @@ def test_demo_runs_the_whole_job_and_links_table_plots_and_crops(tmp_path, niqe_
     csv = pd.read_csv(out / "compare" / "compare.csv")
     assert set(csv["test_set"]) == {"synthetic_test", "heldout"}
     assert csv.loc[csv["run"] == "demo_swinir_amo", "stlpips"].notna().all()
+    assert (out / "userstudy" / "analysis" / "userstudy.html").is_file() and "userstudy/analysis/userstudy.html" in index
+    assert "Next:" in stdout and "jupyter lab" in stdout
     # the reference rows come first, and every run links its loss / validation curves
     assert list(csv[csv["test_set"] == "heldout"]["run"])[:2] == ["bicubic", "psnr_init_swinir_tiny"]
     assert 'href="train/demo_swinir_upos/curves.png"' in index and (out / "train/demo_swinir_upos/curves.png").is_file()
