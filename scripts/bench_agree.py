@@ -82,36 +82,41 @@ def measure(store_root: str, n_pairs: int, n_metrics: int) -> dict:
     store = Store(store_root, create=False)
     cache = store.root / "cache"
 
-    def timed(metrics: int):
-        t0 = time.perf_counter()
+    cpu: dict[str, float] = {}
+
+    def timed(metrics: int, label: str | None = None):
+        t0, c0 = time.perf_counter(), time.process_time()
         df = agreement(Store(store_root, create=False))
         dt_s = time.perf_counter() - t0
+        if label:
+            cpu[label] = round(time.process_time() - c0, 3)  # every thread of this process (DuckDB's included)
         assert len(df) == metrics and (df["n_pairs"] == n_pairs).all(), df.head()
         return dt_s, df
 
-    cold, _ = timed(n_metrics)
-    warm = [timed(n_metrics)[0] for _ in range(5)]
+    cold, _ = timed(n_metrics, "cold_s")
+    warm = [timed(n_metrics, "warm_s")[0] for _ in range(5)]
     ids = np.array([f"{i:032x}" for i in range(2 * n_pairs)])
     # one more part lands: metric 0 re-scored on every image (it supersedes that metric's older rows)
     _score_part(store, ids, 0, np.random.default_rng(1), n_metrics, pd.Timestamp.now(tz="UTC"))
-    rescored, incremental = timed(n_metrics)
+    rescored, incremental = timed(n_metrics, "after_new_part_s")
     warm_after = [timed(n_metrics)[0] for _ in range(3)]
     # the full rebuild of the same state (parts already verified): the cache files moved aside
     aside = store.root / "cache-aside"
     aside.mkdir()
     for f in [*cache.glob("agreement-*.parquet"), *cache.glob("agreement-*.json")]:
         f.rename(aside / f.name)
-    full, rebuilt = timed(n_metrics)
+    full, rebuilt = timed(n_metrics, "full_rebuild_s")
     pd.testing.assert_frame_equal(incremental, rebuilt, check_exact=True)
     # and a part with a metric the store did not have
     _score_part(store, ids, n_metrics, np.random.default_rng(2), n_metrics + 1, pd.Timestamp.now(tz="UTC"))
-    new_metric, _ = timed(n_metrics + 1)
+    new_metric, _ = timed(n_metrics + 1, "after_new_metric_part_s")
     return {"cold_s": round(cold, 2), "warm_s_runs": [round(t, 3) for t in warm],
             "warm_s_median": round(float(np.median(warm)), 3),
             "after_new_part_s": round(rescored, 3),
             "after_new_part_warm_s_median": round(float(np.median(warm_after)), 3),
             "full_rebuild_s": round(full, 2), "incremental_equals_full_rebuild": True,
             "after_new_metric_part_s": round(new_metric, 3),
+            "cpu_s": cpu,  # CPU seconds of the same calls (warm: the last one)
             "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
 
 
@@ -148,6 +153,7 @@ def main() -> None:
                       "after_new_part = first agree after one part re-scoring metric 0 lands (incremental); "
                       "full_rebuild = same state, cache moved aside, parts already verified; "
                       "after_new_metric_part = first agree after a part with a new metric lands; "
+                      "cpu_s = CPU seconds of those calls, all threads (less sensitive to a loaded machine than wall time); "
                       "peak RSS of the measuring process (full builds included)",
               "versions": provenance.versions()}
     out = Path(a.out)
