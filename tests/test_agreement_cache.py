@@ -66,13 +66,13 @@ class Spy:
             self.incremental.append((set(stale), sorted(p.rel for p in parts)))
             return real_inc(target, base, stale, parts, pair_parts)
 
-        def full(store, target):
+        def full(target, score_parts, pair_parts):
             self.full += 1
-            return real_full(store, target)
+            return real_full(target, score_parts, pair_parts)
 
-        def keys(part):
-            self.keys_read += 1
-            return real_keys(part)
+        def keys(parts):
+            self.keys_read += len(parts)
+            return real_keys(parts)
 
         monkeypatch.setattr(cache, "_write_incremental", inc)
         monkeypatch.setattr(cache, "_write_full", full)

@@ -24,6 +24,7 @@ A cache entry that cannot be read (truncated, corrupted, a bad index) is noted o
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -31,8 +32,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from bench.atomic import atomic_write, atomic_write_text
 from bench.errors import StoreError
@@ -52,8 +51,6 @@ Key = tuple[str, str]  # (metric, config_hash)
 def agreement_file(store, score_parts: PartList, pair_parts: PartList) -> Path | None:
     if not pair_parts.good:
         return None
-    import hashlib
-
     state = hashlib.sha256(f"{VERSION}\0{score_parts.state()}\0{pair_parts.state()}".encode()).hexdigest()[:20]
     return store.root / "cache" / f"agreement-{state}.parquet"
 
@@ -126,17 +123,25 @@ def _indexes(store, exclude: Path):
                 yield ix
 
 
-def part_keys(part: Part) -> frozenset[Key]:
-    """The (metric, config_hash) keys of one score part (two columns read)."""
+def part_keys(parts: list[Part]) -> dict[str, frozenset[Key]]:
+    """The (metric, config_hash) keys of each score part: one scan of those two columns of all of them."""
+    out: dict[str, frozenset[Key]] = {p.rel: frozenset() for p in parts}
+    if not parts:
+        return out
+    rel = {str(p.path): p.rel for p in parts}
+    files = ", ".join(literal(f) for f in rel)
     try:
-        table = pq.read_table(part.path, columns=["metric", "config_hash"])
-    except (OSError, pa.ArrowException) as exc:
-        raise StoreError(f"{part.path}: cannot read its metric/config_hash columns "
-                         f"({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); "
-                         f"run `iqa-study store check --repair`") from None
-    keys = table.group_by(["metric", "config_hash"]).aggregate([])
-    return frozenset((m, c) for m, c in zip(keys["metric"].to_pylist(), keys["config_hash"].to_pylist())
-                     if m is not None and c is not None)
+        found = duckdb.connect(":memory:").execute(
+            f"SELECT filename, metric, config_hash FROM read_parquet([{files}], filename=true) "
+            "WHERE metric IS NOT NULL AND config_hash IS NOT NULL GROUP BY ALL").fetchall()
+    except duckdb.Error as exc:
+        raise StoreError(f"reading the metric/config_hash columns of {len(parts)} score part(s) failed "
+                         f"({str(exc).splitlines()[0][:200]}); run `iqa-study store check --repair`") from None
+    keys: dict[str, set[Key]] = {}
+    for filename, metric, config in found:
+        keys.setdefault(rel[filename], set()).add((metric, config))
+    out.update({r: frozenset(k) for r, k in keys.items()})
+    return out
 
 
 def ensure_agreement(store) -> Path | None:
@@ -186,9 +191,14 @@ def _build(store, target: Path, score_parts: PartList, pair_parts: PartList) -> 
     if newest is not None and newest is not base:
         known = {**newest.parts, **known}
     keys: dict[str, frozenset[Key]] = {}
+    unknown = []
     for p in score_parts.good:
         seen = known.get(p.rel)
-        keys[p.rel] = seen[2] if seen and seen[:2] == (p.size, p.mtime_ns) else part_keys(p)
+        if seen and seen[:2] == (p.size, p.mtime_ns):
+            keys[p.rel] = seen[2]
+        else:
+            unknown.append(p)
+    keys.update(part_keys(unknown))
     index = {"version": VERSION, "pairs": pair_state,
              "parts": {p.rel: [p.size, p.mtime_ns, sorted(keys[p.rel])] for p in score_parts.good}}
     # the index goes first: a cache file on disk always has its index (unless removed later)
@@ -220,13 +230,15 @@ def _build(store, target: Path, score_parts: PartList, pair_parts: PartList) -> 
                     raise
                 log.info("%s: %s went away (%s); building from the parts", store.root, base.path.name,
                          str(exc).splitlines()[0])
-    _write_full(store, target)
+    _write_full(target, score_parts, pair_parts)
 
 
-def _write_full(store, target: Path) -> None:
-    from bench.store.views import AGREEMENT_PARTS_SQL, connect
+def _write_full(target: Path, score_parts: PartList, pair_parts: PartList) -> None:
+    """The sums over exactly the listed parts (the ones the state and the index name)."""
+    from bench.store.views import AGREEMENT_PARTS_SQL, register_pair_scores
 
-    con = connect(store)  # no cache file for this state: agreement_parts is the live aggregation
+    con = duckdb.connect(":memory:")
+    register_pair_scores(con, score_parts, pair_parts)
 
     def write(tmp: Path) -> None:
         con.execute(f"COPY ({AGREEMENT_PARTS_SQL}) TO {literal(str(tmp))} (FORMAT parquet)")
