@@ -205,3 +205,15 @@ def test_a_bad_index_is_noted_removed_and_the_next_state_built_in_full(tmp_path,
     assert "\n" not in note and index.name in note and "ignored and removed" in note
     assert not index.exists() and spy.full == 1 and spy.keys_read == 3  # r1, r2 and the store's empty part
     _assert_same_as_full(store, tmp_path)
+
+
+def test_old_indexes_are_pruned_to_the_newest_few(tmp_path):
+    rng = np.random.default_rng(5)
+    store = _store(tmp_path, rng)
+    for i in range(5):
+        store.write_scores(_scores(rng, _images(), f"m{i}"), f"r{i}", 0, 0)
+        agreement(store)
+    indexes = sorted((store.root / "cache").glob("agreement-*.json"))
+    assert len(indexes) == 1 + cache.KEEP_INDEXES
+    assert cache.ensure_agreement(store).with_suffix(".json") in indexes
+    assert len(list((store.root / "cache").glob("agreement-*.parquet"))) == 5  # read by open connections

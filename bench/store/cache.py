@@ -42,6 +42,7 @@ log = logging.getLogger("bench.store")
 
 VERSION = "agreement-v2"
 KEEP_OLD_S = 3600  # superseded cache files stay this long for connections still reading them
+KEEP_INDEXES = 2  # indexes of other states kept as bases for the next builds (besides the current one)
 COLUMNS = ("manifest_id", "current", "kind", "dataset", "split", "metric", "config_hash", "synthetic", "n_pairs",
            "n_decided", "n_voted", "n_metric_ties", "n_right", "n_tied_decided", "v_y", "v_x", "v_yy", "v_xx", "v_xy")
 
@@ -104,7 +105,10 @@ def _read_index(store, path: Path) -> _Index | None:
     except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
         _note(store, path, f"{type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}",
               "ignored and removed")
-        path.unlink(missing_ok=True)
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as err:  # read-only store: nothing is built there anyway
+            log.debug("could not remove %s: %s", path, err)
         return None
 
 
@@ -139,6 +143,9 @@ def part_keys(parts: list[Part]) -> dict[str, frozenset[Key]]:
                          f"({str(exc).splitlines()[0][:200]}); run `iqa-study store check --repair`") from None
     keys: dict[str, set[Key]] = {}
     for filename, metric, config in found:
+        if filename not in rel:
+            raise StoreError(f"{filename}: DuckDB named a score part that was not asked for (expected one of "
+                             f"{len(rel)} paths)")
         keys.setdefault(rel[filename], set()).add((metric, config))
     out.update({r: frozenset(k) for r, k in keys.items()})
     return out
@@ -267,11 +274,20 @@ def _write_incremental(target: Path, base: Path, stale: set[Key], parts: list[Pa
 
 
 def _prune(current: Path) -> None:
+    """Cache files of other states go after KEEP_OLD_S (connections may still read them); of the
+    other indexes only the KEEP_INDEXES newest stay (an index only serves as the base of a build)."""
     now = time.time()
+    indexes = []
     for old in [*current.parent.glob("agreement-*.parquet"), *current.parent.glob("agreement-*.json")]:
-        if old.with_suffix("") != current.with_suffix(""):
-            try:
-                if now - old.stat().st_mtime > KEEP_OLD_S:
-                    old.unlink(missing_ok=True)
-            except FileNotFoundError:
-                continue
+        if old.with_suffix("") == current.with_suffix(""):
+            continue
+        try:
+            mtime = old.stat().st_mtime
+        except FileNotFoundError:
+            continue
+        if old.suffix == ".json":
+            indexes.append((mtime, old))
+        if now - mtime > KEEP_OLD_S:
+            old.unlink(missing_ok=True)
+    for _, old in sorted(indexes, reverse=True)[KEEP_INDEXES:]:
+        old.unlink(missing_ok=True)
