@@ -47,6 +47,7 @@ import pyarrow as pa
 
 from bench.store import eval_views
 from bench.store.layout import SCORE_SCHEMA, Store
+from bench.store.parts import PartList
 from bench.store.sql import empty_select, read_parquet, read_parts
 
 Z95 = 1.959963984540054
@@ -147,10 +148,45 @@ def connect(store: Store, database: str = ":memory:", *, include_inferred: bool 
         confine(con, store.root)
         prefix = PROTOCOL
     score_parts, pair_parts = store.score_parts(), store.pair_parts()
+    register_pair_scores(con, score_parts, pair_parts, prefix)
+    cached = cache.usable_agreement(store, score_parts, pair_parts)
+    if cached is not None:
+        con.execute(f"CREATE OR REPLACE VIEW agreement_parts AS SELECT * FROM {read_parquet([cached], prefix)}")
+    else:
+        con.execute(f"CREATE OR REPLACE VIEW agreement_parts AS {AGREEMENT_PARTS_SQL}")
+    con.execute(f"CREATE OR REPLACE VIEW agreement AS {agreement_sql('current' + _kind_filter(include_inferred))}")
+    runs = store.parts.list("runs")
+    con.execute(f"CREATE OR REPLACE VIEW runs AS SELECT * FROM {read_parts(runs.good, prefix)}" if runs.good
+                else "CREATE OR REPLACE VIEW runs AS SELECT ''::VARCHAR run_id WHERE false")
+    for name in store.study_tables():
+        parts = store.parts.list(f"study/{name}")
+        if parts.good:
+            con.execute(f'CREATE OR REPLACE VIEW "study_{name}" AS SELECT * FROM {read_parts(parts.good, prefix)}')
+    store.sql_prefix = prefix  # views of other modules read through Store.parquet_source
+    try:
+        eval_views.register(con, store)  # images, runs_eval, eval_fr_multigt (evaluated SR models, contract C4)
+    finally:
+        store.sql_prefix = ""
+    store.parts.save()
+    if read_only:
+        from bench.store.readonly import lock
+
+        lock(con)
+    return con
+
+
+def register_pair_scores(con: duckdb.DuckDBPyConnection, score_parts: PartList, pair_parts: PartList,
+                         prefix: str = "", only_keys: str | None = None) -> None:
+    """The views ``scores_raw``, ``scores``, ``pairs_all``, ``pairs``, ``pair_scores_all`` and
+    ``pair_scores`` over exactly these parts. ``only_keys``: the name of a table of (metric,
+    config_hash) rows; score rows of other keys are left out (the agreement cache rebuilds one
+    slice of keys at a time: the current-row rule never looks across keys)."""
     have = score_parts.columns()
     extra = "" if "ref_id" in have or not score_parts.good else ", NULL::VARCHAR AS ref_id"
-    con.execute(f"CREATE OR REPLACE VIEW scores_raw AS SELECT *{extra} FROM "
-                f"{read_parts(score_parts.good, prefix, SCORE_SCHEMA, one_schema=True)}")
+    raw = f"SELECT *{extra} FROM {read_parts(score_parts.good, prefix, SCORE_SCHEMA, one_schema=True)}"
+    if only_keys is not None:  # a slice of the (metric, config_hash) keys (bench.store.cache)
+        raw = f"SELECT r.* FROM ({raw}) r SEMI JOIN {only_keys} k ON r.metric = k.metric AND r.config_hash = k.config_hash"
+    con.execute(f"CREATE OR REPLACE VIEW scores_raw AS {raw}")
     con.execute("""
         CREATE OR REPLACE VIEW scores AS
         SELECT * FROM scores_raw
@@ -195,30 +231,6 @@ def connect(store: Store, database: str = ":memory:", *, include_inferred: bool 
         FROM a JOIN s sb ON sb.image_id = a.image_b_id AND sb.metric = a.metric AND sb.config_hash = a.config_hash
     """)
     con.execute("CREATE OR REPLACE VIEW pair_scores AS SELECT * EXCLUDE (current) FROM pair_scores_all WHERE current")
-    cached = cache.agreement_file(store, score_parts, pair_parts)
-    if cached is not None and cached.exists() and cache.usable(cached):
-        con.execute(f"CREATE OR REPLACE VIEW agreement_parts AS SELECT * FROM {read_parquet([cached], prefix)}")
-    else:
-        con.execute(f"CREATE OR REPLACE VIEW agreement_parts AS {AGREEMENT_PARTS_SQL}")
-    con.execute(f"CREATE OR REPLACE VIEW agreement AS {agreement_sql('current' + _kind_filter(include_inferred))}")
-    runs = store.parts.list("runs")
-    con.execute(f"CREATE OR REPLACE VIEW runs AS SELECT * FROM {read_parts(runs.good, prefix)}" if runs.good
-                else "CREATE OR REPLACE VIEW runs AS SELECT ''::VARCHAR run_id WHERE false")
-    for name in store.study_tables():
-        parts = store.parts.list(f"study/{name}")
-        if parts.good:
-            con.execute(f'CREATE OR REPLACE VIEW "study_{name}" AS SELECT * FROM {read_parts(parts.good, prefix)}')
-    store.sql_prefix = prefix  # views of other modules read through Store.parquet_source
-    try:
-        eval_views.register(con, store)  # images, runs_eval, eval_fr_multigt (evaluated SR models, contract C4)
-    finally:
-        store.sql_prefix = ""
-    store.parts.save()
-    if read_only:
-        from bench.store.readonly import lock
-
-        lock(con)
-    return con
 
 
 AGREEMENT_COLUMNS = ["dataset", "split", "metric", "config_hash", "synthetic", "n_pairs", "n_decided", "n_voted",
@@ -235,8 +247,12 @@ def agreement(store: Store, only: list[tuple[str, str]] | None = None, *, manife
     """
     from bench.store import cache
 
-    cache.ensure_agreement(store)
-    con = connect(store)
+    cached = cache.ensure_agreement(store)
+    if cached is not None:  # the sums are all it needs: none of the store's other views
+        con = duckdb.connect(":memory:")
+        con.execute(f"CREATE VIEW agreement_parts AS SELECT * FROM {read_parquet([cached])}")
+    else:
+        con = connect(store)
     where = ("manifest_id = ?" if manifest_id else "current") + _kind_filter(include_inferred)
     df = con.execute(agreement_sql(where), [manifest_id] if manifest_id else []).df()
     if only:
