@@ -8,7 +8,9 @@ Views (``connect``):
   preferring an ``ok`` row, then the newest ``written_at`` (then run_id, for a full order).
 * ``pairs_all``: every registered manifest row, with ``kind`` ('human' | 'inferred'; missing =
   'human') and ``current``: true for the row of the newest registration of its (dataset, pair_id)
-  (``registered_at`` desc, files without it last, then ``manifest_id``). ``pairs``: current rows only.
+  and of its (dataset, unordered pair of image ids) (``registered_at`` desc, files without it last,
+  then ``manifest_id``; ``bench.store.layout``). ``pairs``: current rows only, so one image pair
+  counts once however many manifests registered it.
 * ``pair_scores`` (current pairs) / ``pair_scores_all`` (every registration): pairs joined to the
   ``ok`` no-reference scores of both images by content hash (image ids, never path strings);
   full-reference rows (ref_id not null) never enter pair views.
@@ -46,7 +48,7 @@ import duckdb
 import pyarrow as pa
 
 from bench.store import eval_views
-from bench.store.layout import SCORE_SCHEMA, Store
+from bench.store.layout import CURRENT_SQL, SCORE_SCHEMA, Store
 from bench.store.sql import empty_select, read_parquet, read_parts
 
 Z95 = 1.959963984540054
@@ -167,9 +169,7 @@ def connect(store: Store, database: str = ":memory:", *, include_inferred: bool 
         source = empty_select(PAIRS_EMPTY)
     con.execute(f"""
         CREATE OR REPLACE VIEW pairs_all AS
-        SELECT *, row_number() OVER (PARTITION BY dataset, pair_id
-                                     ORDER BY registered_at DESC NULLS LAST, manifest_id) = 1 AS current
-        FROM {source}
+        SELECT *, {CURRENT_SQL} AS current FROM {source}
     """)
     con.execute("CREATE OR REPLACE VIEW pairs AS SELECT * EXCLUDE (current) FROM pairs_all WHERE current")
     # the join is written in two materialised steps (pairs x side a, then side b on image, metric and config):

@@ -1,0 +1,80 @@
+"""Issue 18, "silent wrong numbers": each test builds the failing case of the issue."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.errors import StoreError
+from bench.store import Store
+from bench.store.views import agreement, connect
+from tests.test_store import _cli_json, _manifest, _rows, _scores_for
+
+
+def _scored(tmp_path, manifest):
+    store = Store(tmp_path / "s")
+    store.register(manifest)
+    store.write_scores(_rows(_scores_for(len(manifest), [True] * len(manifest))), "r1", 0, 0)
+    return store
+
+
+# --- item 1: a rebuilt manifest with corrected metadata is not ignored --------------------------
+
+@pytest.mark.parametrize("column,value", [("split", "test"), ("group", "G"), ("note", "fixed")])
+def test_rebuilt_manifest_with_other_metadata_is_a_new_manifest_refused_then_replacing(tmp_path, column, value):
+    v1 = _manifest([(3, 0), (0, 3), (2, 1)], split="train")
+    v2 = v1.copy()
+    v2[column] = value
+    assert Store.manifest_id(v1) != Store.manifest_id(v2)  # the id covers split, group and any extra column
+    store = _scored(tmp_path, v1)
+    with pytest.raises(StoreError) as err:
+        store.register(v2)
+    msg = str(err.value)
+    assert "\n" not in msg and column in msg and "--replace" in msg and Store.manifest_id(v1) in msg
+    reg = store.register(v2, replace=True)
+    assert reg.replaced == {Store.manifest_id(v1): 3} and column in reg.summary()
+    got = connect(store).execute(f'SELECT DISTINCT "{column}" FROM pairs').fetchall()
+    assert got == [(value,)]
+    if column == "split":
+        df = agreement(store)
+        assert list(df["split"]) == ["test"] and int(df["n_pairs"].iloc[0]) == 3
+
+
+def test_same_content_is_still_one_manifest(tmp_path):
+    v1 = _manifest([(3, 0), (0, 3)])
+    store = _scored(tmp_path, v1)
+    again = v1.copy()
+    again["kind"] = "human"  # an explicit default kind is the same content
+    assert Store.manifest_id(again) == Store.manifest_id(v1)
+    assert not store.register(again).new
+
+
+# --- item 3: the same image pairs registered by a second manifest are not counted twice ----------
+
+def test_same_image_pairs_under_other_pair_ids_are_refused_and_replace_counts_them_once(tmp_path, capsys):
+    v1 = _manifest([(3, 0), (0, 3), (2, 1), (1, 2)])
+    fixed = v1.copy()
+    fixed["pair_id"] = [f"votes_fixed-{i:06d}" for i in range(4)]  # pair ids from another CSV file name
+    fixed["extra"] = "x"
+    store = _scored(tmp_path, v1)
+    with pytest.raises(StoreError) as err:
+        store.register(fixed)
+    assert "pair_id" in str(err.value) and "same two images" in str(err.value)
+    store.register(fixed, replace=True)
+    rc, rows = _cli_json(capsys, "agree", "--store", str(store.root), "--json")
+    assert rc == 0 and rows[0]["n_pairs"] == 4  # not 8
+    assert connect(store).execute("SELECT count(*), min(pair_id) FROM pairs").fetchone() == (4, "votes_fixed-000000")
+    # swapped orientation (b, a) is the same unordered pair
+    swapped = v1.copy()
+    swapped[["image_a_id", "image_b_id"]] = v1[["image_b_id", "image_a_id"]].to_numpy()
+    swapped["pair_id"] = [f"s{i}" for i in range(4)]
+    with pytest.raises(StoreError):
+        store.register(swapped)
+    store.register(swapped, replace=True)
+    assert agreement(store)["n_pairs"].iloc[0] == 4
+
+
+def test_one_manifest_may_not_hold_one_image_pair_twice(tmp_path):
+    m = _manifest([(3, 0), (0, 3)])
+    m.loc[1, ["image_a_id", "image_b_id"]] = ["B0", "A0"]
+    with pytest.raises(StoreError, match="same two images"):
+        Store(tmp_path / "s").register(m)
