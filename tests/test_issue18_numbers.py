@@ -78,3 +78,67 @@ def test_one_manifest_may_not_hold_one_image_pair_twice(tmp_path):
     m.loc[1, ["image_a_id", "image_b_id"]] = ["B0", "A0"]
     with pytest.raises(StoreError, match="same two images"):
         Store(tmp_path / "s").register(m)
+
+
+# --- items 2 and 6: duplicate / contradictory rows and ambiguous headers of a vote CSV ---------
+
+def _images(root, names=("A.png", "B.png", "C.png")):
+    import numpy as np
+    from PIL import Image
+
+    root.mkdir(parents=True, exist_ok=True)
+    for i, name in enumerate(names):
+        Image.fromarray(np.full((8, 8, 3), 40 * (i + 1), np.uint8)).save(root / name)
+    return root
+
+
+def test_duplicate_and_reversed_rows_of_one_pair_are_merged_orientation_aware(tmp_path, capsys):
+    from bench.cli import main
+    from bench.manifests import votes
+
+    root = _images(tmp_path / "img")
+    csv = tmp_path / "v.csv"
+    csv.write_text("image_a,image_b,votes_a,votes_b,method_a,method_b\n"
+                   "A.png,B.png,10,5,x,y\nB.png,A.png,10,5,y,x\nA.png,B.png,10,5,x,y\nA.png,C.png,1,2,x,z\n")
+    df = votes.pairs_csv(csv, root)
+    assert len(df) == 2  # not 4
+    ab = df[df["image_b"] == "B.png"].iloc[0]
+    assert (ab["votes_a"], ab["votes_b"], ab["pref"]) == (25, 20, "a")
+    assert df.attrs["iqa_study"]["merged_rows"] == 2
+    rc = main(["manifest", "build", "pairs-csv", str(csv), "--root", str(root), "-o", str(tmp_path / "m.parquet")])
+    out = capsys.readouterr().out
+    assert rc == 0 and "merged 2 row(s)" in out and ": 2 pairs" in out
+
+
+def test_rows_of_one_pair_with_other_metadata_are_refused(tmp_path):
+    from bench.errors import ManifestError
+    from bench.manifests import votes
+
+    root = _images(tmp_path / "img")
+    csv = tmp_path / "v.csv"
+    csv.write_text("image_a,image_b,votes_a,votes_b,split\nA.png,B.png,10,5,train\nB.png,A.png,10,5,test\n")
+    with pytest.raises(ManifestError, match=r"v.csv:3: names the same two images as line 2 with other split"):
+        votes.pairs_csv(csv, root)
+
+
+def test_duplicated_header_column_is_refused(tmp_path):
+    from bench.errors import ManifestError
+    from bench.manifests import votes
+
+    root = _images(tmp_path / "img")
+    csv = tmp_path / "v.csv"
+    csv.write_text("image_a,image_b,votes_a,votes_b,votes_a\nA.png,B.png,10,5,0\n")
+    with pytest.raises(ManifestError, match=r"\['votes_a'\] appear more than once"):
+        votes.pairs_csv(csv, root)
+
+
+def test_two_files_with_one_content_in_one_manifest_are_refused(tmp_path):
+    from bench.errors import ManifestError
+    from bench.manifests import votes
+
+    root = _images(tmp_path / "img")
+    (root / "A2.png").write_bytes((root / "A.png").read_bytes())
+    csv = tmp_path / "v.csv"
+    csv.write_text("image_a,image_b,votes_a,votes_b\nA.png,B.png,10,5\nB.png,A2.png,1,5\n")
+    with pytest.raises(ManifestError, match="compare the same two images"):
+        votes.pairs_csv(csv, root)

@@ -76,6 +76,9 @@ def cmd_manifest_build(a) -> None:
     kinds = df["kind"].value_counts().to_dict() if "kind" in df.columns else {"human": len(df)}
     print(f"{out}: {len(df)} pairs of dataset '{meta['dataset']}'"
           f"{' (SYNTHETIC preferences)' if meta['synthetic'] else ''}; pref {counts}; kind {kinds}; root {meta['root']}")
+    if meta.get("merged_rows"):
+        print(f"merged {meta['merged_rows']} row(s) naming an image pair already listed into that pair "
+              f"(votes summed, orientation-aware): {len(df)} pairs")
     if meta.get("n_unreadable_images"):
         first = next(iter(meta["unreadable_examples"].items()))
         print(f"WARNING: {meta['n_unreadable_images']} image(s) could not be read (kept; scoring records them as "
