@@ -142,3 +142,23 @@ def test_two_files_with_one_content_in_one_manifest_are_refused(tmp_path):
     csv.write_text("image_a,image_b,votes_a,votes_b\nA.png,B.png,10,5\nB.png,A2.png,1,5\n")
     with pytest.raises(ManifestError, match="compare the same two images"):
         votes.pairs_csv(csv, root)
+
+
+# --- item 4: a store path with glob characters reads that store, not a sibling -------------------
+
+@pytest.mark.parametrize("name,sibling", [("exp[1]", "exp1"), ("e*p", "exp"), ("e?p", "eap")])
+def test_store_path_with_glob_characters_reads_only_that_store(tmp_path, capsys, name, sibling):
+    from tests.test_store import _store_with
+
+    _store_with(tmp_path, sibling, votes=((3, 0),) * 5, a_wins=(True,) * 5)  # 5 pairs, all right
+    mine = _store_with(tmp_path, name)  # 4 pairs, 3 right
+    rc, rows = _cli_json(capsys, "agree", "--store", str(mine.root), "--json")
+    assert rc == 0 and [(r["n_pairs"], r["strict_acc"]) for r in rows] == [(4, 0.75)]
+    rc, rows = _cli_json(capsys, "agree", "--store", str(mine.root), "--json")  # from the cache
+    assert rc == 0 and rows[0]["n_pairs"] == 4
+    rc, rows = _cli_json(capsys, "query", "--store", str(mine.root), "--json",
+                         "SELECT count(*) AS n, count(DISTINCT image_id) AS i FROM scores")
+    assert rc == 0 and rows == [{"n": 8, "i": 8}]
+    from bench.scoring.engine import _stored_status
+
+    assert len(_stored_status(mine, ["cfg-m"])) == 8
