@@ -162,3 +162,51 @@ def test_store_path_with_glob_characters_reads_only_that_store(tmp_path, capsys,
     from bench.scoring.engine import _stored_status
 
     assert len(_stored_status(mine, ["cfg-m"])) == 8
+
+
+# --- item 5: readers of pixels check the image id; a changed file is marked, never shown as evidence -
+
+from tests.test_compare import IDS, store  # noqa: E402,F401  (the compare fixture: content-hash image ids)
+
+
+def test_failure_gallery_marks_a_pair_whose_file_changed_on_disk(tmp_path):
+    import pandas as pd
+
+    from bench.manifests.schema import file_hash
+    from bench.report.gallery import pair_figure
+
+    root = _images(tmp_path / "img")
+    ids = {n: file_hash(root / n) for n in ("A.png", "B.png", "C.png")}
+    rows = pd.DataFrame({"dataset": "d", "pair_id": ["p0", "p1"], "root": str(root), "image_a": ["A.png", "A.png"],
+                         "image_b": ["B.png", "C.png"], "image_a_id": [ids["A.png"]] * 2,
+                         "image_b_id": [ids["B.png"], ids["C.png"]], "pref": "a", "votes_a": 3, "votes_b": 1})
+    verdicts = pd.DataFrame({"dataset": "d", "pair_id": ["p0", "p1"], "metric": "m", "metric_pref": "b", "pref": "a",
+                             "score_a": 0.0, "score_b": 1.0, "sign": 1})
+    (root / "C.png").write_bytes((root / "B.png").read_bytes())  # another photo now sits at C.png
+    fig, shown = pair_figure(rows, verdicts, "t")
+    shown = shown.set_index("pair_id")
+    assert pd.isna(shown.loc["p0", "problem"]) and shown.loc["p0", "zoom_size"] > 0
+    assert "B not shown" in shown.loc["p1", "problem"] and "changed" in shown.loc["p1", "problem"]
+    assert pd.isna(shown.loc["p1", "zoom_size"])
+    texts = " ".join(t.get_text() for ax in fig.axes for t in ax.texts)
+    assert "NOT THE SCORED IMAGES" in texts
+
+
+def test_compare_crop_grid_leaves_out_a_panel_whose_file_changed(store, tmp_path):  # noqa: F811
+    from bench.report.compare import compare_table, crop_grid, load_per_image, pick_baseline
+
+    per, runs, _ = load_per_image(store)
+    t = compare_table(per, runs, "t", pick_baseline(runs, None)[0], n_boot=50)
+    con = connect(store)
+    path = con.execute("SELECT path FROM images WHERE image_id = ?", [IDS["g0amo"]]).fetchone()[0]
+    other = con.execute("SELECT path FROM images WHERE image_id = ?", [IDS["g0upos"]]).fetchone()[0]
+    from pathlib import Path
+
+    Path(path).write_bytes(Path(other).read_bytes())  # the AMO output replaced by the UPos one
+    png, notes = crop_grid(store, per, t, "t", tmp_path / "cmp", item="g0")
+    assert png is not None
+    assert any("tiny_amo" in n and "changed" in n for n in notes)
+    ref = con.execute("SELECT ref_path FROM eval_refs WHERE item = 'g0' ORDER BY gt_index").fetchone()[0]
+    Path(ref).write_bytes(b"not the reference")
+    png, notes = crop_grid(store, per, t, "t", tmp_path / "cmp2", item="g0")
+    assert png is None and "reference changed on disk" in notes[0]

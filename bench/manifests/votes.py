@@ -198,7 +198,7 @@ def pairs_csv(file: str | Path, root: str | Path, dataset: str | None = None) ->
 def _swap_sides(entry: dict) -> dict:
     """``entry`` seen from the other side: ``x_a`` and ``x_b`` columns exchanged."""
     out = dict(entry)
-    for k in entry:
+    for k, value in entry.items():
         if k.endswith("_a") and k[:-2] + "_b" in entry:
-            out[k], out[k[:-2] + "_b"] = entry[k[:-2] + "_b"], entry[k]
+            out[k], out[k[:-2] + "_b"] = entry[k[:-2] + "_b"], value
     return out

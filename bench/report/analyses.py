@@ -104,8 +104,8 @@ def pair_info(store: Store) -> pd.DataFrame:
     con = connect(store)
     cols = {r[0] for r in con.execute("DESCRIBE pairs").fetchall()}
     extra = [c for c in ("method_a", "method_b", "observer_votes") if c in cols]
-    sel = ", ".join(['dataset', 'pair_id', '"group"', 'root', 'image_a', 'image_b', 'votes_a', 'votes_b', 'pref',
-                     'synthetic'] + extra)
+    sel = ", ".join(['dataset', 'pair_id', '"group"', 'root', 'image_a', 'image_b', 'image_a_id', 'image_b_id',
+                     'votes_a', 'votes_b', 'pref', 'synthetic'] + extra)
     return con.execute(f"SELECT {sel} FROM pairs").df()
 
 
