@@ -210,3 +210,50 @@ def test_compare_crop_grid_leaves_out_a_panel_whose_file_changed(store, tmp_path
     Path(ref).write_bytes(b"not the reference")
     png, notes = crop_grid(store, per, t, "t", tmp_path / "cmp2", item="g0")
     assert png is None and "reference changed on disk" in notes[0]
+
+
+# --- item 7: an undefined interval is NULL everywhere, never one that excludes its estimate -------
+
+def test_one_pair_and_all_zero_votes_give_null_intervals(tmp_path, capsys):
+    from tests.test_store import _store_with
+
+    one = _store_with(tmp_path, "one", votes=((5, 3),), a_wins=(True,))
+    rc, rows = _cli_json(capsys, "agree", "--store", str(one.root), "--json")
+    r = rows[0]
+    assert rc == 0 and r["vote_agreement"] == 0.625 and r["tie_half_acc"] == 1.0
+    assert r["vote_ci_lo"] is None and r["vote_ci_hi"] is None  # was [0.0, 0.0]
+    assert r["tie_half_ci_lo"] is None and r["tie_half_ci_hi"] is None  # was [1.0, 1.0]
+    assert r["strict_ci_lo"] < 1.0 <= r["strict_ci_hi"]  # Wilson is defined for n = 1
+    rc, rows = _cli_json(capsys, "agree", "--store", str(one.root), "--json", "--ci", "bootstrap")
+    assert rc == 0 and rows[0]["vote_ci_lo"] is None and rows[0]["strict_ci_hi"] is None  # one group: undefined
+    zero = _store_with(tmp_path, "zero", votes=((0, 0), (0, 0)), a_wins=(True, False))
+    assert main_csv(capsys, zero)[0]["vote_ci_lo"] == ""
+    rc, rows = _cli_json(capsys, "agree", "--store", str(zero.root), "--json")
+    assert rows[0]["vote_agreement"] is None and rows[0]["vote_ci_lo"] is None and rows[0]["vote_ci_hi"] is None
+    assert connect(zero).execute("SELECT vote_ci_lo, strict_ci_lo FROM agreement").fetchone() == (None, None)
+    from bench.cli import main
+
+    assert main(["agree", "--store", str(one.root)]) == 0
+    table = capsys.readouterr().out
+    assert "0.625 [" not in table and "0.625" in table
+
+
+def main_csv(capsys, store):
+    import csv as csvlib
+    import io
+
+    from bench.cli import main
+
+    assert main(["agree", "--store", str(store.root), "--csv"]) == 0
+    return list(csvlib.DictReader(io.StringIO(capsys.readouterr().out)))
+
+
+def test_bootstrap_interval_needs_two_groups():
+    import numpy as np
+
+    from bench.study.stats import group_bootstrap_ratio
+
+    point, lo, hi = group_bootstrap_ratio(np.array([1.0, 0.0]), np.array([1.0, 1.0]), np.array(["g", "g"]), n_boot=50)
+    assert point[0] == 0.5 and np.isnan(lo[0]) and np.isnan(hi[0])
+    point, lo, hi = group_bootstrap_ratio(np.array([1.0, 0.0]), np.array([1.0, 1.0]), np.array(["g", "h"]), n_boot=50)
+    assert lo[0] <= 0.5 <= hi[0]

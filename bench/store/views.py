@@ -38,7 +38,9 @@ Definitions (every number can be recomputed from the raw tables):
   (not a Bernoulli proportion, so not Wilson);
   vote_agreement: a ratio of sums, normal interval with the delta-method (ratio estimator)
   variance sum((y_i - R x_i)^2) / (n (n-1) xbar^2), y_i = votes for the metric's side, x_i = votes.
-  Intervals are clipped to [0, 1]. The study (bench.study) reports group-bootstrap CIs instead.
+  Intervals are clipped to [0, 1]. An undefined interval (one pair: no variance; no votes or no
+  decided pairs: no estimate) is NULL, never [0, 0]. The study (bench.study) reports
+  group-bootstrap CIs instead (undefined, NaN, with fewer than two groups).
 * Only pairs where both images have an ``ok`` score for the metric configuration count.
 """
 
@@ -91,13 +93,17 @@ def _wilson(p: str, n: str, bound: str) -> str:
 
 
 def _clip(expr: str) -> str:
-    return f"least(1.0, greatest(0.0, {expr}))"
+    """``expr`` clipped to [0, 1]; NULL (undefined: one pair, no votes) or NaN stays NULL (DuckDB's
+    least/greatest skip NULLs, which turned an undefined bound into 0 or 1)."""
+    return f"CASE WHEN ({expr}) IS NULL OR isnan({expr}) THEN NULL ELSE least(1.0, greatest(0.0, {expr})) END"
 
 
 def agreement_sql(where: str = "current") -> str:
     """The agreement table from ``agreement_parts`` rows matching ``where`` (SQL over its columns)."""
     # tie-half per-pair values x in {0, .5, 1}: sum x = right + .5 ties, sum x^2 = right + .25 ties
-    half_var = "greatest(0.0, (n_right + 0.25*n_tied_decided - n_decided*tie_half_acc^2) / nullif(n_decided - 1, 0))"
+    # (greatest() skips NULLs, so the n = 1 case must be NULL outside it, not inside)
+    half_var = ("CASE WHEN n_decided > 1 THEN greatest(0.0, (n_right + 0.25*n_tied_decided - n_decided*tie_half_acc^2)"
+                " / (n_decided - 1)) END")
     ratio_var = ("greatest(0.0, v_yy - 2*vote_agreement*v_xy + vote_agreement^2*v_xx) "
                  "/ nullif(n_voted * (n_voted - 1) * (v_x / n_voted)^2, 0)")
     return f"""
