@@ -257,3 +257,97 @@ def test_bootstrap_interval_needs_two_groups():
     assert point[0] == 0.5 and np.isnan(lo[0]) and np.isnan(hi[0])
     point, lo, hi = group_bootstrap_ratio(np.array([1.0, 0.0]), np.array([1.0, 1.0]), np.array(["g", "h"]), n_boot=50)
     assert lo[0] <= 0.5 <= hi[0]
+
+
+# --- item 8: a metric whose CI does not exclude chance is not selected for training unless allowed --
+
+def test_below_chance_reward_metric_is_not_selected_without_the_flag(tmp_path, monkeypatch, capsys):
+    import json
+
+    from bench.cli import main
+    from bench.study import select as select_mod
+    from bench.study.phases import evaluate_phase1, evaluate_phase2, phase2_pairs
+    from tests.test_study_selection import manifest_of, pair_frame, write_metric
+
+    monkeypatch.setattr(select_mod, "is_available", lambda spec: spec.name in {"piqe", "niqe"})
+    store = Store(tmp_path / "store")
+    m = manifest_of(120, per_group=1)
+    store.register_manifest(m)
+    write_metric(store, m, "piqe", [int(i % 10 != 0) for i in range(120)])   # 0.9: samples (no gradient)
+    write_metric(store, m, "niqe", [int(i % 25 < 12) for i in range(120)])   # 0.48: the only differentiable one
+    pairs, used = phase2_pairs(m)
+    evaluate_phase1(store, pair_frame(m), ["piqe", "niqe"], "p1", top_k=2, n_boot=300, seed=0)
+    evaluate_phase2(store, pairs, "p1", ["piqe", "niqe"], "p2", split_used=used, n_boot=300, seed=0)
+    out = tmp_path / "selection.json"
+    assert main(["select", "--store", str(store.root), "-o", str(out)]) == 0
+    sel = json.loads(out.read_text())
+    assert sel["sampling_metric"]["metric"] == "piqe" and sel["sampling_metric"]["above_chance"] is True
+    assert sel["reward_metric"] is None and sel["allow_weak_metric"] is False
+    assert any("reward candidate niqe not selected" in w and "--allow-weak-metric" in w for w in sel["warnings"])
+    err = capsys.readouterr().err
+    assert "reward candidate niqe not selected" in err
+    assert main(["select", "--store", str(store.root), "-o", str(out), "--allow-weak-metric"]) == 0
+    sel = json.loads(out.read_text())
+    assert sel["reward_metric"]["metric"] == "niqe" and sel["reward_metric"]["above_chance"] is False
+    assert sel["reward_metric"]["ci_lo"] < 0.5 and sel["allow_weak_metric"] is True
+    assert any("niqe selected only because of --allow-weak-metric" in w for w in sel["warnings"])
+
+
+# --- items 8 and 11: the report follows one chain, states it, opens with the selection ------------
+
+def _chain_study(tmp_path, monkeypatch):
+    from bench.study import select as select_mod
+    from bench.study.phases import evaluate_phase1, evaluate_phase2, phase2_pairs
+    from tests.test_study_selection import manifest_of, pair_frame, write_metric
+
+    monkeypatch.setattr(select_mod, "is_available", lambda spec: spec.name in {"piqe", "niqe"})
+    import datetime as dt
+
+    store = Store(tmp_path / "store")
+    m = manifest_of(60, per_group=1)
+    store.register_manifest(m)
+    store.write_run({"run_id": "r1", "kind": "score", "started_at": dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+                     "device_name": "cpu", "git_commit": "x", "versions": "{}"})
+    write_metric(store, m, "piqe", [int(i % 10 != 0) for i in range(60)])
+    write_metric(store, m, "niqe", [int(i % 25 < 12) for i in range(60)])
+    pairs, used = phase2_pairs(m)
+    evaluate_phase1(store, pair_frame(m), ["piqe", "niqe"], "p1-old", top_k=2, n_boot=100, seed=0)
+    evaluate_phase2(store, pairs, "p1-old", ["piqe", "niqe"], "p2-a", split_used=used, n_boot=100, seed=0)
+    evaluate_phase1(store, pair_frame(m), ["niqe"], "p1-new", top_k=1, n_boot=100, seed=0)  # later, one metric
+    return store
+
+
+def test_report_follows_one_chain_and_opens_with_the_selection(tmp_path, monkeypatch):
+    from bench.report.study_report import write_study_report
+    from bench.study.select import build_selection, write_selection
+
+    store = _chain_study(tmp_path, monkeypatch)
+    md = write_study_report(store, tmp_path / "r1").read_text()
+    assert "from the latest Phase II (p2-a): Phase II p2-a <- Phase I p1-old" in md
+    assert "Key p1-old" in md and "p1-new" not in md.split("## Provenance")[0]  # not the later one-metric Phase I
+    sel = write_selection(build_selection(store), tmp_path / "selection.json")
+    md = write_study_report(store, tmp_path / "r2", selection=sel).read_text()
+    head = md.split("## Selection", 1)[1].split("\n## ", 1)[0]
+    assert f"from selection {sel}" in head
+    assert "| sampling (SMA/SMP/AMO) | piqe |" in head and "| reward (FT) | none |" in head
+    assert "WARNING: reward candidate niqe not selected" in head
+    assert "<h2>Selection</h2>" in (tmp_path / "r2" / "report.html").read_text()
+
+
+def test_a_study_over_fewer_than_two_metrics_is_refused(tmp_path, monkeypatch, capsys):
+    from bench.cli import main
+    from bench.errors import StudyError
+    from bench.report.chain import resolve_chain
+    from bench.study.phases import evaluate_phase2, phase2_pairs
+    from tests.test_study_selection import manifest_of
+
+    store = _chain_study(tmp_path, monkeypatch)
+    pairs, used = phase2_pairs(manifest_of(60, per_group=1))
+    evaluate_phase2(store, pairs, "p1-new", ["niqe"], "p2-one", split_used=used, n_boot=100, seed=0)
+    with pytest.raises(StudyError, match=r"phase2 p2-one ranked 1 metric\(s\) \(niqe\); a study compares at least two"):
+        resolve_chain(store)
+    assert main(["report", "--store", str(store.root), "-o", str(tmp_path / "r"), "--phase2", "p2-a"]) == 0
+    capsys.readouterr()
+    assert main(["report", "--store", str(store.root), "-o", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "at least two" in err

@@ -18,7 +18,6 @@ from PIL import Image
 from scipy.ndimage import uniform_filter
 
 
-
 @dataclass(frozen=True)
 class Box:
     top: int
