@@ -351,3 +351,27 @@ def test_a_study_over_fewer_than_two_metrics_is_refused(tmp_path, monkeypatch, c
     assert main(["report", "--store", str(store.root), "-o", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "at least two" in err
+
+
+# --- item 9: folder mode says which files it skipped --------------------------------------------
+
+def test_folder_mode_reports_skipped_files_in_one_line(tmp_path, caplog):
+    import logging
+
+    from bench.errors import StudyError
+    from bench.scoring.folder import list_images
+
+    root = _images(tmp_path / "f", names=("a.png", "b.png"))
+    (root / "anim.gif").write_bytes(b"GIF89a")
+    (root / "notes.txt").write_text("x")
+    with caplog.at_level(logging.WARNING, logger="bench.scoring"):
+        files = list_images(root)
+    assert [f.name for f in files] == ["a.png", "b.png"]
+    msgs = [r.getMessage() for r in caplog.records if r.name == "bench.scoring"]
+    assert len(msgs) == 1 and "skipped 2 file(s)" in msgs[0] and "anim.gif, notes.txt" in msgs[0]
+    assert "\n" not in msgs[0]
+    only = tmp_path / "g"
+    only.mkdir()
+    (only / "anim.gif").write_bytes(b"GIF89a")
+    with pytest.raises(StudyError, match=r"no image files .*skipped 1 file\(s\) \(anim.gif\)"):
+        list_images(only)
