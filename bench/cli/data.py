@@ -167,8 +167,22 @@ def cmd_query(a) -> None:
     try:
         df = con.execute(a.sql).df()
     except duckdb.Error as exc:
-        raise StudyError(f"query failed: {str(exc).splitlines()[0]}") from None
+        raise StudyError(f"query failed: {duck_reason(exc)}") from None
     _print_table(df, a.json)
+
+
+def duck_reason(exc: Exception) -> str:
+    """The one line that says why DuckDB refused: a refusal raised by the store's confined file system
+    reaches DuckDB as a Python traceback text, whose last exception line is the reason."""
+    import re
+
+    lines = str(exc).splitlines()
+    if lines and lines[0].startswith("Traceback"):
+        for line in reversed(lines):
+            m = re.match(r"^(\w+(?:Error|Exception)): (.*)$", line)
+            if m:
+                return m.group(2) if m.group(1) == "PermissionError" else f"{m.group(1)}: {m.group(2)}"
+    return lines[0] if lines else type(exc).__name__
 
 
 def cmd_agree(a) -> None:

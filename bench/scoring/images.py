@@ -121,6 +121,8 @@ def decode(path: str, expect_id: str | None = None, max_pixels: int | None = Non
             data = fh.read()
     except OSError as exc:
         raise DecodeError(f"{TRANSIENT}io: {type(exc).__name__}: {exc.strerror or exc}", transient=True) from None
+    except ValueError as exc:  # a path no file system accepts (embedded NUL byte): one failed row, not a crash
+        raise DecodeError(f"path: {exc}") from None
     if expect_id is not None and content_hash(data) != expect_id:
         raise DecodeError(f"changed: file content hash {content_hash(data)} != image id {expect_id} "
                           f"(file changed after manifest build; rebuild the manifest)")

@@ -1,0 +1,92 @@
+"""Issue 18, "tracebacks instead of one line": each malformed input or refused write ends in one
+line (``iqa-study: error: ...``, exit status 2), and nothing already stored is lost."""
+
+from __future__ import annotations
+
+import errno
+import subprocess
+import sys
+
+import pytest
+
+from bench.cli import main
+from bench.manifests import schema
+from bench.store import Store
+from tests.test_issue18_numbers import _images
+from tests.test_store import _manifest, _store_with
+
+
+def _one_line_error(capsys, *args) -> str:
+    rc = main(list(args))
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert err.count("\n") == 1 and err.startswith("iqa-study: error: ") and "Traceback" not in err, err
+    return err
+
+
+# --- NUL byte in an image path --------------------------------------------------------------------
+
+def test_nul_byte_in_a_csv_image_path_is_one_line(tmp_path, capsys):
+    root = _images(tmp_path / "img")
+    csv = tmp_path / "v.csv"
+    csv.write_text("image_a,image_b,votes_a,votes_b\nA.png,B\0.png,1,2\n")
+    err = _one_line_error(capsys, "manifest", "build", "pairs-csv", str(csv), "--root", str(root),
+                          "-o", str(tmp_path / "m.parquet"))
+    assert "v.csv:2" in err and "NUL" in err
+
+
+def test_nul_byte_in_a_scored_path_is_one_failed_row():
+    from bench.scoring.images import DecodeError, decode
+
+    with pytest.raises(DecodeError) as err:
+        decode("/tmp/a\0b.png")
+    assert not err.value.transient and "null byte" in str(err.value)
+
+
+# --- query refusals name the reason ---------------------------------------------------------------
+
+def test_query_refusals_print_the_reason_not_a_traceback(tmp_path, capsys):
+    store = _store_with(tmp_path)
+    err = _one_line_error(capsys, "query", "--store", str(store.root), "SELECT * FROM read_parquet('iqastore:///etc/passwd')")
+    assert "outside the store" in err
+    err = _one_line_error(capsys, "query", "--store", str(store.root),
+                          f"COPY (SELECT 1 AS x) TO 'iqastore://{store.root}/scores/part-x.parquet'")
+    assert "read-only" in err
+
+
+# --- read-only store and full disk ----------------------------------------------------------------
+
+@pytest.mark.parametrize("code,words", [(errno.EROFS, "store is read-only"), (errno.ENOSPC, "no space left")])
+def test_refused_writes_are_one_line(tmp_path, capsys, monkeypatch, code, words):
+    import bench.store.layout as layout
+
+    m = _manifest([(3, 0), (0, 3)])
+    m.attrs["iqa_study"] = {"dataset": "d", "synthetic": False, "root": str(tmp_path)}
+    path = schema.write(m, tmp_path / "m.parquet")
+    Store(tmp_path / "s")
+
+    def refuse(table, target):
+        raise OSError(code, "refused by the test", str(target))
+
+    monkeypatch.setattr(layout, "atomic_write_table", refuse)
+    err = _one_line_error(capsys, "store", "register", str(path), "--store", str(tmp_path / "s"))
+    assert words in err and "nothing already stored was lost" in err
+
+
+def test_pyarrow_disk_full_and_a_file_size_limit_are_one_line(tmp_path):
+    import pyarrow as pa
+
+    from bench.cli import storage_error
+
+    assert "no space left" in storage_error(pa.ArrowIOError("IOError: No space left on device. Detail: [errno 28]"))
+    assert storage_error(OSError(errno.ENOENT, "No such file")) is None
+    m = _manifest([(3, 0)] * 40)
+    m["note"] = "x" * 200
+    m.attrs["iqa_study"] = {"dataset": "d", "synthetic": False, "root": str(tmp_path)}
+    path = schema.write(m, tmp_path / "m.parquet")
+    Store(tmp_path / "s")
+    done = subprocess.run(["bash", "-c", f"ulimit -f 2; exec {sys.executable} -m bench.cli store register {path} "
+                                         f"--store {tmp_path / 's'}"], capture_output=True, text=True)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and "no space left" in done.stderr and "Traceback" not in done.stderr
+    assert not list((tmp_path / "s" / "pairs").glob("*.parquet"))  # nothing half-written
