@@ -90,3 +90,46 @@ def test_pyarrow_disk_full_and_a_file_size_limit_are_one_line(tmp_path):
     assert done.returncode == 2, done.stderr
     assert done.stderr.count("\n") == 1 and "no space left" in done.stderr and "Traceback" not in done.stderr
     assert not list((tmp_path / "s" / "pairs").glob("*.parquet"))  # nothing half-written
+
+
+# --- a foreign Parquet part is named, skipped and quarantinable ---------------------------------
+
+def test_a_part_with_a_foreign_schema_is_skipped_named_and_quarantined(tmp_path, capsys, caplog):
+    import json
+    import logging
+
+    import pyarrow as pa
+
+    from bench.atomic import atomic_write_table
+    from tests.test_store import _rows, _scores_for
+
+    store = _store_with(tmp_path)
+    rows = _rows(_scores_for(4, [False] * 4))
+    foreign = pa.Table.from_pylist([{**r, "score": str(r["score"]), "written_at": str(r["written_at"])} for r in rows])
+    atomic_write_table(foreign, store.root / "scores" / "part-foreign-r000-000000.parquet")
+    with caplog.at_level(logging.WARNING, logger="bench.store"):
+        assert main(["agree", "--store", str(store.root), "--json"]) == 0
+    rows_out = json.loads(capsys.readouterr().out)
+    assert rows_out[0]["n_pairs"] == 4 and rows_out[0]["strict_acc"] == 0.75  # the foreign part left out
+    assert any("part-foreign" in r.getMessage() and "column 'score' is string" in r.getMessage()
+               for r in caplog.records)
+    assert main(["query", "--store", str(store.root), "--json", "SELECT 1 AS one"]) == 0
+    assert json.loads(capsys.readouterr().out) == [{"one": 1}]
+    assert main(["store", "check", "--store", str(store.root)]) == 0
+    out = capsys.readouterr().out
+    assert "scores/part-foreign-r000-000000.parquet: foreign schema: column 'score' is string" in out
+    assert main(["store", "check", "--store", str(store.root), "--repair"]) == 0
+    assert (store.root / "quarantine" / "scores" / "part-foreign-r000-000000.parquet").is_file()
+    assert not (store.root / "scores" / "part-foreign-r000-000000.parquet").exists()
+
+
+def test_parts_remembered_before_kinds_were_are_still_checked(tmp_path):
+    import json
+
+    store = _store_with(tmp_path)
+    assert store.score_parts().good
+    memo = store.root / "cache" / "parts.json"
+    old = {k: v[:4] for k, v in json.loads(memo.read_text()).items()}
+    memo.write_text(json.dumps(old))
+    parts = Store(store.root).score_parts()
+    assert parts.good and all(p.kinds for p in parts.good)

@@ -67,6 +67,24 @@ SCORE_SCHEMA = pa.schema([
 ])
 
 
+def _kinds(schema: pa.Schema) -> dict[str, str]:
+    from bench.store.parts import kind_of
+
+    return {f.name: kind_of(f.type) for f in schema}
+
+
+# what a part of each folder must look like to be read (bench.store.parts.schema_problem): a part of a
+# foreign schema (e.g. 'score' as text) is skipped and reported like an unreadable one
+FOLDER_KINDS = {
+    "scores": {"required": ["image_id", "metric", "config_hash", "score", "status"], "kinds": _kinds(SCORE_SCHEMA)},
+    "pairs": {"required": ["dataset", "pair_id", "image_a_id", "image_b_id", "votes_a", "votes_b", "pref",
+                           "manifest_id"],
+              "kinds": {"dataset": "string", "pair_id": "string", "split": "string", "group": "string",
+                        "image_a_id": "string", "image_b_id": "string", "votes_a": "number", "votes_b": "number",
+                        "pref": "string", "manifest_id": "string", "kind": "string", "synthetic": "bool",
+                        "registered_at": "time"}},
+}
+
 PAIR_KEY_COLUMNS = ["dataset", "pair_id", "image_a_id", "image_b_id", "votes_a", "votes_b", "pref"]
 # columns the store adds to a registered manifest's rows: never part of a manifest's content
 BOOKKEEPING_COLUMNS = ("manifest_id", "synthetic", "root", "registered_at", "current")
@@ -202,7 +220,7 @@ class Store:
 
         from bench.store.sql import read_parts
 
-        parts = self.parts.list("pairs")
+        parts = self.pair_parts()
         if not parts.good:
             return {}, []
         have = parts.columns()
@@ -255,10 +273,10 @@ class Store:
         return str(self.root / "pairs" / "*.parquet")
 
     def score_parts(self) -> PartList:
-        return self.parts.list("scores", prefix="part-")
+        return self.parts.list("scores", prefix="part-", expect=FOLDER_KINDS["scores"])
 
     def pair_parts(self) -> PartList:
-        return self.parts.list("pairs")
+        return self.parts.list("pairs", expect=FOLDER_KINDS["pairs"])
 
     def parquet_source(self, sub: str, prefix: str = "", empty: pa.Schema | None = None) -> str | None:
         """SQL ``read_parquet([...])`` over the readable parts of STORE/<sub> (escaped paths, bad parts
