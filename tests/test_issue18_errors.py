@@ -133,3 +133,66 @@ def test_parts_remembered_before_kinds_were_are_still_checked(tmp_path):
     memo.write_text(json.dumps(old))
     parts = Store(store.root).score_parts()
     assert parts.good and all(p.kinds for p in parts.good)
+
+
+# --- malformed (but safe) checkpoints: merge and evaluate -------------------------------------------
+
+_FT = {"base": {"init": "/nonexistent/base.pth", "init_sha256": "0" * 64}, "adapter_sha256": "0" * 64,
+       "reward": "{}", "lora": {}}
+
+
+@pytest.mark.parametrize("state,words", [
+    ({"ft": {}}, "field 'ft.base' missing"),
+    ({"ft": "x"}, "field 'ft' is str"),
+    ({"ft": {**_FT, "base": {"init": "/b.pth"}}}, "field 'ft.base.init_sha256' missing"),
+    ({"ft": _FT, "config": "{not json"}, "field 'config' is not JSON"),
+    ({"ft": _FT, "config": "{}"}, "field 'config.name': Field required"),
+])
+def test_merge_of_a_malformed_ft_checkpoint_is_one_line(tmp_path, capsys, state, words):
+    import torch
+
+    path = tmp_path / "iter_00000003.pt"
+    torch.save({"iteration": 3, "adapter": {}, "config": "{}", **state}, path)
+    err = _one_line_error(capsys, "merge", "--checkpoint", str(path), "-o", str(tmp_path / "m.pth"))
+    assert words in err and str(path) in err
+    assert not (tmp_path / "m.pth").exists()
+
+
+@pytest.mark.parametrize("case,words", [
+    ("unknown", "field 'config.arch.bogus': Extra inputs are not permitted"),
+    ("archstr", "field 'config.arch' is str"),
+    ("emalist", "field 'ema' is list"),
+    ("iterabc", "field 'iteration' = 'abc'"),
+    ("scale0", "field 'config.arch.scale' = 0"),
+])
+def test_evaluate_of_a_malformed_suite_checkpoint_is_one_line_and_leaves_no_store(tmp_path, capsys, case, words):
+    import json
+
+    import torch
+
+    arch = {"type": "swinir", "size": "tiny"}
+    cases = {"unknown": {"config": json.dumps({"arch": {**arch, "bogus": 1}})},
+             "archstr": {"config": json.dumps({"arch": "swinir"})},
+             "emalist": {"config": json.dumps({"arch": arch}), "ema": [1, 2]},
+             "iterabc": {"config": json.dumps({"arch": arch}), "iteration": "abc"},
+             "scale0": {"config": json.dumps({"arch": {**arch, "scale": 0}})}}
+    path = tmp_path / f"{case}.pt"
+    torch.save({"iteration": 1, "ema": {}, **cases[case]}, path)
+    test = _images(tmp_path / "test" / "lr", names=("x.png",)).parent
+    err = _one_line_error(capsys, "evaluate", "--checkpoint", str(path), "--test", str(test),
+                          "--store", str(tmp_path / "store"), "--device", "cpu")
+    assert words in err
+    assert not (tmp_path / "store").exists()  # a refused evaluate leaves no empty store skeleton
+
+
+def test_a_pickled_global_is_named_without_torchs_allow_list_hint(tmp_path):
+    import torch
+
+    from sr_training.checkpoint import UnsafeCheckpoint, read_weights
+
+    path = tmp_path / "evil.pt"
+    torch.save({"x": exec}, path)
+    with pytest.raises(UnsafeCheckpoint) as err:
+        read_weights(path)
+    msg = str(err.value)
+    assert "the global exec" in msg and "add_safe_globals" not in msg and "safe_globals" not in msg and "\n" not in msg
