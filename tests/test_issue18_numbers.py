@@ -375,3 +375,15 @@ def test_folder_mode_reports_skipped_files_in_one_line(tmp_path, caplog):
     (only / "anim.gif").write_bytes(b"GIF89a")
     with pytest.raises(StudyError, match=r"no image files .*skipped 1 file\(s\) \(anim.gif\)"):
         list_images(only)
+
+
+def test_phase1_over_fewer_than_two_available_metrics_is_refused(tmp_path, sample_manifest):
+    from bench.errors import StudyError
+    from bench.manifests import schema as mschema
+    from bench.metrics.table import select
+    from bench.study.phases import phase1
+
+    with pytest.raises(StudyError, match=r"phase1: 1 metric\(s\) could be scored \(entropy\); a study compares at"):
+        phase1(mschema.read(sample_manifest), Store(tmp_path / "s"), select("entropy"), n_pairs=8, workers=0,
+               progress=False)
+    assert "phase1_ranking" not in Store(tmp_path / "s").study_tables()
