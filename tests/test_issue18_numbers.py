@@ -387,3 +387,23 @@ def test_phase1_over_fewer_than_two_available_metrics_is_refused(tmp_path, sampl
         phase1(mschema.read(sample_manifest), Store(tmp_path / "s"), select("entropy"), n_pairs=8, workers=0,
                progress=False)
     assert "phase1_ranking" not in Store(tmp_path / "s").study_tables()
+
+
+def test_select_refusal_names_the_weak_candidates(tmp_path, monkeypatch):
+    from bench.errors import StudyError
+    from bench.study import select as select_mod
+    from bench.study.phases import evaluate_phase1
+    from tests.test_study_selection import manifest_of, pair_frame, write_metric
+
+    monkeypatch.setattr(select_mod, "is_available", lambda spec: spec.name in {"piqe", "niqe"})
+    store = Store(tmp_path / "store")
+    m = manifest_of(40)
+    store.register_manifest(m)
+    write_metric(store, m, "piqe", [int(i % 2 == 0) for i in range(40)])
+    write_metric(store, m, "niqe", [int(i % 5 < 3) for i in range(40)])
+    evaluate_phase1(store, pair_frame(m), ["piqe", "niqe"], "p1", top_k=2, n_boot=200, seed=0)
+    with pytest.raises(StudyError) as err:
+        select_mod.build_selection(store)
+    msg = str(err.value)
+    assert "no ranked metric with weights here has a 95% CI above chance" in msg and "--allow-weak-metric" in msg
+    assert "niqe 0.600 [" in msg and "piqe 0.500 [" in msg and "\n" not in msg

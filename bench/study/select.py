@@ -158,11 +158,14 @@ def build_selection(store: Store, n_complementary: int = 2, phase2_key: str | No
                 warnings.append(f"{role} metric {m} selected only because of --allow-weak-metric: its 95% CI "
                                 f"does not exclude chance ({_ci_text(row)})")
     if sampling is None:
-        weak_note = ("; none has a 95% CI above chance (0.5): --allow-weak-metric selects the best of them anyway"
-                     if not allow_weak and any("not selected" in w for w in warnings) else "")
-        raise StudyError("select: no ranked metric has weights available here" + (" and evidence above chance"
-                         if weak_note else "") + "; score one (e.g. niqe after `iqa-study weights seed-niqe`) or "
-                         "supply weights" + weak_note)
+        skipped = [w.split(" candidate ", 1)[1].split(":", 1)[0].replace(" not selected", "") + " " +
+                   w.split("below (", 1)[1].split(")", 1)[0] for w in warnings if w.startswith("sampling candidate")]
+        if skipped:
+            raise StudyError(f"select: no ranked metric with weights here has a 95% CI above chance (0.5) "
+                             f"({'; '.join(skipped)}): the evidence does not support a metric for training; add "
+                             f"pairs, or pass --allow-weak-metric to select the best anyway (recorded with a warning)")
+        raise StudyError("select: no ranked metric has weights available here; score one (e.g. niqe after "
+                         "`iqa-study weights seed-niqe`) or supply weights")
     if reward is None:
         warnings.append("no ranked metric is differentiable, available here" + ("" if allow_weak else
                         " and above chance") + ": reward_metric is null (FT needs one; e.g. niqe after "
