@@ -58,7 +58,7 @@ def test_query_refusals_print_the_reason_not_a_traceback(tmp_path, capsys):
 
 @pytest.mark.parametrize("code,words", [(errno.EROFS, "store is read-only"), (errno.ENOSPC, "no space left")])
 def test_refused_writes_are_one_line(tmp_path, capsys, monkeypatch, code, words):
-    import bench.store.layout as layout
+    from bench.store import layout
 
     m = _manifest([(3, 0), (0, 3)])
     m.attrs["iqa_study"] = {"dataset": "d", "synthetic": False, "root": str(tmp_path)}
@@ -85,8 +85,8 @@ def test_pyarrow_disk_full_and_a_file_size_limit_are_one_line(tmp_path):
     m.attrs["iqa_study"] = {"dataset": "d", "synthetic": False, "root": str(tmp_path)}
     path = schema.write(m, tmp_path / "m.parquet")
     Store(tmp_path / "s")
-    done = subprocess.run(["bash", "-c", f"ulimit -f 2; exec {sys.executable} -m bench.cli store register {path} "
-                                         f"--store {tmp_path / 's'}"], capture_output=True, text=True)
+    command = f"ulimit -f 2; exec {sys.executable} -m bench.cli store register {path} --store {tmp_path / 's'}"
+    done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, check=False)
     assert done.returncode == 2, done.stderr
     assert done.stderr.count("\n") == 1 and "no space left" in done.stderr and "Traceback" not in done.stderr
     assert not list((tmp_path / "s" / "pairs").glob("*.parquet"))  # nothing half-written

@@ -166,9 +166,6 @@ def test_store_path_with_glob_characters_reads_only_that_store(tmp_path, capsys,
 
 # --- item 5: readers of pixels check the image id; a changed file is marked, never shown as evidence -
 
-from tests.test_compare import IDS, store  # noqa: E402,F401  (the compare fixture: content-hash image ids)
-
-
 def test_failure_gallery_marks_a_pair_whose_file_changed_on_disk(tmp_path):
     import pandas as pd
 
@@ -190,26 +187,6 @@ def test_failure_gallery_marks_a_pair_whose_file_changed_on_disk(tmp_path):
     assert pd.isna(shown.loc["p1", "zoom_size"])
     texts = " ".join(t.get_text() for ax in fig.axes for t in ax.texts)
     assert "NOT THE SCORED IMAGES" in texts
-
-
-def test_compare_crop_grid_leaves_out_a_panel_whose_file_changed(store, tmp_path):  # noqa: F811
-    from bench.report.compare import compare_table, crop_grid, load_per_image, pick_baseline
-
-    per, runs, _ = load_per_image(store)
-    t = compare_table(per, runs, "t", pick_baseline(runs, None)[0], n_boot=50)
-    con = connect(store)
-    path = con.execute("SELECT path FROM images WHERE image_id = ?", [IDS["g0amo"]]).fetchone()[0]
-    other = con.execute("SELECT path FROM images WHERE image_id = ?", [IDS["g0upos"]]).fetchone()[0]
-    from pathlib import Path
-
-    Path(path).write_bytes(Path(other).read_bytes())  # the AMO output replaced by the UPos one
-    png, notes = crop_grid(store, per, t, "t", tmp_path / "cmp", item="g0")
-    assert png is not None
-    assert any("tiny_amo" in n and "changed" in n for n in notes)
-    ref = con.execute("SELECT ref_path FROM eval_refs WHERE item = 'g0' ORDER BY gt_index").fetchone()[0]
-    Path(ref).write_bytes(b"not the reference")
-    png, notes = crop_grid(store, per, t, "t", tmp_path / "cmp2", item="g0")
-    assert png is None and "reference changed on disk" in notes[0]
 
 
 # --- item 7: an undefined interval is NULL everywhere, never one that excludes its estimate -------
