@@ -16,6 +16,7 @@ or ``torch.load(weights_only=True)``; never TorchScript, never spandrel's own un
 from __future__ import annotations
 
 import pickle
+import re
 import warnings
 from pathlib import Path
 
@@ -67,7 +68,10 @@ def read_weights(path: str | Path, what: str = "checkpoint", map_location: str |
             warnings.filterwarnings("ignore", message=".*looks like a TorchScript archive")
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = next((ln.strip() for ln in str(exc).splitlines() if "GLOBAL" in ln or "Unsupported" in ln), "")
+        # name the offending global only: torch's own text goes on to suggest allow-listing it
+        # (add_safe_globals([exec])), which must never be quoted to a user
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        first = f"it names the global {found.group(1)}" if found else ""
         raise UnsafeCheckpoint(f"{what} {path}: refused, it holds pickled objects beyond plain tensors "
                                f"(weights_only=True load failed{': ' + first if first else ''}); "
                                f"never load it with weights_only=False unless you made it") from None

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from pydantic import ValidationError
 
 from bench.errors import StudyError
 from bench.hashing import sha256_file
@@ -59,14 +60,25 @@ def _suite_info(state: dict, path: Path, which: str) -> tuple[dict, dict]:
             raise StudyError(f"--checkpoint {path}: field 'config' is not JSON ({exc.msg})") from None
     if not isinstance(cfg, dict) or "arch" not in cfg:
         raise StudyError(f"--checkpoint {path}: field 'config' has no 'arch' section")
+    if not isinstance(cfg["arch"], dict):
+        raise StudyError(f"--checkpoint {path}: field 'config.arch' is {type(cfg['arch']).__name__}, expected a mapping")
     ft = cfg.get("ft") if isinstance(cfg.get("ft"), dict) else None
     run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
     info = {"run_name": cfg.get("name") or path.stem, "run_dir": str(run_dir.resolve()),
             "arch": f"{cfg['arch'].get('type')}-{cfg['arch'].get('size', 'full')}",
             "sampling": (cfg.get("sampling") or {}).get("strategy"),
             "ft_variant": (ft.get("variant") or cfg.get("name")) if ft else None,
-            "iteration": int(state["iteration"]) if "iteration" in state else None, "weights": which}
+            "iteration": _iteration(state, path), "weights": which}
     return cfg, info
+
+
+def _iteration(state: dict, path: Path) -> int | None:
+    if "iteration" not in state:
+        return None
+    try:
+        return int(state["iteration"])
+    except (TypeError, ValueError):
+        raise StudyError(f"--checkpoint {path}: field 'iteration' = {state['iteration']!r}, expected an integer") from None
 
 
 def _sidecar_info(meta: dict) -> dict:
@@ -138,9 +150,23 @@ def load_model(path: str | Path, which: str = "ema", device: str | torch.device 
         if which not in state:
             raise StudyError(f"--checkpoint {path}: no weights '{which}' in it (has: "
                              f"{', '.join(k for k in ('ema', 'net_g') if k in state)})")
-        cfg, info = _suite_info(state, path, which)
-        arch = ArchConfig.model_validate({**cfg["arch"], "pretrained": None})
-        net = build_generator(arch)
+        try:  # a safe but malformed checkpoint (fields of the wrong type or value) is one line
+            cfg, info = _suite_info(state, path, which)
+            arch = ArchConfig.model_validate({**cfg["arch"], "pretrained": None})
+            if arch.scale < 1:
+                raise StudyError(f"--checkpoint {path}: field 'config.arch.scale' = {arch.scale}, expected a "
+                                 f"positive integer")
+            if not isinstance(state[which], dict):
+                raise StudyError(f"--checkpoint {path}: field '{which}' is {type(state[which]).__name__}, "
+                                 f"expected a state dict")
+            net = build_generator(arch)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            raise StudyError(f"--checkpoint {path}: field 'config.arch.{'.'.join(map(str, err['loc']))}': "
+                             f"{err['msg']}") from None
+        except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
+            raise StudyError(f"--checkpoint {path}: malformed suite checkpoint ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
         try:
             net.load_state_dict(state[which], strict=True)
         except RuntimeError as exc:

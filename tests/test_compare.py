@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -10,6 +11,7 @@ import pytest
 from PIL import Image
 
 from bench.errors import StudyError
+from bench.manifests.schema import file_hash
 from bench.report.compare import (
     GOLD,
     bootstrap_ci,
@@ -24,6 +26,7 @@ NR = {"upos": [5.0, 6.0, 7.0], "amo": [5.5, 6.0, 8.5]}       # entropy of the SR
 PSNR = {"upos": [[20.0, 22.0], [30.0, 32.0], [25.0, 25.0]],   # per image, against its two Positives
         "amo": [[19.0, 21.0], [29.0, 30.0], [24.0, 25.0]]}
 GOLD_NR = [[6.0, 7.0], [7.0, 7.0], [8.0, 9.0]]
+IDS: dict[str, str] = {}  # fixture name of an image -> its content hash (the store's image id)
 
 
 def _row(image_id, ref_id, metric, score, config="c1", lower_better=False):
@@ -67,6 +70,12 @@ def store(tmp_path):
             for k in (1, 2):
                 scores.append(_row(f"{item}{run}", f"{item}p{k}", "psnr", PSNR[run][i][k - 1]))
                 scores.append(_row(f"{item}{run}", f"{item}p{k}", "stlpips", 0.1 * (k + i), lower_better=True))
+    # image ids are content hashes, as evaluation registers them (readers of pixels check them)
+    IDS.update({img["image_id"]: file_hash(Path(img["path"])) for img in images})
+    for row in images + scores:
+        for col in ("image_id", "ref_id"):
+            if row.get(col):
+                row[col] = IDS[row[col]]
     register_images(st, images)
     st.write_scores(scores, "fixture", 0, 0)
     return st
@@ -97,7 +106,7 @@ def test_table_means_and_paired_deltas_match_a_hand_computation(store):
 def test_ambiguous_configurations_and_baselines_are_refused(store):
     with pytest.raises(StudyError, match="--baseline 'nope' matches no evaluated run"):
         pick_baseline(load_per_image(store)[1], "nope")
-    store.write_scores([_row("g0amo", None, "entropy", 1.0, config="c2")], "fixture2", 0, 0)
+    store.write_scores([_row(IDS["g0amo"], None, "entropy", 1.0, config="c2")], "fixture2", 0, 0)
     with pytest.raises(StudyError, match="metric entropy was scored under 2 configurations"):
         load_per_image(store)
 

@@ -402,7 +402,7 @@ def test_parts_are_verified_once_and_a_read_only_store_gets_the_footer_check(tmp
     monkeypatch.setattr(parts_mod, "_check", lambda path, full: calls.append((path.name, full)) or real(path, full))
     good = [p.rel for p in Store(store.root).score_parts().good]
     memo = json.loads((store.root / "cache" / "parts.json").read_text())
-    assert set(good) <= set(memo) and all(len(memo[r]) == 4 for r in good)
+    assert set(good) <= set(memo) and all(len(memo[r]) == 5 for r in good)  # size, mtime, columns, rows, kinds
     assert calls and all(full for _, full in calls)
     calls.clear()
     Store(store.root).score_parts()

@@ -36,7 +36,8 @@ def _study(store: Path, manifest: Path, tmp: Path, n_pairs: int) -> dict:
     _cli("phase2", *common)
     _cli("complement", "--store", str(store))
     _cli("ensemble", "--store", str(store), "--folds", "3")
-    _cli("select", "--store", str(store), "-o", str(tmp / "selection.json"))
+    # small studies (30-40 Phase I pairs): a metric whose CI includes chance may be chosen, with a warning
+    _cli("select", "--store", str(store), "-o", str(tmp / "selection.json"), "--allow-weak-metric")
     _cli("report", "--store", str(store), "--out", str(tmp / "report"))
     return read_selection(tmp / "selection.json")
 
@@ -58,6 +59,8 @@ def sr2afc_study(tmp_path_factory, sr2afc_scored):
 def test_selection_is_valid_and_names_a_differentiable_metric(which, sample_study, sr2afc_study):
     tmp, sel = (sample_study[0], sample_study[1]) if which == "sample" else (sr2afc_study[0], sr2afc_study[2])
     assert get(sel["reward_metric"]["metric"]).differentiable and sel["training_metric"] == sel["reward_metric"]
+    if not sel["reward_metric"]["above_chance"]:
+        assert any("--allow-weak-metric" in w and sel["reward_metric"]["metric"] in w for w in sel["warnings"])
     assert sel["evidence"]["synthetic"] is (which == "sample")
     assert sel["best"]["source"] == "phase2"
     assert sel["ensemble"] is not None and Path(sel["ensemble"]["model"]).is_file()

@@ -237,9 +237,13 @@ def test_select_warns_when_the_chosen_metric_is_not_above_chance(tmp_path, avail
     pairs, used = phase2_pairs(m)
     evaluate_phase1(store, pair_frame(m), ["niqe", "piqe"], "p1", top_k=2, n_boot=300, seed=0)
     evaluate_phase2(store, pairs, "p1", ["niqe", "piqe"], "p2", split_used=used, n_boot=300, seed=0)
-    sel = build_selection(store)
-    assert sel["best"]["metric"] == "niqe" and sel["best"]["ci_lo"] < 0.5
+    # neither CI excludes chance: nothing is selected for training without --allow-weak-metric (issue 18)
+    with pytest.raises(StudyError, match="--allow-weak-metric"):
+        build_selection(store)
+    sel = build_selection(store, allow_weak=True)
+    assert sel["best"]["metric"] == "niqe" and sel["best"]["ci_lo"] < 0.5 and sel["allow_weak_metric"]
     assert any("niqe" in w and "includes 0.5" in w for w in sel["warnings"])
+    assert any("niqe" in w and "--allow-weak-metric" in w for w in sel["warnings"])
     assert any("piqe" not in w for w in sel["warnings"])
 
 

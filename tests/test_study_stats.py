@@ -74,9 +74,13 @@ def test_group_bootstrap_ratio_weights_groups_by_their_pairs():
     assert point[0] == pytest.approx(2.5 / 4)
     # a resample is {g1,g1} (0.5), {g1,g2} (0.625) or {g2,g2} (1.0) with probabilities 1/4, 1/2, 1/4
     assert lo[0] == pytest.approx(0.5) and hi[0] == pytest.approx(1.0)
-    # a zero denominator (no voted pair in a resample) is left out, not counted as 0
+    # a zero denominator (no voted pair in a resample) is left out, not counted as 0; with one group
+    # holding a denominator no interval exists (NaN, issue 18), though the point value does
     point, lo, hi = group_bootstrap_ratio(np.array([3.0, 0.0]), np.array([4.0, 0.0]), ["a", "b"], n_boot=500, seed=0)
-    assert point[0] == pytest.approx(0.75) and lo[0] == hi[0] == pytest.approx(0.75)
+    assert point[0] == pytest.approx(0.75) and np.isnan(lo[0]) and np.isnan(hi[0])
+    point, lo, hi = group_bootstrap_ratio(np.array([3.0, 0.0, 1.0]), np.array([4.0, 0.0, 2.0]), ["a", "b", "c"],
+                                          n_boot=500, seed=0)
+    assert lo[0] == pytest.approx(0.5) and hi[0] == pytest.approx(0.75)
 
 
 def test_holm_against_the_step_down_by_hand():

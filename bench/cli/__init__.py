@@ -6,6 +6,7 @@ Cache settings (--weights-dir) are applied before anything imports pyiqa.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from importlib import metadata
@@ -85,6 +86,25 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+_STORAGE = ((errno.EROFS, "read-only file system", "store is read-only"),
+            (errno.EACCES, "permission denied", "store is read-only (permission denied)"),
+            (errno.ENOSPC, "no space left on device", "no space left on device"),
+            (errno.EDQUOT, "disk quota exceeded", "no space left (disk quota exceeded)"),
+            (errno.EFBIG, "file too large", "no space left (file size limit reached, ulimit -f?)"))
+
+
+def storage_error(exc: OSError) -> str | None:
+    """One line for a write the file system refused (read-only store, full disk, file size limit);
+    None for other OS errors. Files are written atomically (bench.atomic), so nothing written
+    before is lost or half-written."""
+    text = str(exc).lower()
+    for code, phrase, what in _STORAGE:
+        if exc.errno == code or phrase in text:
+            where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+            return f"{what}{where}: nothing already stored was lost; free space or use a writable --store, then re-run"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     env.configure(args.weights_dir)
@@ -93,6 +113,12 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()
     except StudyError as exc:
         print(f"iqa-study: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # pyarrow's and DuckDB's I/O errors included (ArrowIOError is an OSError)
+        line = storage_error(exc)
+        if line is None:
+            raise
+        print(f"iqa-study: error: {line}", file=sys.stderr)
         return 2
     except BrokenPipeError:
         # the reader went away (`iqa-study agree ... | head`): stop quietly, as Unix tools do

@@ -76,6 +76,9 @@ def cmd_manifest_build(a) -> None:
     kinds = df["kind"].value_counts().to_dict() if "kind" in df.columns else {"human": len(df)}
     print(f"{out}: {len(df)} pairs of dataset '{meta['dataset']}'"
           f"{' (SYNTHETIC preferences)' if meta['synthetic'] else ''}; pref {counts}; kind {kinds}; root {meta['root']}")
+    if meta.get("merged_rows"):
+        print(f"merged {meta['merged_rows']} row(s) naming an image pair already listed into that pair "
+              f"(votes summed, orientation-aware): {len(df)} pairs")
     if meta.get("n_unreadable_images"):
         first = next(iter(meta["unreadable_examples"].items()))
         print(f"WARNING: {meta['n_unreadable_images']} image(s) could not be read (kept; scoring records them as "
@@ -164,8 +167,22 @@ def cmd_query(a) -> None:
     try:
         df = con.execute(a.sql).df()
     except duckdb.Error as exc:
-        raise StudyError(f"query failed: {str(exc).splitlines()[0]}") from None
+        raise StudyError(f"query failed: {duck_reason(exc)}") from None
     _print_table(df, a.json)
+
+
+def duck_reason(exc: Exception) -> str:
+    """The one line that says why DuckDB refused: a refusal raised by the store's confined file system
+    reaches DuckDB as a Python traceback text, whose last exception line is the reason."""
+    import re
+
+    lines = str(exc).splitlines()
+    if lines and lines[0].startswith("Traceback"):
+        for line in reversed(lines):
+            m = re.match(r"^(\w+(?:Error|Exception)): (.*)$", line)
+            if m:
+                return m.group(2) if m.group(1) == "PermissionError" else f"{m.group(1)}: {m.group(2)}"
+    return lines[0] if lines else type(exc).__name__
 
 
 def cmd_agree(a) -> None:

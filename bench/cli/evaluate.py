@@ -18,13 +18,31 @@ def cmd_evaluate(a) -> None:
         raise StudyError(f"--tile {a.tile}: expected a positive tile size in LR pixels")
     if a.tile_overlap < 0:
         raise StudyError(f"--tile-overlap {a.tile_overlap}: expected >= 0")
+    fresh = not Path(a.store).exists()
     store = Store(a.store)
-    for test in a.test:
-        run = evaluate(a.checkpoint, test, store, metrics=a.metrics, tile=a.tile, overlap=a.tile_overlap, out=a.out,
-                       which=a.weights, device=pick_device(a.device), test_name=a.name if len(a.test) == 1 else None,
-                       workers=a.workers)
-        print("\n".join(_summary_lines(_Summary.wrap(run.get("summary", [])))))
-        print(f"      SR outputs: {run['config']['out_dir']}; evaluate run {run['run_id']} in {store.root}")
+    try:
+        for test in a.test:
+            run = evaluate(a.checkpoint, test, store, metrics=a.metrics, tile=a.tile, overlap=a.tile_overlap,
+                           out=a.out, which=a.weights, device=pick_device(a.device),
+                           test_name=a.name if len(a.test) == 1 else None, workers=a.workers)
+            print("\n".join(_summary_lines(_Summary.wrap(run.get("summary", [])))))
+            print(f"      SR outputs: {run['config']['out_dir']}; evaluate run {run['run_id']} in {store.root}")
+    except StudyError:
+        if fresh:
+            _remove_skeleton(store.root)  # a refused first evaluate leaves no empty store behind
+        raise
+
+
+_SKELETON = {"scores/part-empty-schema.parquet", "cache/parts.json"}
+
+
+def _remove_skeleton(root: Path) -> None:
+    """Remove a store this command created when it still holds nothing but its empty skeleton."""
+    import shutil
+
+    files = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+    if files <= _SKELETON:
+        shutil.rmtree(root)
 
 
 class _Summary:

@@ -83,7 +83,7 @@ def cmd_select(a) -> None:
     from bench.store import Store
     from bench.study.select import build_selection, summary_text, write_selection
 
-    sel = build_selection(Store(a.store, create=False), phase2_key=a.from_phase2)
+    sel = build_selection(Store(a.store, create=False), phase2_key=a.from_phase2, allow_weak=a.allow_weak_metric)
     print(f"wrote {write_selection(sel, a.output)}")
     print(summary_text(sel, with_warnings=False))
     for w in sel["warnings"]:
@@ -94,7 +94,8 @@ def cmd_report(a) -> None:
     from bench.report.study_report import write_study_report
     from bench.store import Store
 
-    path = write_study_report(Store(a.store, create=False), Path(a.out), title=a.title)
+    path = write_study_report(Store(a.store, create=False), Path(a.out), title=a.title, selection=a.selection,
+                              phase2_key=a.phase2)
     print(f"report: {path} (+ {path.with_suffix('.html').name})")
 
 
@@ -165,10 +166,18 @@ def register(sub) -> None:
     s.add_argument("-o", "--out", "--output", dest="output", default="selection.json", help="selection.json to write")
     s.add_argument("--from-phase2", help="Phase II key to select from (default: the latest); its Phase I, complement "
                                          "and ensemble results are followed by key")
+    s.add_argument("--allow-weak-metric", action="store_true",
+                   help="let a metric whose 95%% CI does not exclude chance (0.5) from below be the sampling or "
+                        "reward metric (recorded with a warning); by default such metrics are skipped")
     s.set_defaults(fn=cmd_select)
 
     s = sub.add_parser("report", help="study report: self-contained report.html, report.md, figures (PNG, PDF, CSV)")
     s.add_argument("--store", required=True)
     s.add_argument("-o", "--out", default="runs/report", help="output folder (relative to the current directory)")
     s.add_argument("--title", default="iqa-study: metric selection report", help="report title")
+    chain = s.add_mutually_exclusive_group()
+    chain.add_argument("--selection", help="selection.json: the report follows its chain of results and opens with "
+                                           "its metrics, evidence and warnings")
+    chain.add_argument("--phase2", help="Phase II key to report (default: the latest) with its Phase I, complement "
+                                        "and ensemble")
     s.set_defaults(fn=cmd_report)

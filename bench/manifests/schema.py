@@ -94,6 +94,8 @@ def relpath_problem(rel: str) -> str | None:
     """Why ``rel`` is not an acceptable image path relative to a root (None when it is)."""
     if not rel or rel in ("nan", "None"):
         return "is empty"
+    if "\0" in rel:
+        return "contains a NUL byte"
     if rel.startswith(("/", "\\")) or PureWindowsPath(rel).drive or PurePosixPath(rel).is_absolute():
         return "is an absolute path; paths must be relative to the root"
     if ".." in PurePosixPath(rel.replace("\\", "/")).parts:
@@ -186,6 +188,12 @@ def finalize(df: pd.DataFrame, root: Path, *, dataset: str, importer: str, synth
         r = same.iloc[0]
         raise ManifestError(f"{source}: pair {r['pair_id']!r}: image_a {r['image_a']!r} and image_b {r['image_b']!r} "
                             f"have identical content (sha256 {r['image_a_id'][:12]}...); a pair must compare two images")
+    from bench.store.layout import duplicate_image_pairs
+
+    dup = duplicate_image_pairs(df)
+    if dup:
+        raise ManifestError(f"{source}: pairs {dup[0]!r} and {dup[1]!r} compare the same two images (by content); "
+                            f"one pair may appear once (merge their votes into one row)")
     unreadable = {p: v[3] for p, v in info.items() if v[3]}
     first = REQUIRED + ["image_a_id", "image_b_id", "width_a", "height_a", "width_b", "height_b"]
     df = df[first + [c for c in df.columns if c not in first]].reset_index(drop=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from collections import defaultdict
 from pathlib import Path
 
@@ -24,6 +25,10 @@ def _rows(path: Path, required: list[str]) -> list[tuple[int, dict]]:
         with open(path, newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
             header = reader.fieldnames or []
+            twice = sorted({c for c in header if header.count(c) > 1})
+            if twice:  # csv.DictReader would silently keep the last of them
+                raise ManifestError(f"{path}: column(s) {twice} appear more than once in the header; "
+                                    f"keep one of each")
             absent = [c for c in required if c not in header]
             if absent:
                 raise ManifestError(f"{path}: missing column(s) {absent}; found {header}")
@@ -118,14 +123,23 @@ def pairs_csv(file: str | Path, root: str | Path, dataset: str | None = None) ->
     dataset, kind ('human' | 'inferred', default human), pref ('a' | 'b' | 'tie': checked against
     the votes, never overriding them) and any further columns (kept as they are). Image paths are
     relative to --root (no absolute paths, no '..', no symlinks leading outside the root).
+
+    One pair is one unordered pair of images of a dataset: rows naming the same two images (in
+    either order) are merged into the first such row, their votes summed orientation-aware (a row
+    B,A,10,5 adds 5 to A and 10 to B); their other columns must agree (``*_a``/``*_b`` columns
+    swapped for a reversed row), else the CSV is refused naming both lines. The manifest's
+    metadata ``merged_rows`` counts the rows merged (``manifest build`` prints it in one line).
     """
     file, root = Path(file), Path(root)
-    rows = []
+    rows, first_line, seen = [], [], {}
+    merged = 0
     for line, row in _rows(file, ["image_a", "image_b", "votes_a", "votes_b"]):
         va, vb = _int(file, line, row, "votes_a"), _int(file, line, row, "votes_b")
         for col in ("image_a", "image_b"):
             if not row[col]:
                 raise ManifestError(f"{file}:{line}: column '{col}' is empty")
+            if "\0" in row[col]:
+                raise ManifestError(f"{file}:{line}: column '{col}' contains a NUL byte")
             safe_path(root, row[col], f"{file}:{line}: column '{col}'")
             if not (root / row[col]).is_file():
                 raise ManifestError(f"{file}:{line}: column '{col}' = {row[col]!r}: no such file under {root}")
@@ -137,7 +151,7 @@ def pairs_csv(file: str | Path, root: str | Path, dataset: str | None = None) ->
             raise ManifestError(f"{file}:{line}: column 'pref' = {given!r} disagrees with votes {va}-{vb} "
                                 f"(majority {pref!r}); fix the votes or drop the pref column")
         extra = {k: v for k, v in row.items() if k not in ("image_a", "image_b", "votes_a", "votes_b", "pref") and k}
-        rows.append({
+        entry = {
             **extra,
             "pair_id": row.get("pair_id") or f"{file.stem}-{line - 1:06d}",
             "dataset": row.get("dataset") or dataset or file.stem,
@@ -146,8 +160,45 @@ def pairs_csv(file: str | Path, root: str | Path, dataset: str | None = None) ->
             "kind": row.get("kind") or "human",
             "image_a": row["image_a"], "image_b": row["image_b"], "votes_a": va, "votes_b": vb,
             "pref": pref,
-        })
+        }
+        a, b = os.path.normpath(row["image_a"]), os.path.normpath(row["image_b"])
+        key = (entry["dataset"], min(a, b), max(a, b))
+        if key not in seen:
+            seen[key] = len(rows)
+            rows.append(entry)
+            first_line.append(line)
+            continue
+        i = seen[key]
+        kept = rows[i]
+        reverse = os.path.normpath(kept["image_a"]) != a
+        if not row.get("pair_id"):
+            entry["pair_id"] = kept["pair_id"]
+        if not row.get("group") and reverse:
+            entry["group"] = kept["group"]
+        mine = _swap_sides(entry) if reverse else entry
+        differ = sorted(k for k in set(kept) | set(mine)
+                        if k not in ("image_a", "image_b", "votes_a", "votes_b", "pref") and kept.get(k) != mine.get(k))
+        if differ:
+            raise ManifestError(f"{file}:{line}: names the same two images as line {first_line[i]} with other "
+                                f"{', '.join(differ)}; one pair is one row (its votes are summed): make them agree")
+        kept["votes_a"] += vb if reverse else va
+        kept["votes_b"] += va if reverse else vb
+        kept["pref"] = pref_from_votes(kept["votes_a"], kept["votes_b"])
+        merged += 1
     if not rows:
         raise ManifestError(f"{file}: no pair rows")
+    for r in rows:
+        if max(r["votes_a"], r["votes_b"]) > MAX_VOTES:
+            raise ManifestError(f"{file}: pair {r['pair_id']!r}: summed votes exceed {MAX_VOTES}")
     ds = rows[0]["dataset"]
-    return finalize(pd.DataFrame(rows), root, dataset=ds, importer="pairs-csv", synthetic=False, source=str(file))
+    return finalize(pd.DataFrame(rows), root, dataset=ds, importer="pairs-csv", synthetic=False, source=str(file),
+                    extra_meta={"merged_rows": merged})
+
+
+def _swap_sides(entry: dict) -> dict:
+    """``entry`` seen from the other side: ``x_a`` and ``x_b`` columns exchanged."""
+    out = dict(entry)
+    for k, value in entry.items():
+        if k.endswith("_a") and k[:-2] + "_b" in entry:
+            out[k], out[k[:-2] + "_b"] = entry[k[:-2] + "_b"], value
+    return out

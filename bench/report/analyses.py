@@ -33,7 +33,7 @@ import pandas as pd
 from bench.store import Store
 from bench.store.views import connect
 from bench.study.outcomes import correctness_matrix, outcomes
-from bench.study.phases import latest_result
+from bench.study.phases import latest_result, read_study
 from bench.study.stats import GROUP_BOOTSTRAP, group_bootstrap_ratio
 
 N_BOOT = 2000
@@ -85,10 +85,14 @@ def agreement_by_dataset(store: Store, n_boot: int = N_BOOT) -> pd.DataFrame:
     return out[["dataset", "split"] + [c for c in out.columns if c not in ("dataset", "split")]]
 
 
-def study_outcomes(store: Store) -> tuple[pd.DataFrame | None, pd.DataFrame]:
-    """(latest Phase II ranking or None, per-pair outcomes of its metrics on its pairs, with its
-    configurations). Without a Phase II: every scored metric on every pair."""
-    key, p2 = latest_result(store, "phase2_ranking", "phase2_key")
+def study_outcomes(store: Store, key: str | None = "latest") -> tuple[pd.DataFrame | None, pd.DataFrame]:
+    """(Phase II ranking ``key`` - default the latest - or None, per-pair outcomes of its metrics on
+    its pairs, with its configurations). Without a Phase II (``key`` None): every scored metric on
+    every pair."""
+    if key == "latest":
+        key, p2 = latest_result(store, "phase2_ranking", "phase2_key")
+    else:
+        p2 = read_study(store, "phase2_ranking", key) if key else None
     if p2 is None:
         return None, outcomes(store).long
     pairs = connect(store).execute("SELECT dataset, pair_id FROM study_phase2_pairs WHERE phase2_key = ?",
@@ -104,8 +108,8 @@ def pair_info(store: Store) -> pd.DataFrame:
     con = connect(store)
     cols = {r[0] for r in con.execute("DESCRIBE pairs").fetchall()}
     extra = [c for c in ("method_a", "method_b", "observer_votes") if c in cols]
-    sel = ", ".join(['dataset', 'pair_id', '"group"', 'root', 'image_a', 'image_b', 'votes_a', 'votes_b', 'pref',
-                     'synthetic'] + extra)
+    sel = ", ".join(['dataset', 'pair_id', '"group"', 'root', 'image_a', 'image_b', 'image_a_id', 'image_b_id',
+                     'votes_a', 'votes_b', 'pref', 'synthetic'] + extra)
     return con.execute(f"SELECT {sel} FROM pairs").df()
 
 
@@ -195,10 +199,13 @@ def split_half_ceiling(pairs: pd.DataFrame, n_boot: int = N_BOOT, seed: int = 0)
     return pd.DataFrame(rows) if rows else None
 
 
-def ensemble_ci(store: Store, n_boot: int = N_BOOT) -> pd.DataFrame | None:
-    """Held-out accuracy of the latest ensemble and of each single metric on the same pairs, with
-    paired group-bootstrap CIs (the ensemble's grouped-CV predictions, ``study_ensemble_cv``)."""
-    key, summary = latest_result(store, "ensemble_summary", "ensemble_key")
+def ensemble_ci(store: Store, n_boot: int = N_BOOT, key: str | None = None) -> pd.DataFrame | None:
+    """Held-out accuracy of ensemble ``key`` (default: the latest) and of each single metric on the
+    same pairs, with paired group-bootstrap CIs (the ensemble's grouped-CV predictions, ``study_ensemble_cv``)."""
+    if key is None:
+        key, summary = latest_result(store, "ensemble_summary", "ensemble_key")
+    else:
+        summary = read_study(store, "ensemble_summary", key)
     if summary is None:
         return None
     cv = connect(store).execute("SELECT * FROM study_ensemble_cv WHERE ensemble_key = ?", [key]).df()

@@ -41,6 +41,7 @@ from bench.atomic import atomic_write_text
 from bench.errors import StudyError
 from bench.report import html_page
 from bench.report.figures import plain_text, save_csv, save_figure
+from bench.report.zoom import load_checked
 from bench.scoring.images import read_rgb_u8
 from bench.store import Store
 from bench.store.views import connect
@@ -335,7 +336,8 @@ def _crop_scores(crops: dict[str, np.ndarray], ref: np.ndarray, nr: list[str]) -
 def crop_grid(store: Store, per: pd.DataFrame, t: pd.DataFrame, test_set: str, out_dir: Path,
               item: str | None = None) -> tuple[Path | None, list[str]]:
     con = connect(store)
-    refs = con.execute("SELECT item, ref_path, gt_index, label FROM eval_refs WHERE test_set = ? ORDER BY item, gt_index",
+    refs = con.execute("SELECT item, ref_path, ref_id, gt_index, label FROM eval_refs WHERE test_set = ? "
+                       "ORDER BY item, gt_index",
                        [test_set]).df()
     if refs.empty:
         return None, [f"{test_set}: no references, so no crop grid"]
@@ -343,25 +345,38 @@ def crop_grid(store: Store, per: pd.DataFrame, t: pd.DataFrame, test_set: str, o
     ref_rows = refs[refs["item"] == item]
     if ref_rows.empty:
         raise StudyError(f"--crop-item {item!r}: not a test image with a reference in test set {test_set}")
-    ref = _load(ref_rows["ref_path"].iloc[0])
-    outs = con.execute("SELECT DISTINCT checkpoint_sha256, weights, path FROM images WHERE role = 'sr_output' "
-                       "AND test_set = ? AND item = ?", [test_set, item]).df()
-    lr = con.execute("SELECT path FROM images WHERE role = 'lr' AND test_set = ? AND item = ? LIMIT 1",
+    # every panel's file is checked against the image id its scores are stored under (as scoring does)
+    ref, why = load_checked(ref_rows["ref_path"].iloc[0], ref_rows["ref_id"].iloc[0])
+    if ref is None:
+        return None, [f"{test_set}: no crop grid, the reference changed on disk since evaluation ({why})"]
+    changed = []
+    outs = con.execute("SELECT DISTINCT checkpoint_sha256, weights, path, image_id FROM images "
+                       "WHERE role = 'sr_output' AND test_set = ? AND item = ?", [test_set, item]).df()
+    lr = con.execute("SELECT path, image_id FROM images WHERE role = 'lr' AND test_set = ? AND item = ? LIMIT 1",
                      [test_set, item]).fetchone()
     top, left, size = _crop_box(ref)
     crops: dict[str, np.ndarray] = {}
     if lr:
-        up = np.asarray(Image.fromarray(_load(lr[0])).resize((ref.shape[1], ref.shape[0]), Image.Resampling.BICUBIC))
-        crops["LR (bicubic)"] = up[top:top + size, left:left + size]
+        lr_px, why = load_checked(lr[0], lr[1])
+        if lr_px is None:
+            changed.append(f"LR ({why})")
+        else:
+            up = np.asarray(Image.fromarray(lr_px).resize((ref.shape[1], ref.shape[0]), Image.Resampling.BICUBIC))
+            crops["LR (bicubic)"] = up[top:top + size, left:left + size]
     labels = t[t["run"] != GOLD][["run", "checkpoint_sha256", "weights"]]
     for r in labels.itertuples():
         hit = outs[(outs.checkpoint_sha256 == r.checkpoint_sha256) & (outs.weights == r.weights)]
         if len(hit):
-            crops[r.run] = _load(hit["path"].iloc[0])[top:top + size, left:left + size]
+            px, why = load_checked(hit["path"].iloc[0], hit["image_id"].iloc[0])
+            if px is None:
+                changed.append(f"{r.run} ({why})")
+            else:
+                crops[r.run] = px[top:top + size, left:left + size]
     ref_label = f"GT ({ref_rows['label'].iloc[0]}{'' if pd.isna(ref_rows['gt_index'].iloc[0]) else ' ' + str(int(ref_rows['gt_index'].iloc[0]))})"
     crops["reference"] = ref[top:top + size, left:left + size]
     nr = [m for m in t.attrs["metrics"] if m not in FR_ORDER]
     text, notes = _crop_scores(crops, crops["reference"], nr)
+    notes += [f"crop panel left out, its file changed on disk since evaluation: {c}" for c in changed]
     n = len(crops)
     cols = min(n, 6)
     nrows = -(-n // cols)

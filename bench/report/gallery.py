@@ -17,7 +17,7 @@ import pandas as pd
 from matplotlib.patches import Rectangle
 
 from bench.report.figures import FULL_WIDTH, style
-from bench.report.zoom import load_rgb, pair_crops
+from bench.report.zoom import load_checked, pair_crops
 
 
 def human_line(pref: str, votes_a, votes_b) -> str:
@@ -59,7 +59,9 @@ def draw_pair(axes, a: np.ndarray, b: np.ndarray, title: str, crop: int | None =
 def pair_figure(rows: pd.DataFrame, verdicts: pd.DataFrame, title: str, crop: int | None = None,
                 center: tuple[int, int] | None = None):
     """One row of four panels per pair in ``rows`` (dataset, pair_id, root, image_a, image_b, pref,
-    votes_a, votes_b); ``verdicts``: per-metric rows (dataset, pair_id, metric, metric_pref, pref,
+    votes_a, votes_b, and image_a_id / image_b_id: each file is checked against the content hash its
+    scores are stored under, and a pair whose file changed on disk is marked, its pixels not shown,
+    the reason in the returned frame's ``problem`` column); ``verdicts``: per-metric rows (dataset, pair_id, metric, metric_pref, pref,
     score_a, score_b, sign). Returns (figure, data frame of what is shown)."""
     style()
     n = len(rows)
@@ -68,16 +70,27 @@ def pair_figure(rows: pd.DataFrame, verdicts: pd.DataFrame, title: str, crop: in
                              gridspec_kw={"hspace": 0.3 + 0.1 * n_lines, "wspace": 0.05})
     shown = []
     for i, r in enumerate(rows.itertuples()):
-        a = load_rgb(Path(r.root) / r.image_a)
-        b = load_rgb(Path(r.root) / r.image_b)
+        # every image is checked against the id its scores are stored under (as scoring does)
+        a, why_a = load_checked(Path(r.root) / r.image_a, getattr(r, "image_a_id", None))
+        b, why_b = load_checked(Path(r.root) / r.image_b, getattr(r, "image_b_id", None))
         human = human_line(r.pref, r.votes_a, r.votes_b)
         v = verdicts[(verdicts["dataset"] == r.dataset) & (verdicts["pair_id"] == r.pair_id)].sort_values("metric")
-        box_a, _ = draw_pair(axes[i], a, b, f"{r.dataset} / {r.pair_id}", crop, center, human)
         lines = metric_lines(v)
+        problem = "; ".join(f"{side} not shown: {why}" for side, why in (("A", why_a), ("B", why_b)) if why)
+        if problem:
+            for ax in axes[i]:
+                ax.set_xticks([])
+                ax.set_yticks([])
+            axes[i][0].text(0, 0.5, f"{r.dataset} / {r.pair_id}: NOT THE SCORED IMAGES\n{problem}"[:400],
+                            transform=axes[i][0].transAxes, fontsize=6, color="#b2182b", va="center", wrap=True)
+            box_a = None
+        else:
+            box_a, _ = draw_pair(axes[i], a, b, f"{r.dataset} / {r.pair_id}", crop, center, human)
         axes[i][0].text(0, -0.15, "\n".join([human] + lines), transform=axes[i][0].transAxes, fontsize=6, va="top",
                         family="monospace")
         shown.append({"dataset": r.dataset, "pair_id": r.pair_id, "image_a": r.image_a, "image_b": r.image_b,
-                      "human": human, "metrics": " | ".join(lines), "zoom_top": box_a.top,
-                      "zoom_left": box_a.left, "zoom_size": box_a.height})
+                      "human": human, "metrics": " | ".join(lines), "zoom_top": box_a.top if box_a else None,
+                      "zoom_left": box_a.left if box_a else None, "zoom_size": box_a.height if box_a else None,
+                      "problem": problem or None})
     axes[0][0].text(0, 1.45, title, transform=axes[0][0].transAxes, fontsize=9, va="bottom")
     return fig, pd.DataFrame(shown)

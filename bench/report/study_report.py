@@ -24,11 +24,12 @@ import pandas as pd
 from bench.atomic import atomic_write_text
 from bench.errors import StudyError
 from bench.report import analyses, html_page
+from bench.report.chain import resolve_chain, selection_blocks
 from bench.report.figures import accuracy_bars, greedy_curve, grouped_points, heatmap, save
 from bench.report.gallery import pair_figure
 from bench.report.sources import provenance
 from bench.store import Store
-from bench.study.phases import latest_result
+from bench.study.phases import read_study
 
 Block = tuple[str, object]
 
@@ -38,8 +39,11 @@ FIGURES = ["phase1_ranking", "phase2_ranking", "accuracy_by_method", "accuracy_b
            "complement_conditional", "complement_greedy", "failure_gallery", "ensemble"]
 
 
-def _latest(store: Store, table: str, key_column: str) -> pd.DataFrame | None:
-    return latest_result(store, table, key_column)[1]
+def _keyed(store: Store, table: str, key: str | None) -> pd.DataFrame | None:
+    """The result ``key`` of study table ``table`` (the report's chain, ``bench.report.chain``), or None."""
+    if not key or not (store.root / "study" / table / f"{key}.parquet").is_file():
+        return None
+    return read_study(store, table, key)
 
 
 def _fmt(v) -> str:
@@ -140,9 +144,10 @@ def _by_margin_blocks(long: pd.DataFrame, out: Path, metrics: list[str]) -> list
             ("table", t.assign(acc=_ci(t))[["margin", "metric", "acc", "n_decided"]]), ("img", "accuracy_by_margin")]
 
 
-def _complement_blocks(store: Store, p2: pd.DataFrame | None, out: Path) -> tuple[list[Block], str | None]:
-    overlap = _latest(store, "complement_overlap", "complement_key")
-    cond = _latest(store, "complement_conditional", "complement_key")
+def _complement_blocks(store: Store, p2: pd.DataFrame | None, out: Path,
+                       key: str | None) -> tuple[list[Block], str | None]:
+    overlap = _keyed(store, "complement_overlap", key)
+    cond = _keyed(store, "complement_conditional", key)
     if overlap is None or cond is None:
         return [], None
     best = cond["best"].iloc[0]
@@ -166,7 +171,7 @@ def _complement_blocks(store: Store, p2: pd.DataFrame | None, out: Path) -> tupl
                                  f"metric's accuracy where {best} is wrong, and the greedy complement.")),
                            ("img", "complement_overlap"), ("img", "complement_conditional"),
                            ("table", cond[["metric", "acc_on_best_wrong", "n_best_wrong"]])]
-    greedy = _latest(store, "complement_greedy", "complement_key")
+    greedy = _keyed(store, "complement_greedy", key)
     if greedy is not None:
         single = float(p2.loc[p2["metric"] == best, "acc"].iloc[0]) if p2 is not None and best in set(p2["metric"]) \
             else None
@@ -193,8 +198,8 @@ def _gallery_blocks(long: pd.DataFrame, pairs: pd.DataFrame, best: str, out: Pat
             ("img", "failure_gallery")]
 
 
-def _ensemble_blocks(store: Store, out: Path) -> list[Block]:
-    t = analyses.ensemble_ci(store)
+def _ensemble_blocks(store: Store, out: Path, key: str | None) -> list[Block]:
+    t = analyses.ensemble_ci(store, key=key) if key else None
     if t is None:
         return []
     save(accuracy_bars(t.rename(columns={"model": "metric"}), "acc", "ci_lo", "ci_hi",
@@ -207,7 +212,9 @@ def _ensemble_blocks(store: Store, out: Path) -> list[Block]:
             ("table", t.assign(acc=_ci(t))[["model", "acc", "n"]]), ("img", "ensemble")]
 
 
-def build_blocks(store: Store, out: Path, title: str) -> list[Block]:
+def build_blocks(store: Store, out: Path, title: str, chain: dict | None = None,
+                 selection: dict | None = None) -> list[Block]:
+    chain = chain or resolve_chain(store)
     prov = provenance(store)
     synthetic = any(d.get("synthetic") for d in prov["datasets"])
     blocks: list[Block] = [("h1", title)]
@@ -220,9 +227,10 @@ def build_blocks(store: Store, out: Path, title: str) -> list[Block]:
     blocks.append(("p", (f"One CI method for every accuracy in this report: {analyses.CI_METHOD}, resampling whole "
                         "source groups because pairs of one source share images. Every figure comes as PNG, PDF "
                         "(vector) and CSV (its data) next to this page.")))
+    blocks += selection_blocks(selection, chain)
     blocks += _agreement_blocks(store, out)
 
-    p1 = _latest(store, "phase1_ranking", "phase1_key")
+    p1 = _keyed(store, "phase1_ranking", chain["phase1_key"])
     if p1 is not None:
         top = set(p1.loc[p1["top_k"], "metric"])
         save(accuracy_bars(p1, "acc", "ci_lo", "ci_hi", f"Phase I: {int(p1['n'].iloc[0])} pairs, top-{len(top)} "
@@ -236,20 +244,20 @@ def build_blocks(store: Store, out: Path, title: str) -> list[Block]:
                    ("img", "phase1_ranking")]
     pairs = analyses.pair_info(store)
     ceiling = analyses.split_half_ceiling(pairs)
-    p2, long = analyses.study_outcomes(store)
+    p2, long = analyses.study_outcomes(store, chain["phase2_key"])
     if p2 is not None:
         blocks += _phase2_blocks(p2, ceiling, out)
     blocks += _ceiling_blocks(ceiling)
     ranked = list(p2["metric"]) if p2 is not None else sorted(long["metric"].unique())
     blocks += _by_method_blocks(long, pairs, out, ranked)
     blocks += _by_margin_blocks(long, out, ranked)
-    comp, best = _complement_blocks(store, p2, out)
+    comp, best = _complement_blocks(store, p2, out, chain["complement_key"])
     blocks += comp
     if best is None and p2 is not None:
         best = p2["metric"].iloc[0]
     if best is not None and best in set(long["metric"]):
         blocks += _gallery_blocks(long, pairs, best, out)
-    blocks += _ensemble_blocks(store, out)
+    blocks += _ensemble_blocks(store, out, chain["ensemble_key"])
     blocks += [("h2", "Provenance"), ("p", f"Store {prov['store']}; study tables: {', '.join(store.study_tables())}.")]
     if not prov["runs"]:
         blocks.append(("li", "no readable run records in this store (`iqa-study store check` lists damaged parts)"))
@@ -302,14 +310,21 @@ def to_html(blocks: list[Block], title: str, out: Path) -> str:
     return html_page.render(title, page, _STYLE, fmt=_fmt)
 
 
-def write_study_report(store: Store, out: Path, title: str = "iqa-study: metric selection report") -> Path:
+def write_study_report(store: Store, out: Path, title: str = "iqa-study: metric selection report",
+                       selection: str | Path | None = None, phase2_key: str | None = None) -> Path:
     """Write report.md, report.html (self-contained), NAME.{png,pdf,csv} per figure and
-    provenance.json under ``out``; returns the path of report.md."""
+    provenance.json under ``out``; returns the path of report.md. The report follows one chain of
+    results (``bench.report.chain``): the ``selection`` file's, else ``phase2_key``'s, else the latest
+    Phase II's; with a selection it opens with its metrics, evidence and warnings."""
+    from bench.study.select import read_selection
+
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise StudyError(f"report: --out {out} is a file; expected a directory")
+    sel = read_selection(selection) if selection else None
+    chain = resolve_chain(store, sel, selection, phase2_key)
     out.mkdir(parents=True, exist_ok=True)
-    blocks = build_blocks(store, out, title)
+    blocks = build_blocks(store, out, title, chain, sel)
     atomic_write_text(to_markdown(blocks), out / "report.md")
     atomic_write_text(to_html(blocks, title, out), out / "report.html")
     return out / "report.md"

@@ -45,6 +45,24 @@ def load_rgb(path: str | Path) -> np.ndarray:
     return read_rgb_u8(path)  # the suite's one decoder (bench.scoring.images)
 
 
+def load_checked(path: str | Path, image_id: str | None) -> tuple[np.ndarray | None, str | None]:
+    """(uint8 RGB pixels, None) when the file at ``path`` still holds the image ``image_id`` names,
+    decoded by the scoring decoder (``bench.scoring.images.decode``: the same content-hash check and
+    pixel rules as scoring); (None, one-line reason) when it changed on disk, is missing or does not
+    decode: a report then marks the panel instead of showing another image beside stored scores.
+    ``image_id`` None (a caller without ids) skips the hash check."""
+    from bench.scoring.images import DecodeError, decode
+
+    try:
+        t = decode(str(path), expect_id=image_id)
+    except DecodeError as exc:
+        return None, f"{Path(path).name}: {exc}"
+    arr = t.permute(1, 2, 0).numpy()
+    if arr.dtype != np.uint8:
+        arr = np.clip(np.round(arr.astype(np.float64) * 255), 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(arr), None
+
+
 def crop_size(shape: tuple[int, int], fraction: float = 0.25, minimum: int = 48) -> int:
     """Side of the zoom box: ``fraction`` of the shorter side, at least ``minimum`` px (never more than the image)."""
     short = min(shape[:2])

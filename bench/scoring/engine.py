@@ -253,8 +253,11 @@ def auto_workers(device: str) -> int:
 
 def score_files(store: Store) -> list[str]:
     """The store's readable score parts that hold rows (bad parts are skipped and reported by the
-    store; the empty-schema part of a fresh store is left out, so a fresh store needs no query)."""
-    return [str(p.path) for p in store.score_parts().good if p.rows != 0]
+    store; the empty-schema part of a fresh store is left out, so a fresh store needs no query), as
+    glob-escaped paths for DuckDB's ``read_parquet`` (``bench.store.sql.glob_escape``)."""
+    from bench.store.sql import glob_escape
+
+    return [glob_escape(p.path) for p in store.score_parts().good if p.rows != 0]
 
 
 def _stored_status(store: Store, hashes: list[str]) -> dict[tuple, str]:

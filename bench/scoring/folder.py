@@ -8,12 +8,15 @@ like every other score, so a folder scored here joins manifests and evaluations 
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from PIL import Image
 
 from bench.errors import StudyError
 from bench.scoring.images import ImageRef, content_hash
+
+log = logging.getLogger("bench.scoring")
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
@@ -24,10 +27,20 @@ def list_images(path: str | Path, what: str = "--images") -> list[Path]:
         return [p]
     if not p.is_dir():
         raise StudyError(f"{what} {p}: no such file or directory")
-    files = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+    entries = sorted(f for f in p.iterdir() if f.is_file())
+    files = [f for f in entries if f.suffix.lower() in IMAGE_SUFFIXES]
+    skipped = [f.name for f in entries if f.suffix.lower() not in IMAGE_SUFFIXES]
     if not files:
-        raise StudyError(f"{what} {p}: no image files ({', '.join(IMAGE_SUFFIXES)})")
+        raise StudyError(f"{what} {p}: no image files ({', '.join(IMAGE_SUFFIXES)})"
+                         + (f"; skipped {len(skipped)} file(s) ({_names(skipped)})" if skipped else ""))
+    if skipped:  # one line on stderr (logging's last-resort handler): stdout stays one table / CSV / JSON
+        log.warning("%s %s: skipped %d file(s) without an image suffix (%s); read: %s", what, p, len(skipped),
+                    _names(skipped), " ".join(IMAGE_SUFFIXES))
     return files
+
+
+def _names(names: list[str], show: int = 5) -> str:
+    return ", ".join(names[:show]) + (f", ... {len(names) - show} more" if len(names) > show else "")
 
 
 def _describe(path: Path) -> tuple[str, int, int]:

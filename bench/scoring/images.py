@@ -151,6 +151,8 @@ def read_bytes(path: str | Path, root: str | Path | None = None, limit: int = MA
     """The bytes of the image file ``path``, checked when read (module doc): a regular file (opened
     non-blocking, so a FIFO never hangs), at most ``limit`` bytes, inside ``root`` when given.
     Raises DecodeError (``transient`` for OS read failures) with a one-line reason."""
+    if "\x00" in str(path):  # a path no file system accepts: one failed row, not a crash
+        raise DecodeError(f"path: embedded null byte in {str(path)!r}")
     if root is not None:
         real, base = os.path.realpath(path), os.path.realpath(root)
         if os.path.commonpath([real, base]) != base:

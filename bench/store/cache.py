@@ -40,7 +40,7 @@ from bench.store.sql import literal, read_parquet
 
 log = logging.getLogger("bench.store")
 
-VERSION = "agreement-v2"
+VERSION = "agreement-v3"  # v3: the current-row rule covers unordered image pairs across manifests (issue 18)
 KEEP_OLD_S = 3600  # superseded cache files stay this long for connections still reading them
 KEEP_INDEXES = 2  # indexes of other states kept as bases for the next builds (besides the current one)
 COLUMNS = ("manifest_id", "current", "kind", "dataset", "split", "metric", "config_hash", "synthetic", "n_pairs",

@@ -14,12 +14,17 @@ matches a half-written one. Parts from several shards or runs coexist and need n
 views in ``bench.store.views`` read them all. The Parquet tables are the truth; ``cache/`` can be
 deleted at any time.
 
-Manifest registration (``Store.register``): each registration records ``registered_at``. When two
-registered manifests hold the same (dataset, pair_id), the ``pairs`` view takes the row of the
-newest registration (ties and pre-``registered_at`` files: ``manifest_id`` order). A new manifest
-whose rows *conflict* with the current ones (other votes, preference, images or kind for the same
-pair id) is refused unless ``replace=True`` (CLI ``--replace``); the registration then reports how
-many rows of which manifests it replaced.
+Manifest registration (``Store.register``): each registration records ``registered_at``. A
+manifest's id hashes *every* column of its rows (split, group, methods and any extra column, not
+only the votes), so a rebuilt manifest with corrected metadata is a new manifest. One pair is one
+unordered pair of images of a dataset: a registered row is *current* when no newer registration
+holds the same (dataset, pair_id) nor the same (dataset, unordered pair of image ids) (ties and
+pre-``registered_at`` files: ``manifest_id`` order), so the same image pair registered by two
+manifests (e.g. the same CSV under another file name) is never counted twice. A new manifest
+whose rows *differ* from the current ones of the same pair (other votes, images, split, group, kind
+or any other column) is refused, naming the columns, unless ``replace=True`` (CLI ``--replace``);
+the registration then reports how many rows of which manifests it replaced. One manifest may not
+hold the same image pair twice (the pairs-csv importer merges such rows; ``bench.manifests.votes``).
 """
 
 from __future__ import annotations
@@ -63,9 +68,51 @@ SCORE_SCHEMA = pa.schema([
 ])
 
 
+def _kinds(schema: pa.Schema) -> dict[str, str]:
+    from bench.store.parts import kind_of
+
+    return {f.name: kind_of(f.type) for f in schema}
+
+
+# what a part of each folder must look like to be read (bench.store.parts.schema_problem): a part of a
+# foreign schema (e.g. 'score' as text) is skipped and reported like an unreadable one
+FOLDER_KINDS = {
+    "scores": {"required": ["image_id", "metric", "config_hash", "score", "status"], "kinds": _kinds(SCORE_SCHEMA)},
+    "pairs": {"required": ["dataset", "pair_id", "image_a_id", "image_b_id", "votes_a", "votes_b", "pref",
+                           "manifest_id"],
+              "kinds": {"dataset": "string", "pair_id": "string", "split": "string", "group": "string",
+                        "image_a_id": "string", "image_b_id": "string", "votes_a": "number", "votes_b": "number",
+                        "pref": "string", "manifest_id": "string", "kind": "string", "synthetic": "bool",
+                        "registered_at": "time"}},
+}
+
 PAIR_KEY_COLUMNS = ["dataset", "pair_id", "image_a_id", "image_b_id", "votes_a", "votes_b", "pref"]
-# a registration conflicts with the current row of the same (dataset, pair_id) when any of these differ
-CONFLICT_COLUMNS = ["image_a_id", "image_b_id", "votes_a", "votes_b", "pref", "kind"]
+# columns the store adds to a registered manifest's rows: never part of a manifest's content
+BOOKKEEPING_COLUMNS = ("manifest_id", "synthetic", "root", "registered_at", "current")
+_ORDER = "registered_at DESC NULLS LAST, manifest_id"
+# a registered row is current when it is the newest of its (dataset, pair_id) and of its (dataset, image pair)
+CURRENT_SQL = (f"(row_number() OVER (PARTITION BY dataset, pair_id ORDER BY {_ORDER}) = 1 AND "
+               f"row_number() OVER (PARTITION BY dataset, least(image_a_id, image_b_id), "
+               f"greatest(image_a_id, image_b_id) ORDER BY {_ORDER}) = 1)")
+
+
+def quote_ident(name: str) -> str:
+    """A SQL identifier for a (user-named) column."""
+    return '"' + str(name).replace('"', '""') + '"'
+
+
+def duplicate_image_pairs(df: pd.DataFrame) -> tuple[str, str] | None:
+    """Two pair ids of ``df`` that compare the same two images (by content id, either order) in one
+    dataset, or None."""
+    lo = df[["image_a_id", "image_b_id"]].min(axis=1)
+    hi = df[["image_a_id", "image_b_id"]].max(axis=1)
+    key = pd.DataFrame({"d": df["dataset"].astype(str).to_numpy(), "lo": lo.to_numpy(), "hi": hi.to_numpy()})
+    dup = key.duplicated(keep=False).to_numpy()
+    if not dup.any():
+        return None
+    first = key[dup].iloc[0]
+    same = df["pair_id"].astype(str).to_numpy()[dup & (key == first).all(axis=1).to_numpy()]
+    return str(same[0]), str(same[1])
 
 
 @dataclass
@@ -76,6 +123,7 @@ class Registration:
     new: bool  # False when the same content was already registered and still current
     replaced: dict[str, int] = field(default_factory=dict)  # manifest_id -> rows whose votes/images it replaced
     root_change: tuple[str, str] | None = None  # (stored root, this manifest's root) of the same content
+    differing: list[str] = field(default_factory=list)  # the columns in which the replaced rows differed
 
     def summary(self) -> str:
         what = "registered" if self.new else "already registered"
@@ -88,7 +136,8 @@ class Registration:
         if not self.replaced:
             return f"manifest {self.manifest_id} {what} ({self.n_pairs} pairs)"
         rep = ", ".join(f"{n} rows of {m}" for m, n in sorted(self.replaced.items()))
-        return f"manifest {self.manifest_id} registered ({self.n_pairs} pairs); replaced {rep}"
+        cols = f" (differing in {', '.join(self.differing)})" if self.differing else ""
+        return f"manifest {self.manifest_id} registered ({self.n_pairs} pairs); replaced {rep}{cols}"
 
 
 class Store:
@@ -112,10 +161,17 @@ class Store:
     # --- pairs -------------------------------------------------------------------------
     @staticmethod
     def manifest_id(manifest: pd.DataFrame) -> str:
-        """Content hash of the pair rows (key columns, plus ``kind`` when the manifest has it)."""
-        cols = PAIR_KEY_COLUMNS + (["kind"] if "kind" in manifest.columns else [])
-        digest = hashlib.sha256(pd.util.hash_pandas_object(manifest[cols], index=False).values.tobytes())
-        return digest.hexdigest()[:16]
+        """Content hash of the pair rows: every column (name and values, in name order) except the
+        store's bookkeeping ones; a missing ``kind`` counts as 'human'."""
+        df = manifest.drop(columns=[c for c in BOOKKEEPING_COLUMNS if c in manifest.columns])
+        if "kind" not in df.columns:
+            df = df.assign(kind="human")
+        h = hashlib.sha256()
+        for col in sorted(df.columns, key=str):
+            values = df[col].astype("string").fillna("\0<NA>")
+            h.update(f"{col}\0{len(values)}\0".encode())
+            h.update(pd.util.hash_pandas_object(values, index=False).values.tobytes())
+        return h.hexdigest()[:16]
 
     def register_manifest(self, manifest: pd.DataFrame, replace: bool = False) -> str:
         """Store the manifest's pairs and return its id (see ``register``)."""
@@ -135,16 +191,21 @@ class Store:
         meta = manifest.attrs.get("iqa_study", {})
         if (why := reserved_problem(manifest.columns, f"manifest {meta.get('path') or meta.get('source', '')}")):
             raise StoreError(why)
+        dup = duplicate_image_pairs(manifest)
+        if dup:
+            raise StoreError(f"{self.root}: manifest pairs {dup[0]!r} and {dup[1]!r} compare the same two images; "
+                             f"one pair may be registered once (merge their votes into one row)")
         manifest_id = self.manifest_id(manifest)
         target = self.root / "pairs" / f"{manifest_id}.parquet"
-        replaced = self._conflicts(manifest, manifest_id)
+        replaced, differing = self._conflicts(manifest, manifest_id)
         if replaced and not replace:
             (other, _), *rest = sorted(replaced.items(), key=lambda kv: -kv[1])
             more = f" and {len(rest)} other manifest(s)" if rest else ""
             raise StoreError(
                 f"{self.root}: manifest {manifest_id} (dataset {', '.join(sorted(set(manifest['dataset'].astype(str))))})"
-                f" conflicts with registered manifest {other}{more}: {sum(replaced.values())} pair ids with other "
-                f"votes/images; pass --replace (register(..., replace=True)) to make the new registration win")
+                f" differs from registered manifest {other}{more} on {sum(replaced.values())} pair(s) (same pair id or "
+                f"same two images; differing: {', '.join(differing)}); register it with `iqa-study store register "
+                f"MANIFEST --store {self.root} --replace` (register(..., replace=True)) to make the new registration win")
         root_change = None
         if target.exists() and not replaced:
             stored = self._stored_root(target)
@@ -166,7 +227,7 @@ class Store:
         arrow = pa.Table.from_pandas(table, preserve_index=False)
         arrow = arrow.replace_schema_metadata({b"iqa_study.manifest": json.dumps(meta, default=str).encode()})
         atomic_write_table(arrow, target)
-        return Registration(manifest_id, len(manifest), new=True, replaced=replaced, root_change=root_change)
+        return Registration(manifest_id, len(manifest), new=True, replaced=replaced, root_change=root_change, differing=differing)
 
     @staticmethod
     def _stored_root(part: Path) -> str | None:
@@ -177,33 +238,52 @@ class Store:
             return None
         return str(col[0].as_py()) if len(col) else None
 
-    def _conflicts(self, manifest: pd.DataFrame, manifest_id: str) -> dict[str, int]:
-        """{manifest_id: rows} of current registrations that the new manifest's rows contradict."""
+    def _conflicts(self, manifest: pd.DataFrame, manifest_id: str) -> tuple[dict[str, int], list[str]]:
+        """({manifest_id: rows}, differing columns) of the current registrations whose rows the new
+        manifest contradicts: a current row of another manifest with the same (dataset, pair_id) or the
+        same (dataset, unordered image pair) that differs in any column (absent = NULL, ``kind``
+        absent = 'human'), or holds that image pair under another pair id."""
         import duckdb
 
         from bench.store.sql import read_parts
 
-        parts = self.parts.list("pairs")
+        parts = self.pair_parts()
         if not parts.good:
-            return {}
+            return {}, []
         have = parts.columns()
-        cols = [c for c in CONFLICT_COLUMNS if c in manifest.columns or c == "kind"]
-        new = manifest[[c for c in ["dataset", "pair_id"] + cols if c in manifest.columns]].copy()
+        new = manifest.drop(columns=[c for c in BOOKKEEPING_COLUMNS if c in manifest.columns]).copy()
         if "kind" not in new.columns:
             new["kind"] = "human"
+        cols = sorted((set(new.columns) | have) - set(BOOKKEEPING_COLUMNS) - {"dataset"}, key=str)
         con = duckdb.connect()
         con.register("new_rows", new)
-        kind = "coalesce(kind, 'human')" if "kind" in have else "'human'"
-        order = "registered_at DESC NULLS LAST, manifest_id" if "registered_at" in have else "manifest_id"
-        diff = " OR ".join(f"c.{c} IS DISTINCT FROM n.{c}" for c in cols)
+        reg = "" if "registered_at" in have else ", NULL::TIMESTAMPTZ AS registered_at"
+        kind = ", 'human' AS kind" if "kind" not in have else ""
+
+        def side(alias: str, present: set[str], c: str) -> str:
+            expr = f"{alias}.{quote_ident(c)}::VARCHAR" if c in present else "NULL::VARCHAR"
+            return f"coalesce({expr}, 'human')" if c == "kind" else expr
+
+        new_cols = set(new.columns)
+        diffs = [f"{side('c', have | {'kind'}, c)} IS DISTINCT FROM {side('n', new_cols, c)}" for c in cols]
+        flags = ", ".join(f"bool_or({d}) AS {quote_ident('d_' + c)}" for d, c in zip(diffs, cols))
         rows = con.execute(f"""
             WITH cur AS (
-                SELECT dataset, pair_id, {', '.join(c for c in cols if c != 'kind')}, {kind} AS kind, manifest_id
-                FROM {read_parts(parts.good)}
-                QUALIFY row_number() OVER (PARTITION BY dataset, pair_id ORDER BY {order}) = 1)
-            SELECT c.manifest_id, count(*) FROM cur c JOIN new_rows n USING (dataset, pair_id)
-            WHERE c.manifest_id <> ? AND ({diff}) GROUP BY ALL""", [manifest_id]).fetchall()
-        return {m: int(n) for m, n in rows}
+                SELECT * FROM (SELECT *{reg}{kind} FROM {read_parts(parts.good)}) QUALIFY {CURRENT_SQL}),
+            m AS (
+                SELECT c.*, n.pair_id AS _new_pid, n.image_a_id AS _new_a, n.image_b_id AS _new_b FROM cur c
+                JOIN new_rows n ON c.dataset = n.dataset AND c.pair_id = n.pair_id
+                UNION ALL BY NAME
+                SELECT c.*, n.pair_id AS _new_pid, n.image_a_id AS _new_a, n.image_b_id AS _new_b FROM cur c
+                JOIN new_rows n ON c.dataset = n.dataset AND c.pair_id <> n.pair_id
+                 AND least(c.image_a_id, c.image_b_id) = least(n.image_a_id, n.image_b_id)
+                 AND greatest(c.image_a_id, c.image_b_id) = greatest(n.image_a_id, n.image_b_id))
+            SELECT c.manifest_id, count(DISTINCT c.dataset || '\0' || c.pair_id) AS n, {flags}
+            FROM m c JOIN new_rows n ON n.dataset = c.dataset AND n.pair_id = c._new_pid
+            WHERE c.manifest_id <> ? AND ({' OR '.join(diffs)}) GROUP BY c.manifest_id""", [manifest_id]).fetchall()
+        replaced = {r[0]: int(r[1]) for r in rows}
+        differing = [c for i, c in enumerate(cols) if any(r[2 + i] for r in rows)]
+        return replaced, differing
 
     # --- scores ------------------------------------------------------------------------
     def write_scores(self, rows: list[dict], run_id: str, rank: int, seq: int) -> Path | None:
@@ -220,10 +300,10 @@ class Store:
         return str(self.root / "pairs" / "*.parquet")
 
     def score_parts(self) -> PartList:
-        return self.parts.list("scores", prefix="part-")
+        return self.parts.list("scores", prefix="part-", expect=FOLDER_KINDS["scores"])
 
     def pair_parts(self) -> PartList:
-        return self.parts.list("pairs")
+        return self.parts.list("pairs", expect=FOLDER_KINDS["pairs"])
 
     def parquet_source(self, sub: str, prefix: str = "", empty: pa.Schema | None = None) -> str | None:
         """SQL ``read_parquet([...])`` over the readable parts of STORE/<sub> (escaped paths, bad parts

@@ -13,12 +13,14 @@ and changing these settings back.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import duckdb
 from fsspec.implementations.local import LocalFileSystem
 
 PROTOCOL = "iqastore://"
+_ESCAPED = re.compile(r"\[([\[\]*?])\]")  # bench.store.sql.glob_escape's one-character classes
 
 
 def _refuse(*_args, **_kwargs):
@@ -54,8 +56,24 @@ class ReadOnlyStoreFS(LocalFileSystem):
         return super().ls(self._inside(path), detail=detail, **kwargs)
 
     def glob(self, path, **kwargs):
-        self._inside(str(path).split("*", 1)[0] or "/")
-        return super().glob(path, **kwargs)
+        """A literal path (glob characters escaped as one-character classes by
+        ``bench.store.sql.glob_escape``, as the views write them) matches only itself; a real pattern
+        must start inside the store, and only matches inside it are returned."""
+        text = str(path)
+        if not any(c in _ESCAPED.sub("", text) for c in "*?["):
+            local = self._inside(_ESCAPED.sub(r"\1", text))
+            return [local] if os.path.exists(local) else []
+        self._inside(re.split(r"[*?\[]", text, maxsplit=1)[0] or "/")
+        out = super().glob(path, **kwargs)
+        keep = [m for m in out if self._is_inside(m)]
+        return {m: out[m] for m in keep} if isinstance(out, dict) else keep
+
+    def _is_inside(self, path) -> bool:
+        try:
+            self._inside(path)
+        except PermissionError:
+            return False
+        return True
 
     touch = mkdir = makedirs = rm = rm_file = _rm = rmdir = mv = move = cp_file = copy = put_file = put = link = \
         symlink = _refuse

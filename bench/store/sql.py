@@ -2,10 +2,15 @@
 
 DuckDB table functions inside a view cannot take bind parameters, so file lists are written as
 string literals with ``'`` doubled (SQL standard escaping); everything else uses ``?`` parameters.
+DuckDB expands glob patterns in *every* path it reads, list elements and bound parameters
+included, so a store at ``g2/exp[1]`` would read ``g2/exp1``: each file path handed to a reader is
+passed through ``glob_escape`` first (``*``, ``?``, ``[`` and ``]`` each become a one-character
+class, e.g. ``[[]``), which DuckDB and the read-only file system both match literally.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -26,6 +31,19 @@ def literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+_GLOB = re.compile(r"([\[\]*?])")
+
+
+def glob_escape(path: str | Path) -> str:
+    """``path`` as a pattern that matches only itself (``exp[1]`` -> ``exp[[]1[]]``)."""
+    return _GLOB.sub(r"[\1]", str(path))
+
+
+def file_literal(path: str | Path, prefix: str = "") -> str:
+    """A SQL literal for a file a reader opens: quotes doubled, glob characters escaped."""
+    return literal(prefix + glob_escape(path))
+
+
 def duck_type(t: pa.DataType) -> str:
     if pa.types.is_timestamp(t):
         return "TIMESTAMP WITH TIME ZONE" if t.tz else "TIMESTAMP"
@@ -40,7 +58,7 @@ def empty_select(schema: pa.Schema) -> str:
 
 def read_parquet(paths: Iterable[Path | str], prefix: str = "", empty: pa.Schema | None = None) -> str:
     """``read_parquet([...], union_by_name=true)`` over exactly ``paths``; ``empty`` if there are none."""
-    items = [literal(prefix + str(p)) for p in paths]
+    items = [file_literal(p, prefix) for p in paths]
     if not items:
         if empty is None:
             raise ValueError("no files and no schema for an empty relation")
@@ -67,7 +85,7 @@ def read_parts(parts, prefix: str = "", empty: pa.Schema | None = None, one_sche
         groups.setdefault(tuple(p.columns), []).append(p)
     selects = []
     for g in groups.values():
-        files = ", ".join(literal(prefix + str(p.path)) for p in g)
+        files = ", ".join(file_literal(p.path, prefix) for p in g)
         by_name = ", union_by_name=true" if len(g) <= UNION_BY_NAME_MAX else ""
         selects.append(f"read_parquet([{files}]{by_name})")
     if len(selects) == 1:

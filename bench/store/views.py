@@ -8,7 +8,9 @@ Views (``connect``):
   preferring an ``ok`` row, then the newest ``written_at`` (then run_id, for a full order).
 * ``pairs_all``: every registered manifest row, with ``kind`` ('human' | 'inferred'; missing =
   'human') and ``current``: true for the row of the newest registration of its (dataset, pair_id)
-  (``registered_at`` desc, files without it last, then ``manifest_id``). ``pairs``: current rows only.
+  and of its (dataset, unordered pair of image ids) (``registered_at`` desc, files without it last,
+  then ``manifest_id``; ``bench.store.layout``). ``pairs``: current rows only, so one image pair
+  counts once however many manifests registered it.
 * ``pair_scores`` (current pairs) / ``pair_scores_all`` (every registration): pairs joined to the
   ``ok`` no-reference scores of both images by content hash (image ids, never path strings);
   full-reference rows (ref_id not null) never enter pair views.
@@ -36,7 +38,9 @@ Definitions (every number can be recomputed from the raw tables):
   (not a Bernoulli proportion, so not Wilson);
   vote_agreement: a ratio of sums, normal interval with the delta-method (ratio estimator)
   variance sum((y_i - R x_i)^2) / (n (n-1) xbar^2), y_i = votes for the metric's side, x_i = votes.
-  Intervals are clipped to [0, 1]. The study (bench.study) reports group-bootstrap CIs instead.
+  Intervals are clipped to [0, 1]. An undefined interval (one pair: no variance; no votes or no
+  decided pairs: no estimate) is NULL, never [0, 0]. The study (bench.study) reports
+  group-bootstrap CIs instead (undefined, NaN, with fewer than two groups).
 * Only pairs where both images have an ``ok`` score for the metric configuration count.
 """
 
@@ -46,7 +50,7 @@ import duckdb
 import pyarrow as pa
 
 from bench.store import eval_views
-from bench.store.layout import SCORE_SCHEMA, Store
+from bench.store.layout import CURRENT_SQL, SCORE_SCHEMA, Store
 from bench.store.parts import PartList
 from bench.store.sql import empty_select, read_parquet, read_parts
 
@@ -90,13 +94,17 @@ def _wilson(p: str, n: str, bound: str) -> str:
 
 
 def _clip(expr: str) -> str:
-    return f"least(1.0, greatest(0.0, {expr}))"
+    """``expr`` clipped to [0, 1]; NULL (undefined: one pair, no votes) or NaN stays NULL (DuckDB's
+    least/greatest skip NULLs, which turned an undefined bound into 0 or 1)."""
+    return f"CASE WHEN ({expr}) IS NULL OR isnan({expr}) THEN NULL ELSE least(1.0, greatest(0.0, {expr})) END"
 
 
 def agreement_sql(where: str = "current") -> str:
     """The agreement table from ``agreement_parts`` rows matching ``where`` (SQL over its columns)."""
     # tie-half per-pair values x in {0, .5, 1}: sum x = right + .5 ties, sum x^2 = right + .25 ties
-    half_var = "greatest(0.0, (n_right + 0.25*n_tied_decided - n_decided*tie_half_acc^2) / nullif(n_decided - 1, 0))"
+    # (greatest() skips NULLs, so the n = 1 case must be NULL outside it, not inside)
+    half_var = ("CASE WHEN n_decided > 1 THEN greatest(0.0, (n_right + 0.25*n_tied_decided - n_decided*tie_half_acc^2)"
+                " / (n_decided - 1)) END")
     ratio_var = ("greatest(0.0, v_yy - 2*vote_agreement*v_xy + vote_agreement^2*v_xx) "
                  "/ nullif(n_voted * (n_voted - 1) * (v_x / n_voted)^2, 0)")
     return f"""
@@ -204,9 +212,7 @@ def register_pair_scores(con: duckdb.DuckDBPyConnection, score_parts: PartList, 
         source = empty_select(PAIRS_EMPTY)
     con.execute(f"""
         CREATE OR REPLACE VIEW pairs_all AS
-        SELECT *, row_number() OVER (PARTITION BY dataset, pair_id
-                                     ORDER BY registered_at DESC NULLS LAST, manifest_id) = 1 AS current
-        FROM {source}
+        SELECT *, {CURRENT_SQL} AS current FROM {source}
     """)
     con.execute("CREATE OR REPLACE VIEW pairs AS SELECT * EXCLUDE (current) FROM pairs_all WHERE current")
     # the join is written in two materialised steps (pairs x side a, then side b on image, metric and config):

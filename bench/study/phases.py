@@ -147,8 +147,11 @@ def phase1(manifest: pd.DataFrame, store: Store, metrics: list[MetricSpec], *, n
     sub_manifest.attrs = manifest.attrs
     _, summaries = score_manifest(sub_manifest, metrics, store, register=False, **score_kwargs)
     usable = _available(summaries)
-    if not usable:
-        raise StudyError("phase1: no metric could be scored (all unavailable); see `iqa-study weights status`")
+    if len(usable) < 2:  # a ranking of one metric is no study (it would be 'top-k' by default)
+        gone = [f"{s.metric} ({s.unavailable})" for s in summaries if s.unavailable]
+        raise StudyError(f"phase1: {len(usable)} metric(s) could be scored ({', '.join(usable) or 'none'}); a study "
+                         f"compares at least two. Unavailable: {'; '.join(gone)[:300] or 'none'}; see "
+                         f"`iqa-study weights status`, or name available metrics with --metrics")
     ranked = evaluate_phase1(store, subset, usable, key, top_k=top_k, n_boot=n_boot, seed=seed,
                              include_inferred=include_inferred, pins=pins)
     unavailable = pd.DataFrame([{"phase1_key": key, "metric": s.metric, "reason": s.unavailable}

@@ -8,7 +8,8 @@
       "reward_metric": {"metric", "config_hash", "differentiable": true, "weights_available": true, "reason"} | null,
       "training_metric": same as reward_metric (alias kept for older readers),
       "configs": {metric: config_hash} of the ranking that chose,
-      "warnings": [...],
+      "warnings": [...],            # every warning, also shown by the study report
+      "allow_weak_metric": bool,    # true: a metric whose CI includes chance could be chosen (and was warned)
       "evidence": {"phase1_key", "phase2_key", "complement_key", "ensemble_key", "store", "datasets", "synthetic",
                    "include_inferred"},
       "pyiqa_version", "created_at"
@@ -75,7 +76,11 @@ def _ci_text(row) -> str:
     return f"{row['acc']:.3f} [{row['ci_lo']:.3f}, {row['ci_hi']:.3f}], n={int(row['n'])}"
 
 
-def build_selection(store: Store, n_complementary: int = 2, phase2_key: str | None = None) -> dict:
+def build_selection(store: Store, n_complementary: int = 2, phase2_key: str | None = None,
+                    allow_weak: bool = False) -> dict:
+    """The selection (module docstring). A sampling or reward metric must have a 95% CI that
+    excludes chance from below (``ci_lo`` > 0.5): weaker candidates are skipped, each with a warning,
+    unless ``allow_weak`` (CLI ``--allow-weak-metric``), which selects them and says so."""
     warnings: list[str] = []
     p1_latest = latest_key(store, "phase1_ranking", "phase1_key") if "phase1_ranking" in store.study_tables() else None
     if phase2_key is None and "phase2_ranking" in store.study_tables():
@@ -125,24 +130,46 @@ def build_selection(store: Store, n_complementary: int = 2, phase2_key: str | No
         if not is_available(spec):
             continue
         stage = "phase2" if p2 is not None and m in set(ranking["metric"]) else "phase1"
-        why = "" if m == best["metric"] else f" ('{best['metric']}' has no weights here)"
-        if sampling is None:
-            sampling = {"metric": m, "config_hash": row.get("config_hash"), "weights_available": True,
-                        "strict_acc": float(row["acc"]), "ci_lo": float(row["ci_lo"]), "ci_hi": float(row["ci_hi"]),
-                        "n_pairs": int(row["n"]), "ranked_in": stage,
-                        "reason": "highest-ranked metric with weights here (sampling needs no gradient)" + why}
-        if reward is None and spec.differentiable:
-            why = "" if m == best["metric"] else f" ('{best['metric']}' is not)"
-            reward = {"metric": m, "config_hash": row.get("config_hash"), "differentiable": True,
-                      "weights_available": True, "strict_acc": float(row["acc"]), "ci_lo": float(row["ci_lo"]),
-                      "ci_hi": float(row["ci_hi"]), "n_pairs": int(row["n"]), "ranked_in": stage,
-                      "reason": "highest-ranked metric that is differentiable and has weights here" + why}
+        weak = not (float(row["ci_lo"]) > CHANCE)  # the CI does not exclude chance from below (NaN: undefined)
+        rec = {"metric": m, "config_hash": row.get("config_hash"), "weights_available": True,
+               "strict_acc": float(row["acc"]), "ci_lo": float(row["ci_lo"]), "ci_hi": float(row["ci_hi"]),
+               "n_pairs": int(row["n"]), "ranked_in": stage, "above_chance": not weak}
+        for role in ("sampling", "reward"):
+            if (sampling if role == "sampling" else reward) is not None:
+                continue
+            if role == "reward" and not spec.differentiable:
+                continue
+            if weak and not allow_weak:
+                warnings.append(f"{role} candidate {m} not selected: its 95% CI does not exclude chance (0.5) from "
+                                f"below ({_ci_text(row)}); --allow-weak-metric selects it anyway")
+                continue
+            first = "highest-ranked metric with weights here (sampling needs no gradient)" if role == "sampling" else \
+                "highest-ranked metric that is differentiable and has weights here"
+            why = "" if m == best["metric"] else \
+                f" ('{best['metric']}' {'has no weights here' if role == 'sampling' else 'is not'})"
+            strong = " whose CI excludes chance" if not allow_weak else ""
+            chosen = {**rec, "reason": first.replace("metric", "metric" + strong, 1) + why}
+            if role == "reward":
+                chosen["differentiable"] = True
+                reward = chosen
+            else:
+                sampling = chosen
+            if weak:
+                warnings.append(f"{role} metric {m} selected only because of --allow-weak-metric: its 95% CI "
+                                f"does not exclude chance ({_ci_text(row)})")
     if sampling is None:
+        skipped = [w.split(" candidate ", 1)[1].split(":", 1)[0].replace(" not selected", "") + " " +
+                   w.split("below (", 1)[1].split(")", 1)[0] for w in warnings if w.startswith("sampling candidate")]
+        if skipped:
+            raise StudyError(f"select: no ranked metric with weights here has a 95% CI above chance (0.5) "
+                             f"({'; '.join(skipped)}): the evidence does not support a metric for training; add "
+                             f"pairs, or pass --allow-weak-metric to select the best anyway (recorded with a warning)")
         raise StudyError("select: no ranked metric has weights available here; score one (e.g. niqe after "
                          "`iqa-study weights seed-niqe`) or supply weights")
     if reward is None:
-        warnings.append("no ranked metric is both differentiable and available here: reward_metric is null "
-                        "(FT needs one; e.g. niqe after `iqa-study weights seed-niqe`)")
+        warnings.append("no ranked metric is differentiable, available here" + ("" if allow_weak else
+                        " and above chance") + ": reward_metric is null (FT needs one; e.g. niqe after "
+                        "`iqa-study weights seed-niqe`" + ("" if allow_weak else ", or --allow-weak-metric") + ")")
 
     seen = set()
     for role, rec in (("best", {**best, "acc": best["strict_acc"], "n": best["n_pairs"]}),
@@ -180,6 +207,7 @@ def build_selection(store: Store, n_complementary: int = 2, phase2_key: str | No
         "training_metric": reward,
         "configs": configs,
         "warnings": warnings,
+        "allow_weak_metric": bool(allow_weak),
         "ensemble": None if ens is None else {"key": e_key, "cv_strict_acc": float(ens["strict_acc"].iloc[0]),
                                               "model": str(store.root / "models" / f"ensemble-{e_key}.json")},
         "evidence": {"phase1_key": p1_key, "phase2_key": phase2_key, "complement_key": c_key, "ensemble_key": e_key,

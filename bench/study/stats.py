@@ -94,7 +94,9 @@ def group_bootstrap_ratio(num: np.ndarray, den: np.ndarray, groups: np.ndarray, 
     group are kept together: a resample draws as many groups as there are, with replacement, and
     sums their pairs. The group draws are shared by all quantities (paired). Groups are numbered in
     sorted order, so a seed gives the same interval whatever the order of the rows. A resample whose
-    denominator is 0 is dropped from that quantity's quantiles. Returns (point, lo, hi).
+    denominator is 0 is dropped from that quantity's quantiles. A quantity with fewer than two groups
+    holding a denominator (or an undefined point value) has an undefined interval: NaN, never a
+    zero-width one. Returns (point, lo, hi).
     """
     num = np.asarray(num, dtype=float)
     num = num[:, None] if num.ndim == 1 else num
@@ -123,6 +125,9 @@ def group_bootstrap_ratio(num: np.ndarray, den: np.ndarray, groups: np.ndarray, 
     alpha = (1 - level) / 2
     lo = np.array([np.quantile(c[~np.isnan(c)], alpha) if (~np.isnan(c)).any() else np.nan for c in boots.T])
     hi = np.array([np.quantile(c[~np.isnan(c)], 1 - alpha) if (~np.isnan(c)).any() else np.nan for c in boots.T])
+    # fewer than two groups with a denominator: every resample is the sample, so no interval exists
+    undefined = ((g_den > 0).sum(axis=0) < 2) | np.isnan(point)
+    lo[undefined], hi[undefined] = np.nan, np.nan
     return point, lo, hi
 
 

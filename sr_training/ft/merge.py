@@ -42,6 +42,42 @@ def resolve_ft_checkpoint(run: str | Path | None = None, checkpoint: str | Path 
     return found[0]
 
 
+def _checked_fields(path: Path, s: dict, config_cls) -> tuple[object, dict]:
+    """(TrainConfig, ft.base record) of an FT checkpoint, or one line naming the malformed field
+    (a safe file with an empty ``ft``, no ``init_sha256``, ``config`` that is not JSON, ...)."""
+    from pydantic import ValidationError
+
+    ft = s["ft"]
+    if not isinstance(ft, dict):
+        raise StudyError(f"merge {path}: field 'ft' is {type(ft).__name__}, expected a mapping")
+    base = ft.get("base")
+    if not isinstance(base, dict):
+        raise StudyError(f"merge {path}: field 'ft.base' missing or not a mapping")
+    for key, where in (("init", base), ("init_sha256", base), ("adapter_sha256", ft), ("reward", ft)):
+        if not isinstance(where.get(key), str):
+            field = f"ft.base.{key}" if where is base else f"ft.{key}"
+            raise StudyError(f"merge {path}: field '{field}' missing or not a string")
+    try:
+        json.loads(ft["reward"])
+        int(s["iteration"])
+    except (json.JSONDecodeError, TypeError, ValueError) as exc:
+        raise StudyError(f"merge {path}: field 'ft.reward' or 'iteration' malformed ({exc})") from None
+    if not isinstance(s.get("adapter"), dict):
+        raise StudyError(f"merge {path}: field 'adapter' is {type(s.get('adapter')).__name__}, expected a state dict")
+    raw = s.get("config")
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise StudyError(f"merge {path}: field 'config' is not JSON ({exc.msg})") from None
+    try:
+        cfg = config_cls.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise StudyError(f"merge {path}: field 'config.{'.'.join(map(str, err['loc']))}': {err['msg']}") from None
+    return cfg, base
+
+
 def merged_model(checkpoint: str | Path, base: str | Path | None = None) -> tuple[torch.nn.Module, dict]:
     """(merged plain generator in eval mode, record)."""
     from sr_training.archs import build_generator
@@ -54,8 +90,7 @@ def merged_model(checkpoint: str | Path, base: str | Path | None = None) -> tupl
     if "adapter" not in s or "ft" not in s:
         raise StudyError(f"merge {path}: not an FT checkpoint (no 'adapter'); a base training checkpoint needs no "
                          f"merge (evaluate it directly)")
-    cfg = TrainConfig.model_validate(json.loads(s["config"]) if isinstance(s["config"], str) else s["config"])
-    recorded = s["ft"]["base"]
+    cfg, recorded = _checked_fields(path, s, TrainConfig)
     base_path = Path(base) if base is not None else Path(recorded["init"])
     if not base_path.is_file():
         raise StudyError(f"merge {path}: base {base_path} does not exist (moved? pass --base FILE with sha256 "
