@@ -33,6 +33,7 @@ def main(argv=None) -> int:
     p.add_argument("--work", type=Path, default=ROOT / "runs" / "psnr_init", help="training run, test sets, store")
     p.add_argument("--out", type=Path, default=ROOT / "sr_training" / "pretrained", help="where the weights go")
     p.add_argument("--eval-only", action="store_true", help="export and evaluate the last checkpoint, no training")
+    p.add_argument("--note", help="how the training was run (recorded), e.g. threads and machine load")
     p.add_argument("overrides", nargs="*", help="config overrides, e.g. schedule.total_iters=500")
     a = p.parse_args(argv)
 
@@ -48,7 +49,7 @@ def main(argv=None) -> int:
             print(f"Set14 not found at {a.set14}: held-out check on the demo photos only", file=sys.stderr)
         heldout["demo_heldout"] = build_heldout(a.work / "demo_heldout")
         record = psnr_init.build(a.arch, a.data, a.work, a.out, a.val if (a.val / "hr").is_dir() else None, heldout,
-                                 a.overrides, train=not a.eval_only)
+                                 a.overrides, train=not a.eval_only, note=a.note)
     except StudyError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

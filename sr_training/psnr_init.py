@@ -100,24 +100,41 @@ def beats_bicubic(result: dict) -> bool:
     return bool(p and s and p["ci"][0] > 0 and s["ci"][1] < 0)
 
 
-def _wall_time(sessions: list[dict]) -> float | None:
-    """Seconds of training summed over the sessions of a run (provenance started_at -> finished_at)."""
+def _wall_time(sessions: list[dict], run_dir: Path) -> tuple[float | None, str]:
+    """(seconds of training summed over the sessions of a run, how): a finished session counts started_at ->
+    finished_at; a session that was killed (no finished_at) counts its iterations (up to where the next session
+    resumed) x its average sec_per_iter in train_log.csv (logged since that session's start)."""
+    import csv
     from datetime import datetime
 
-    total = 0.0
-    for p in sessions:
-        if not p.get("started_at") or not p.get("finished_at"):
-            return None
-        total += (datetime.fromisoformat(p["finished_at"]) - datetime.fromisoformat(p["started_at"])).total_seconds()
-    return round(total, 1)
+    rows = []
+    if (run_dir / "train_log.csv").is_file():
+        with open(run_dir / "train_log.csv", newline="") as fh:
+            rows = [(int(r["iter"]), float(r["sec_per_iter"])) for r in csv.DictReader(fh)]
+    total, estimated = 0.0, False
+    for k, p in enumerate(sessions):
+        if p.get("started_at") and p.get("finished_at"):
+            total += (datetime.fromisoformat(p["finished_at"]) - datetime.fromisoformat(p["started_at"])).total_seconds()
+            continue
+        start = (p.get("resumed_from") or {}).get("iteration", 0)
+        nxt = sessions[k + 1] if k + 1 < len(sessions) else {}
+        end = (nxt.get("resumed_from") or {}).get("iteration")
+        logged = [spi for it, spi in rows if start < it <= (end or 0)]
+        if end is None or not logged:
+            return None, "unknown: a session without finished_at and no log to estimate it"
+        total += (end - start) * logged[-1]
+        estimated = True
+    how = "provenance start -> finish" + ("; a killed session: its iterations x its logged sec_per_iter"
+                                          if estimated else "")
+    return round(total, 1), how
 
 
 def machine() -> dict:
     import torch
 
     return {"platform": platform.platform(), "processor": platform.machine(), "cpus": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
-            "torch": torch.__version__, "device": "cpu"}
+            "python": platform.python_version(), "torch": torch.__version__, "device": "cpu",
+            "omp_num_threads_at_export": os.environ.get("OMP_NUM_THREADS")}
 
 
 def export_ema(checkpoint: Path, out: Path, record: dict) -> Path:
@@ -138,7 +155,8 @@ def export_ema(checkpoint: Path, out: Path, record: dict) -> Path:
 
 
 def build(arch: str, data: Path, work: Path, out_dir: Path = PRETRAINED, val: Path | None = None,
-          heldout: dict[str, Path] | None = None, overrides: list[str] = (), train: bool = True) -> dict:
+          heldout: dict[str, Path] | None = None, overrides: list[str] = (), train: bool = True,
+          note: str | None = None) -> dict:
     """Train (auto-resume), export and check one tiny PSNR init; returns the record (module docstring)."""
     from bench.provenance import git_commit
     from bench.store import Store
@@ -163,16 +181,18 @@ def build(arch: str, data: Path, work: Path, out_dir: Path = PRETRAINED, val: Pa
     if not ckpts:
         raise StudyError(f"{run_dir}: no checkpoint (train first)")
     files = list_images(data)
+    wall, wall_how = _wall_time(sessions, run_dir)
     record = {
         "run_name": name, "arch": f"{arch}-tiny", "sampling": None, "ft_variant": None,
         "iteration": cfg.schedule.total_iters, "weights": "ema", "label": LABEL,
         "config": json.loads(cfg.model_dump_json()),
         "training_data": {"folder": Path(data).name, "n_files": len(files), "file_list_sha256": file_list_sha256(files),
                           "rule": "sha256 of 'name<TAB>sha256(file)' lines in name order"},
-        "wall_time_s": _wall_time(sessions),
-        "training_sessions": [{"started_at": p.get("started_at"), "finished_at": p.get("finished_at")}
-                              for p in sessions],
-        "machine": machine(), "git_commit": git_commit(),
+        "wall_time_s": wall, "wall_time_rule": wall_how,
+        "training_sessions": [{"started_at": p.get("started_at"), "finished_at": p.get("finished_at"),
+                               "resumed_from_iteration": (p.get("resumed_from") or {}).get("iteration"),
+                               "git_commit": p.get("git_commit"), "host": p.get("host")} for p in sessions],
+        "machine": machine(), "git_commit": git_commit(), "training_note": note,
         "reproduce": f"python scripts/make_psnr_init.py --arch {arch} --data {Path(data)}",
     }
     weights = export_ema(ckpts[-1], out_dir / f"{name}.safetensors", record)
