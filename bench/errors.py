@@ -17,6 +17,11 @@ class WeightsRefused(WeightsMissing):
     """A weight file is present but not proven safe to hand to pyiqa (bench.metrics.verify)."""
 
 
+class WeightsUnreadable(WeightsMissing):
+    """A weight file is present but damaged (truncated download, disk full): torch cannot read it at
+    all, so it is not a safety refusal; the metric is unavailable (bench.metrics.verify)."""
+
+
 class UnknownMetric(StudyError, KeyError):
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0])

@@ -194,3 +194,24 @@ def test_crafted_vgg19_for_the_perceptual_loss_is_refused(caches, tmp_path):
     with pytest.raises(WeightsRefused) as err:
         _vgg19_features("imagenet")
     assert str(path) in str(err.value) and not marker.exists()
+
+
+def test_a_truncated_file_is_unreadable_not_refused_and_pyiqa_never_opens_it(caches, tmp_path):
+    """A download cut in half is damaged, not crafted: the metric is unavailable ("its weights do not
+    load", naming the file), not a safety refusal; pyiqa still never sees it."""
+    import io
+
+    from bench.errors import WeightsUnreadable
+
+    path = caches / "hub" / "pyiqa" / "brisque_svm_weights.pth"
+    path.parent.mkdir(parents=True)
+    buf = io.BytesIO()
+    torch.save({"sv": torch.zeros(3, 36)}, buf)
+    path.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    with pytest.raises(WeightsUnreadable, match="PytorchStreamReader") as err:
+        verify.verify_file(path)
+    assert not isinstance(err.value, WeightsRefused) and str(path) in str(err.value)
+    with pytest.raises(factory.WeightsMissing, match=r"metric 'brisque': its weights do not load \(RuntimeError: "
+                                                     r"PytorchStreamReader") as err:
+        factory.create(get("brisque"), "cpu", cache=False)
+    assert not isinstance(err.value, WeightsRefused) and str(path) in str(err.value) and "\n" not in str(err.value)

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from bench.errors import WeightsMissing
+from bench.errors import WeightsMissing, WeightsUnreadable
 from bench.metrics import verify, weights
 from bench.metrics.table import MetricSpec
 
@@ -83,7 +83,10 @@ def create(
     key = (spec.name, str(device), as_loss, random_init, json.dumps(kwargs, sort_keys=True, default=str))
     if cache and key in _CACHE:
         return _CACHE[key]
-    verify.verify_spec(spec, kwargs)  # before pyiqa sees any file (WeightsRefused: one line, the file)
+    try:
+        verify.verify_spec(spec, kwargs)  # before pyiqa sees any file (WeightsRefused: one line, the file)
+    except WeightsUnreadable as exc:  # truncated/damaged, not crafted: "its weights do not load"
+        raise _unreadable(spec, exc.__cause__ or exc) from None
     import pyiqa
 
     if random_init:

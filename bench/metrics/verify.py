@@ -13,7 +13,10 @@ Rules, by what a file *is* (its bytes), not only what it is called:
 - anything pyiqa or a backbone could hand to ``torch.load`` (``.pth``/``.pt``/``.bin``/``.ckpt``
   and every name not listed as data below) must load with ``torch.load(weights_only=True)``: plain
   tensors in plain containers (plus numpy arrays/scalars and ``argparse.Namespace``, which carry
-  no behaviour). A name carrying torch hub's hash prefix (``name-<hex>.pth``) must also match it;
+  no behaviour). A file torch cannot read at all (truncated: ``PytorchStreamReader failed``, EOF,
+  bad zip) raises ``WeightsUnreadable`` instead (damaged, not crafted: the metric is unavailable,
+  "its weights do not load"); it is not handed to pyiqa either. A name carrying torch hub's hash
+  prefix (``name-<hex>.pth``) must also match it;
 - a TorchScript archive is code: accepted only when its full sha256 is pinned (``pinned_sha256``:
   the hashes CLIP's own download table carries, plus ``PINNED_SHA256``);
 - a safetensors file must have a valid header (``safetensors.safe_open``); ``.npy``/``.npz`` must
@@ -42,7 +45,7 @@ from functools import cache
 from pathlib import Path
 
 from bench.atomic import atomic_write_text
-from bench.errors import WeightsRefused
+from bench.errors import WeightsRefused, WeightsUnreadable
 from bench.hashing import sha256_file
 from bench.metrics.table import MetricSpec
 
@@ -141,7 +144,14 @@ def _torch_load_plain(path: Path, shown: Path) -> None:
     try:
         with torch.serialization.safe_globals(safe):
             torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
-    except Exception as exc:  # noqa: BLE001 - any failure means "not proven plain tensors"
+    except (EOFError, zipfile.BadZipFile, RuntimeError) as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        if not isinstance(exc, RuntimeError) or "PytorchStreamReader" in first:  # damaged, not crafted
+            raise WeightsUnreadable(f"weight file {shown}: does not load ({type(exc).__name__}: {first[:160]}); "
+                                    f"it is truncated or damaged: re-fetch it") from exc
+        raise _refuse(shown, f"does not load as plain tensors with torch.load(weights_only=True): {first[:160]}"
+                            f"{_unsafe_globals(path)}") from None
+    except Exception as exc:  # noqa: BLE001 - any other failure means "not proven plain tensors"
         detail = _unsafe_globals(path)
         first = (str(exc).splitlines() or [type(exc).__name__])[0]
         if "Weights only load failed" in first:
