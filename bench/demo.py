@@ -116,7 +116,7 @@ def _index_page(out: Path, label: str, sections: list[tuple[str, list[tuple[str,
     return atomic_write_text(html_page.render("iqa-study demo", body, _STYLE), out / "index.html")
 
 
-def run_demo(out: Path, metrics: str = "piqe,entropy,niqe", train_iters: int = 100, ft_iters: int = 60,
+def run_demo(out: Path, metrics: str = "piqe,entropy,niqe", train_iters: int = 150, ft_iters: int = 60,
              groups_per_photo: int = 4, heldout_per_photo: int = 4) -> Path:
     from bench.cli.common import _print_table, _summary_lines
     from bench.manifests import sample, schema
