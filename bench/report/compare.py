@@ -245,7 +245,8 @@ def pd_plot(t: pd.DataFrame, test_set: str, out_dir: Path, note: str = "") -> li
             for k, ((arch, sampling), rs) in enumerate(series.items()):
                 rs = sorted(rs, key=lambda r: (pd.notna(r.ft_variant), str(r.ft_variant)))
                 xv, yv = [getattr(r, x) for r in rs], [getattr(r, y) for r in rs]
-                ax.plot(xv, yv, "-o", color=colors(k % 10), ms=6, lw=1.2, label=f"{arch} {sampling}")
+                ax.plot(xv, yv, "-o", color=colors(k % 10), ms=6, lw=1.2, label=f"{arch} {sampling}" if pd.notna(sampling) else
+                        ("reference" if arch == "bicubic" else f"{arch} (no sampling: an init or plain model)"))
                 for r, a, b in zip(rs, xv, yv):
                     ax.annotate(r.run, (a, b), textcoords="offset points", xytext=(4, 4), fontsize=7)
             if len(gold) and not np.isnan(gold[x].iloc[0]):
