@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from bench.manifests.schema import file_hash
 from bench.report import figures, html_page
 from bench.report.compare import load_per_image, pick_baseline, write_compare
 from bench.store import Store
@@ -77,6 +78,12 @@ def compare_out(tmp_path_factory) -> Path:
             scores += [_row(f"g{i}{sampling}", None, "entropy", 5.0 + i),
                        _row(f"g{i}{sampling}", f"g{i}p", "psnr", 20.0 + i),
                        _row(f"g{i}{sampling}", f"g{i}p", "stlpips", 0.1 * i, lower_better=True)]
+    # image ids are content hashes, as evaluation registers them: the crop grid checks them (a changed file is left out)
+    ids = {img["image_id"]: file_hash(Path(img["path"])) for img in images}
+    for row in images + scores:
+        for col in ("image_id", "ref_id"):
+            if row.get(col):
+                row[col] = ids[row[col]]
     register_images(st, images)
     st.write_scores(scores, "fixture", 0, 0)
     out = tmp / "cmp"
