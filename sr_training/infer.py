@@ -152,10 +152,7 @@ def load_model(path: str | Path, which: str = "ema", device: str | torch.device 
                              f"{', '.join(k for k in ('ema', 'net_g') if k in state)})")
         try:  # a safe but malformed checkpoint (fields of the wrong type or value) is one line
             cfg, info = _suite_info(state, path, which)
-            arch = ArchConfig.model_validate({**cfg["arch"], "pretrained": None})
-            if arch.scale < 1:
-                raise StudyError(f"--checkpoint {path}: field 'config.arch.scale' = {arch.scale}, expected a "
-                                 f"positive integer")
+            arch = ArchConfig.model_validate({**cfg["arch"], "pretrained": None})  # scale > 0 (its schema)
             if not isinstance(state[which], dict):
                 raise StudyError(f"--checkpoint {path}: field '{which}' is {type(state[which]).__name__}, "
                                  f"expected a state dict")

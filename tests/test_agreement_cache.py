@@ -217,3 +217,16 @@ def test_old_indexes_are_pruned_to_the_newest_few(tmp_path):
     assert len(indexes) == 1 + cache.KEEP_INDEXES
     assert cache.ensure_agreement(store).with_suffix(".json") in indexes
     assert len(list((store.root / "cache").glob("agreement-*.parquet"))) == 5  # read by open connections
+
+
+def test_part_keys_of_a_store_whose_path_has_glob_characters_read_only_its_parts(tmp_path):
+    """part_keys hands DuckDB the part paths glob-escaped: a store at exp[1] next to exp1 lists its own
+    part's keys (unescaped, DuckDB read exp1's part and the build refused it)."""
+    from tests.test_store import _store_with
+
+    Store(tmp_path / "exp1").write_scores(_rows({"A0": 1.0, "B0": 0.0}, metric="other"), "r1", 0, 0)  # same part name
+    mine = _store_with(tmp_path, "exp[1]")
+    parts = mine.score_parts().good
+    keys = cache.part_keys(parts)
+    assert sorted(keys) == sorted(p.rel for p in parts)
+    assert {m for k in keys.values() for m, _ in k} == {"m"}

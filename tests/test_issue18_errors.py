@@ -163,7 +163,7 @@ def test_merge_of_a_malformed_ft_checkpoint_is_one_line(tmp_path, capsys, state,
     ("archstr", "field 'config.arch' is str"),
     ("emalist", "field 'ema' is list"),
     ("iterabc", "field 'iteration' = 'abc'"),
-    ("scale0", "field 'config.arch.scale' = 0"),
+    ("scale0", "field 'config.arch.scale': Input should be greater than 0"),  # the schema's range (issue 19)
 ])
 def test_evaluate_of_a_malformed_suite_checkpoint_is_one_line_and_leaves_no_store(tmp_path, capsys, case, words):
     import json

@@ -36,7 +36,7 @@ import duckdb
 from bench.atomic import atomic_write, atomic_write_text
 from bench.errors import StoreError
 from bench.store.parts import Part, PartList, footer_problem
-from bench.store.sql import literal, read_parquet
+from bench.store.sql import file_literal, literal, read_parquet
 
 log = logging.getLogger("bench.store")
 
@@ -150,7 +150,7 @@ def part_keys(parts: list[Part]) -> dict[str, frozenset[Key]]:
     if not parts:
         return out
     rel = {str(p.path): p.rel for p in parts}
-    files = ", ".join(literal(f) for f in rel)
+    files = ", ".join(file_literal(f) for f in rel)  # glob-escaped: a store at exp[1] must not read exp1
     try:
         found = duckdb.connect(":memory:").execute(
             f"SELECT filename, metric, config_hash FROM read_parquet([{files}], filename=true) "
