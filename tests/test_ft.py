@@ -140,7 +140,10 @@ def test_q_gradient_reaches_sr_and_one_step_raises_niqe_reward(synth, bases, tmp
     sr = tr.g(lr)
     sr.retain_grad()
     losses = tr.generator_losses(sr, torch.zeros_like(sr), {})
-    before = float(niqe(sr.detach()))
+    from sr_training.ft.reward import ste_clamp_quantise
+
+    # Q scores what evaluate scores (ft.reward.input = clamped_ste): the SR clamped to [0, 1] and 8-bit quantised
+    before = float(niqe(ste_clamp_quantise(sr.detach())))
     # NIQE is lower-is-better: Q_norm = -NIQE/100, the loss term is -lambda_q*Q_norm = +NIQE/100
     assert float(losses["q"].detach()) == pytest.approx(before / 100, rel=1e-5)
     tr.opt_g.zero_grad(set_to_none=True)
@@ -148,7 +151,7 @@ def test_q_gradient_reaches_sr_and_one_step_raises_niqe_reward(synth, bases, tmp
     assert sr.grad is not None and torch.isfinite(sr.grad).all() and sr.grad.abs().sum() > 0
     tr.opt_g.step()
     with torch.no_grad():
-        after = float(niqe(tr.g(lr)))
+        after = float(niqe(ste_clamp_quantise(tr.g(lr))))
     assert after < before - 0.5, (before, after)  # Q (= -NIQE) went up, by more than rounding noise
 
 

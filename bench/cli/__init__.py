@@ -114,15 +114,15 @@ def main(argv: list[str] | None = None) -> int:
     except StudyError as exc:
         print(f"iqa-study: error: {exc}", file=sys.stderr)
         return 2
-    except OSError as exc:  # pyarrow's and DuckDB's I/O errors included (ArrowIOError is an OSError)
-        line = storage_error(exc)
-        if line is None:
-            raise
-        print(f"iqa-study: error: {line}", file=sys.stderr)
-        return 2
     except BrokenPipeError:
         # the reader went away (`iqa-study agree ... | head`): stop quietly, as Unix tools do
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
+    except OSError as exc:  # (after BrokenPipeError, an OSError too)  # pyarrow's and DuckDB's I/O errors included (ArrowIOError is an OSError)
+        line = storage_error(exc)
+        if line is None:
+            raise
+        print(f"iqa-study: error: {line}", file=sys.stderr)
+        return 2
     return 0

@@ -16,7 +16,7 @@ from pathlib import Path
 
 
 def demo_study(store, test_set: str, runs: list[str], out: str | Path, *, crop: str = "full",
-               reference: str = "hr", seed: int = 0) -> Path:
+               reference: str = "hr", seed: int = 0, max_attention_failures: int = 0) -> Path:
     """Create a study of ``runs`` on ``test_set`` in ``out``, let one scripted rater answer it
     (bench.userstudy.scripted.RULE) and analyse it; returns the HTML section
     (OUT/analysis/userstudy.html; userstudy.md next to it). ``reference='hr'`` needs references
@@ -26,4 +26,4 @@ def demo_study(store, test_set: str, runs: list[str], out: str | Path, *, crop: 
     out = Path(out)
     design.create(store, test_set, list(runs), out, crop=crop, reference=reference, seed=seed)
     scripted.run(out, n_raters=1)
-    return Path(analyse.analyse(out)["html"])
+    return Path(analyse.analyse(out, max_attention_failures=max_attention_failures)["html"])
