@@ -42,7 +42,6 @@ from bench.errors import StudyError
 from bench.report import html_page
 from bench.report.figures import plain_text, save_csv, save_figure
 from bench.report.zoom import load_checked
-from bench.scoring.images import read_rgb_u8
 from bench.store import Store
 from bench.store.views import connect
 
@@ -268,10 +267,6 @@ def pd_plot(t: pd.DataFrame, test_set: str, out_dir: Path, note: str = "") -> li
         plt.close(fig)
     save_csv(t[["run", "arch", "sampling", "ft_variant", *ys, *xs]], out_dir / f"pd_{test_set}.csv")
     return [png, svg]
-
-
-def _load(path: str) -> np.ndarray:
-    return read_rgb_u8(path)  # the suite's one decoder (bench.scoring.images)
 
 
 def _crop_box(ref: np.ndarray, scale_hint: int = 4) -> tuple[int, int, int]:
