@@ -68,3 +68,71 @@ def test_pyproject_license_is_an_spdx_string():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert project["license"] == "Apache-2.0"
     assert "PolyForm" in (ROOT / "README.md").read_text()
+
+
+# --- folder scoring as pyiqa's CLI ------------------------------------------------------------
+
+
+def _folder(tmp_path: Path, n: int = 3) -> Path:
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    folder = tmp_path / "sr"
+    folder.mkdir()
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(folder / f"im{i}.png")
+    return folder
+
+
+def test_score_images_needs_no_store_and_prints_a_mean_row_with_directions(tmp_path, capsys):
+    import pyiqa
+
+    from bench.cli import main
+    from bench.env import cache_dirs
+
+    folder = _folder(tmp_path)
+    assert main(["score", "--images", str(folder), "--metrics", "piqe,entropy", "--workers", "0"]) == 0
+    out = capsys.readouterr().out
+    scratch = cache_dirs().study / "scratch-store"
+    assert f"store {scratch} (scratch; --store DIR to keep)" in out
+    assert list((scratch / "scores").glob("*.parquet"))
+    header = next(ln for ln in out.splitlines() if ln.lstrip().startswith("image"))
+    assert header.split() == ["image", "piqe", "↓", "entropy", "↑"]
+    piqe = pyiqa.create_metric("piqe", device="cpu")
+    values = [piqe(str(folder / f"im{i}.png")).item() for i in range(3)]
+    mean_row = next(ln for ln in out.splitlines() if ln.split()[:1] == ["mean"])
+    assert float(mean_row.split()[1]) == pytest.approx(sum(values) / 3, abs=1e-4)
+    # machine-readable output keeps plain column names and one row per image
+    assert main(["score", "--images", str(folder), "--metrics", "piqe", "--format", "csv", "--no-store"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "image,piqe" and len(lines) == 4 and not any(ln.startswith("mean") for ln in lines)
+
+
+def test_no_store_leaves_nothing_and_manifest_mode_still_needs_a_store(tmp_path, capsys, monkeypatch):
+    from bench.cli import main
+
+    monkeypatch.setenv("IQA_STUDY_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    import tempfile
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    folder = _folder(tmp_path, n=1)
+    assert main(["score", "--images", str(folder), "--metrics", "entropy", "--no-store"]) == 0
+    assert "store none (--no-store)" in capsys.readouterr().out
+    assert not (tmp_path / "home").exists() and not list((tmp_path / "tmp").iterdir())
+    assert main(["score", "--manifest", str(tmp_path / "m.parquet"), "--metrics", "entropy"]) == 2
+    assert "give --store DIR" in capsys.readouterr().err
+
+
+def test_an_unavailable_metric_is_a_nonzero_exit_unless_allowed(tmp_path, capsys):
+    from bench.cli import main
+
+    folder = _folder(tmp_path, n=1)
+    args = ["score", "--images", str(folder), "--metrics", "musiq,entropy", "--no-store", "--workers", "0"]
+    assert main(args) == 2
+    out, err = capsys.readouterr()
+    assert "entropy" in out and "musiq ↑" not in out  # the table is still printed
+    errors = [ln for ln in err.splitlines() if ln.startswith("iqa-study: error:")]
+    assert len(errors) == 1 and "1 requested metric(s) could not run here" in errors[0] and "musiq" in errors[0]
+    assert main([*args, "--allow-missing"]) == 0
