@@ -136,3 +136,104 @@ def test_an_unavailable_metric_is_a_nonzero_exit_unless_allowed(tmp_path, capsys
     errors = [ln for ln in err.splitlines() if ln.startswith("iqa-study: error:")]
     assert len(errors) == 1 and "1 requested metric(s) could not run here" in errors[0] and "musiq" in errors[0]
     assert main([*args, "--allow-missing"]) == 0
+
+
+# --- evaluate and compare -------------------------------------------------------------------------------------------
+
+from tests.test_compare import store as compare_store  # noqa: E402,F401  (the compare fixture: 3 images, 2 runs)
+
+
+def _lr_hr(base: Path, lr_name: str = "LR", hr_name: str = "HR") -> tuple[Path, Path]:
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    for sub, size in ((lr_name, 8), (hr_name, 32)):
+        (base / sub).mkdir(parents=True)
+        for name in ("a", "b"):
+            Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(base / sub / f"{name}.png")
+    return base / lr_name, base / hr_name
+
+
+def test_evaluate_test_folder_without_known_lr_names_lists_what_it_tried(tmp_path, capsys):
+    from bench.cli import main
+    from tests.test_evaluate import _suite_checkpoint
+
+    _lr_hr(tmp_path / "myset")
+    ckpt = tmp_path / "m.pt"
+    _suite_checkpoint(ckpt)
+    assert main(["evaluate", "--checkpoint", str(ckpt), "--test", str(tmp_path / "myset"),
+                 "--store", str(tmp_path / "s"), "--metrics", "entropy"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    for tried in ("myset/lr_blind_x4/", "myset/lr/", "it holds HR/, LR/", "--lr DIR [--hr DIR]"):
+        assert tried in err, err
+
+
+def test_evaluate_lr_hr_folders_and_the_closing_mean_table(tmp_path, capsys):
+    import pandas as pd
+
+    from bench.cli import main
+    from bench.store import Store
+    from bench.store.views import connect
+    from tests.test_evaluate import _suite_checkpoint
+
+    lr, hr = _lr_hr(tmp_path / "myset")
+    ckpt = tmp_path / "m.pt"
+    _suite_checkpoint(ckpt, iteration=7, name="tiny_rrdb_upos")
+    store = tmp_path / "s"
+    assert main(["evaluate", "--checkpoint", str(ckpt), "--lr", str(lr), "--hr", str(hr), "--name", "mine",
+                 "--store", str(store), "--metrics", "entropy,psnr", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    con = connect(Store(store))
+    per = con.execute("SELECT metric, avg(score), count(*) FROM runs_eval WHERE test_set = 'mine' "
+                      "GROUP BY metric ORDER BY metric").fetchall()
+    assert [(m, n) for m, _, n in per] == [("entropy", 2), ("psnr", 2)]
+    summary = con.execute("SELECT run, arch, sampling, iteration, test_set, n_images, mean, n_scored "
+                          "FROM runs_eval_summary").fetchall()
+    assert len(summary) == 1
+    run, arch, sampling, iteration, ts, n, mean, n_scored = summary[0]
+    assert (run, sampling, iteration, ts, n) == ("tiny_rrdb_upos", "upos", 7, "mine", 2)
+    assert mean == {m: pytest.approx(v) for m, v, _ in per} and n_scored == {"entropy": 2, "psnr": 2}
+    tail = out[out.index("mean over the test images"):].splitlines()
+    assert tail[1].split() == ["test_set", "n_images", "entropy", "↑", "psnr", "↑"]
+    cells = tail[2].split()
+    assert cells[:2] == ["mine", "2"]
+    assert float(cells[2]) == pytest.approx(dict((m, v) for m, v, _ in per)["entropy"], abs=1e-4)
+    assert float(cells[3]) == pytest.approx(dict((m, v) for m, v, _ in per)["psnr"], abs=1e-4)
+    assert isinstance(pd.DataFrame(summary), pd.DataFrame)
+
+
+def test_runs_eval_summary_is_one_row_per_model_and_test_set(tmp_path):
+    from bench.store import Store
+    from bench.store.images import register_images
+    from bench.store.views import connect
+    from tests.test_evaluate import _img, _score
+
+    store = Store(tmp_path / "s")
+    a = {"run_name": "upos", "arch": "swinir", "sampling": "upos", "iteration": 10, "checkpoint_sha256": "a" * 64,
+         "weights": "ema"}
+    b = {**a, "run_name": "amo", "sampling": "amo", "checkpoint_sha256": "b" * 64}
+    register_images(store, [_img("a1", "sr_output", "g1", **a), _img("a2", "sr_output", "g2", **a),
+                            _img("b1", "sr_output", "g1", **b), _img("b2", "sr_output", "g2", **b)])
+    store.write_scores([_score("a1", None, "niqe", 4.0, lower_better=True), _score("a2", None, "niqe", 6.0, lower_better=True),
+                        _score("b1", None, "niqe", 3.0, lower_better=True),
+                        _score("b2", None, "niqe", None, status="error", lower_better=True),
+                        _score("a1", None, "niqe", 9.0, config="c2", lower_better=True)], "fixture", 0, 0)
+    rows = connect(store).execute("SELECT run, sampling, n_images, mean, n_scored, lower_better FROM runs_eval_summary "
+                                  "ORDER BY run").fetchall()
+    assert rows == [("amo", "amo", 2, {"niqe": 3.0}, {"niqe": 1}, {"niqe": True}),
+                    ("upos", "upos", 2, {"niqe@c1": 5.0, "niqe@c2": 9.0}, {"niqe@c1": 2, "niqe@c2": 1},
+                     {"niqe@c1": True, "niqe@c2": True})]
+
+
+def test_compare_warns_once_when_cis_rest_on_few_images(compare_store, tmp_path, capsys):
+    from bench.cli import main
+    from bench.report.compare import MIN_CI_IMAGES
+
+    out = tmp_path / "cmp"
+    assert main(["compare", "--store", str(compare_store.root), "-o", str(out), "--n-boot", "50"]) == 0
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("warning:")]
+    assert err == [f"warning: test set t: the bootstrap CIs rest on 3 paired image(s) (fewer than {MIN_CI_IMAGES}); "
+                   f"they are rough at best, read them as indications only"]
+    assert err[0] in (out / "compare.md").read_text()

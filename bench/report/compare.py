@@ -27,6 +27,7 @@ Definitions (every number is recomputed from the views of bench.store.eval_views
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -50,6 +51,7 @@ DISPLAY = {"psnr": "PSNR", "ssim": "SSIM", "stlpips": "LPIPS-ST", "lpips": "LPIP
            "nima": "NIMA", "qalign": "Q-Align", "topiq_nr": "TOPIQ", "niqe": "NIQE", "piqe": "PIQE", "entropy": "Entropy"}
 SAMPLING_ORDER = ("original", "uniform_all", "upos", "sma", "smp", "amo")
 GOLD = "Gold standard"
+MIN_CI_IMAGES = 10  # below this many paired images a bootstrap CI is reported with a warning
 
 
 def _name(metric: str) -> str:
@@ -183,6 +185,17 @@ def compare_table(per: pd.DataFrame, runs: pd.DataFrame, test_set: str, baseline
     out.attrs["baseline"] = baseline
     out.attrs["lower_better"] = d.groupby("metric")["lower_better"].first().to_dict()
     return out
+
+
+def small_n_warning(t: pd.DataFrame, test_set: str) -> str | None:
+    """One line when a Δ CI of ``t`` rests on fewer than MIN_CI_IMAGES paired images (else None)."""
+    cols = [c for c in t.columns if c.startswith("n_") and c.endswith("_paired")]
+    counts = t[cols].stack().dropna() if cols else pd.Series(dtype=float)
+    counts = counts[counts > 0]  # no pairs: no CI at all ("–"), nothing to warn about
+    if counts.empty or counts.min() >= MIN_CI_IMAGES:
+        return None
+    return (f"warning: test set {test_set}: the bootstrap CIs rest on {int(counts.min())} paired image(s) "
+            f"(fewer than {MIN_CI_IMAGES}); they are rough at best, read them as indications only")
 
 
 def _digits(metric: str) -> int:
@@ -428,6 +441,10 @@ def write_compare(store: Store, out: Path, baseline: str | None = None, test_set
         t.insert(0, "test_set", ts)
         tables.append(t)
         ts_notes = [*_test_set_notes(store, ts), *[text for where, text in notes if where in (ts, None)]]
+        small = small_n_warning(t, ts)
+        if small:
+            print(small, file=sys.stderr)
+            ts_notes.insert(0, small)
         head = (f"Test set {ts}: baseline for Δ = {base} ({why}); Δ = mean paired per-image difference, 95% paired "
                 f"bootstrap CI ({n_boot} resamples)" if base else f"Test set {ts}: no baseline for Δ ({why})")
         figs = pd_plot(t, ts, out, note="; ".join(n for n in ts_notes if n.startswith("SYNTHETIC")))

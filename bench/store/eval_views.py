@@ -17,6 +17,11 @@
 * ``runs_eval``: "which run, at which iteration, scored what": one row per (SR output, metric,
   config) with the model's provenance, NR scores (``kind`` 'NR') and the per-image multi-GT FR
   averages (``kind`` 'FR') side by side.
+* ``runs_eval_summary``: one row per evaluated model and test set (run, arch, sampling, ft_variant,
+  iteration, checkpoint_sha256, weights, test_set): ``n_images`` SR outputs, ``mean`` a MAP from
+  metric to its mean over the images with an ok score (``mean['niqe']``; a metric scored under
+  several configurations appears once per configuration as ``metric@hash8``), ``n_scored`` the
+  same MAP of image counts, ``lower_better`` the MAP of directions.
 """
 
 from __future__ import annotations
@@ -93,4 +98,30 @@ def register(con: duckdb.DuckDBPyConnection, store: Store) -> None:
                CASE WHEN complete THEN NULL ELSE n_refs || ' of ' || n_refs_expected || ' references scored' END AS error,
                n_refs
         FROM eval_fr_multigt
+    """)
+    con.execute("""
+        CREATE OR REPLACE VIEW runs_eval_summary AS
+        WITH per AS (
+            SELECT run_name, arch, sampling, ft_variant, iteration, checkpoint_sha256, weights, test_set, metric,
+                   config_hash, any_value(lower_better) AS lower_better, avg(score) AS mean,
+                   count(DISTINCT image_id) AS n
+            FROM runs_eval WHERE status = 'ok' GROUP BY ALL),
+        keyed AS (
+            SELECT *, CASE WHEN count(*) OVER (PARTITION BY checkpoint_sha256, weights, test_set, metric) > 1
+                           THEN metric || '@' || left(config_hash, 8) ELSE metric END AS key
+            FROM per),
+        outputs AS (
+            SELECT run_name, arch, sampling, ft_variant, iteration, checkpoint_sha256, weights, test_set,
+                   count(DISTINCT image_id) AS n_images
+            FROM images WHERE role = 'sr_output' GROUP BY ALL)
+        SELECT o.run_name AS run, o.arch, o.sampling, o.ft_variant, o.iteration, o.checkpoint_sha256, o.weights,
+               o.test_set, o.n_images,
+               map_from_entries(list({'key': k.key, 'value': k.mean} ORDER BY k.key)
+                                FILTER (WHERE k.key IS NOT NULL)) AS mean,
+               map_from_entries(list({'key': k.key, 'value': k.n} ORDER BY k.key)
+                                FILTER (WHERE k.key IS NOT NULL)) AS n_scored,
+               map_from_entries(list({'key': k.key, 'value': k.lower_better} ORDER BY k.key)
+                                FILTER (WHERE k.key IS NOT NULL)) AS lower_better
+        FROM outputs o LEFT JOIN keyed k USING (checkpoint_sha256, weights, test_set)
+        GROUP BY ALL
     """)
