@@ -17,7 +17,8 @@ MESHGRID = "torch.meshgrid: in an upcoming release"
 
 def _python(code: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "default"}
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600,
+                          check=False)
 
 
 def test_building_a_swinir_and_its_lora_prints_neither_notice_while_other_warnings_stay():
@@ -140,7 +141,7 @@ def test_an_unavailable_metric_is_a_nonzero_exit_unless_allowed(tmp_path, capsys
 
 # --- evaluate and compare -------------------------------------------------------------------------------------------
 
-from tests.test_compare import store as compare_store  # noqa: E402,F401  (the compare fixture: 3 images, 2 runs)
+from tests.test_compare import store as compare_store  # noqa: F401  (the compare fixture: 3 images, 2 runs)
 
 
 def _lr_hr(base: Path, lr_name: str = "LR", hr_name: str = "HR") -> tuple[Path, Path]:
@@ -192,15 +193,15 @@ def test_evaluate_lr_hr_folders_and_the_closing_mean_table(tmp_path, capsys):
     summary = con.execute("SELECT run, arch, sampling, iteration, test_set, n_images, mean, n_scored "
                           "FROM runs_eval_summary").fetchall()
     assert len(summary) == 1
-    run, arch, sampling, iteration, ts, n, mean, n_scored = summary[0]
+    run, _arch, sampling, iteration, ts, n, mean, n_scored = summary[0]
     assert (run, sampling, iteration, ts, n) == ("tiny_rrdb_upos", "upos", 7, "mine", 2)
     assert mean == {m: pytest.approx(v) for m, v, _ in per} and n_scored == {"entropy": 2, "psnr": 2}
     tail = out[out.index("mean over the test images"):].splitlines()
     assert tail[1].split() == ["test_set", "n_images", "entropy", "↑", "psnr", "↑"]
     cells = tail[2].split()
     assert cells[:2] == ["mine", "2"]
-    assert float(cells[2]) == pytest.approx(dict((m, v) for m, v, _ in per)["entropy"], abs=1e-4)
-    assert float(cells[3]) == pytest.approx(dict((m, v) for m, v, _ in per)["psnr"], abs=1e-4)
+    assert float(cells[2]) == pytest.approx({m: v for m, v, _ in per}["entropy"], abs=1e-4)
+    assert float(cells[3]) == pytest.approx({m: v for m, v, _ in per}["psnr"], abs=1e-4)
     assert isinstance(pd.DataFrame(summary), pd.DataFrame)
 
 
@@ -227,13 +228,13 @@ def test_runs_eval_summary_is_one_row_per_model_and_test_set(tmp_path):
                      {"niqe@c1": True, "niqe@c2": True})]
 
 
-def test_compare_warns_once_when_cis_rest_on_few_images(compare_store, tmp_path, capsys):
+def test_compare_warns_once_when_cis_rest_on_few_images(compare_store, tmp_path, capsys):  # noqa: F811
     from bench.cli import main
     from bench.report.compare import MIN_CI_IMAGES
 
     out = tmp_path / "cmp"
     assert main(["compare", "--store", str(compare_store.root), "-o", str(out), "--n-boot", "50"]) == 0
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("warning:")]
-    assert err == [f"warning: test set t: the bootstrap CIs rest on 3 paired image(s) (fewer than {MIN_CI_IMAGES}); "
-                   f"they are rough at best, read them as indications only"]
+    assert err == [(f"warning: test set t: the bootstrap CIs rest on 3 paired image(s) (fewer than {MIN_CI_IMAGES}); "
+                    f"they are rough at best, read them as indications only")]
     assert err[0] in (out / "compare.md").read_text()
