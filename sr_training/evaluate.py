@@ -89,7 +89,9 @@ _ENV = re.compile(r"\$\{(\w+)\}")
 def _expand(value: str, source: Path) -> str:
     def sub(m):
         if m.group(1) not in os.environ:
-            raise StudyError(f"{source}: uses ${{{m.group(1)}}} but environment variable {m.group(1)} is not set")
+            from sr_training.config import missing_variable
+
+            raise missing_variable(str(source), m.group(1))
         return os.environ[m.group(1)]
     return _ENV.sub(sub, str(value))
 

@@ -238,3 +238,104 @@ def test_compare_warns_once_when_cis_rest_on_few_images(compare_store, tmp_path,
     assert err == [(f"warning: test set t: the bootstrap CIs rest on 3 paired image(s) (fewer than {MIN_CI_IMAGES}); "
                     f"they are rough at best, read them as indications only")]
     assert err[0] in (out / "compare.md").read_text()
+
+
+# --- training with one's own study ----------------------------------------------------------------------------------
+
+CONFIGS = ROOT / "sr_training" / "configs"
+
+
+def _selection(path: Path, best="topiq_nr", sampling="niqe", reward="niqe", ranking=(), complementary=()) -> Path:
+    import json
+
+    from bench.study.select import SCHEMA
+
+    rec = lambda m: {"metric": m, "config_hash": "c", "reason": "test"}  # noqa: E731
+    path.write_text(json.dumps({
+        "schema": SCHEMA, "best": {"metric": best}, "sampling_metric": rec(sampling), "reward_metric": rec(reward),
+        "training_metric": rec(reward), "configs": {m: "c" for m in ranking},
+        "complementary": [{"metric": m} for m in complementary], "warnings": []}))
+    return path
+
+
+def test_train_selection_replaces_the_pinned_sampling_metric(tmp_path, monkeypatch):
+    from sr_training.config import load_config, selection_overrides
+    from sr_training.iqa import resolve_metric
+
+    monkeypatch.setenv("SYNTH_HGGT_ROOT", str(tmp_path))
+    sel = _selection(tmp_path / "my selection #1.json", sampling="piqe")
+    config = CONFIGS / "smoke_swinir_amo.yaml"
+    assert load_config(config).sampling.iqa.metric == "niqe"  # what the shipped config pins
+    over = selection_overrides(config, [], sel)
+    cfg = load_config(config, over)
+    assert cfg.sampling.iqa.metric is None and cfg.sampling.iqa.selection == str(sel.resolve())
+    spec, why = resolve_metric(cfg.sampling.iqa)
+    assert spec.name == "piqe" and "sampling_metric" in why
+    # an explicit override given after --selection still wins
+    assert load_config(config, [*over, "sampling.tau=0.5"]).sampling.tau == 0.5
+    assert "ft.reward.selection" not in " ".join(over)
+
+
+def test_train_selection_on_an_ft_config_sets_the_reward_and_frees_the_guard(tmp_path, monkeypatch):
+    from sr_training.config import load_config, selection_overrides
+    from sr_training.ft.reward import resolve_terms
+
+    monkeypatch.setenv("SYNTH_HGGT_ROOT", str(tmp_path))
+    monkeypatch.setenv("FT_INIT", str(tmp_path / "base"))
+    sel = _selection(tmp_path / "sel.json", sampling="piqe", reward="niqe")
+    config = CONFIGS / "smoke_ft_swinir.yaml"
+    cfg = load_config(config, selection_overrides(config, [], sel))
+    assert cfg.ft.reward.metric is None and cfg.ft.reward.selection == str(sel.resolve())
+    assert cfg.ft.guard.metrics is None  # the guard follows the selection (watched_metrics)
+    assert [spec.name for spec, _, _ in resolve_terms(cfg.ft.reward)] == ["niqe"]
+
+
+def test_train_selection_is_refused_where_nothing_uses_a_metric(tmp_path, monkeypatch, capsys):
+    from bench.cli import main
+
+    monkeypatch.setenv("SYNTH_HGGT_ROOT", str(tmp_path))
+    sel = _selection(tmp_path / "sel.json")
+    assert main(["train", "--config", str(CONFIGS / "smoke_swinir_upos.yaml"), "--out", str(tmp_path / "r"),
+                 "--selection", str(sel)]) == 2
+    err = capsys.readouterr().err
+    assert "uses no metric (sampling strategy 'upos'" in err and err.count("\n") == 1
+    assert main(["train", "--config", str(CONFIGS / "smoke_swinir_amo.yaml"), "--out", str(tmp_path / "r"),
+                 "--selection", str(tmp_path / "missing.json")]) == 2
+    assert "--selection" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_smoke_swinir_upos_ships_beside_the_amo_one(tmp_path, monkeypatch):
+    from sr_training.config import load_config
+
+    monkeypatch.setenv("SYNTH_HGGT_ROOT", str(tmp_path))
+    upos, amo = load_config(CONFIGS / "smoke_swinir_upos.yaml"), load_config(CONFIGS / "smoke_swinir_amo.yaml")
+    assert upos.sampling.strategy == "upos" and upos.sampling.iqa.metric is None
+    assert (upos.arch, upos.data, upos.loss, upos.schedule) == (amo.arch, amo.data, amo.loss, amo.schedule)
+
+
+def test_a_missing_config_variable_names_the_command_that_makes_it(monkeypatch):
+    from bench.errors import StudyError
+    from sr_training.config import load_config
+
+    monkeypatch.delenv("SYNTH_HGGT_ROOT", raising=False)
+    with pytest.raises(StudyError) as exc:
+        load_config(CONFIGS / "smoke_swinir_amo.yaml")
+    assert "${SYNTH_HGGT_ROOT}" in str(exc.value) and "iqa-study train-data synthetic" in str(exc.value)
+
+
+def test_the_guard_watches_the_top_ranked_metrics_and_the_complementary_ones(tmp_path, monkeypatch):
+    from bench.metrics import weights
+    from sr_training.ft.config import GuardConfig
+    from sr_training.ft.guard import watched_metrics
+
+    have = {"niqe", "piqe", "brisque", "ilniqe", "entropy"}
+    monkeypatch.setattr(weights, "is_available", lambda spec: spec.name in have)
+    sel = _selection(tmp_path / "sel.json", best="musiq", sampling="piqe", reward="niqe",
+                     ranking=("musiq", "piqe", "niqe", "psnr", "brisque", "ilniqe"), complementary=("entropy", "niqe"))
+    specs, notes = watched_metrics(GuardConfig(), str(sel), ["niqe"])
+    # musiq (best) has no weights here: noted; piqe and brisque are the two top-ranked NR metrics besides Q
+    # (niqe is Q, psnr is FR); entropy is complementary; Q itself is never "watched"
+    assert [s.name for s in specs] == ["piqe", "brisque", "entropy"]
+    assert "top-ranked metric musiq skipped: weights not available here" in notes
+    assert notes[-1].endswith("top-ranked piqe, brisque; complementary entropy")
