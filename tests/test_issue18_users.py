@@ -339,3 +339,73 @@ def test_the_guard_watches_the_top_ranked_metrics_and_the_complementary_ones(tmp
     assert [s.name for s in specs] == ["piqe", "brisque", "entropy"]
     assert "top-ranked metric musiq skipped: weights not available here" in notes
     assert notes[-1].endswith("top-ranked piqe, brisque; complementary entropy")
+
+
+# --- compare labels and P-D chains ----------------------------------------------------------------------------------
+
+
+def _runs(*rows):
+    import pandas as pd
+
+    cols = ["run_name", "arch", "sampling", "ft_variant", "iteration", "checkpoint_sha256", "weights", "train_metric",
+            "base_sha256"]
+    return pd.DataFrame([dict(zip(cols, r)) for r in rows])
+
+
+def test_compare_labels_say_arch_sampling_metric_before_any_hash():
+    from bench.report.compare import run_labels
+
+    runs = _runs(("smoke_swinir_amo", "swinir-tiny", "amo", None, 20, "a" * 64, "ema", "niqe", None),
+                 ("smoke_swinir_amo", "swinir-tiny", "amo", None, 20, "b" * 64, "ema", "piqe", None),
+                 ("upos", "swinir-tiny", "upos", None, 20, "c" * 64, "ema", None, None),
+                 ("twice", "rrdb-tiny", "upos", None, 10, "d" * 64, "ema", None, None),
+                 ("twice", "rrdb-tiny", "upos", None, 30, "e" * 64, "ema", None, None),
+                 ("same", "rrdb-tiny", "upos", None, 30, "f" * 64, "ema", None, None),
+                 ("same", "rrdb-tiny", "upos", None, 30, "0" * 64, "ema", None, None))
+    assert run_labels(runs) == ["smoke_swinir_amo (swinir-tiny / amo / niqe)", "smoke_swinir_amo (swinir-tiny / amo / piqe)",
+                                "upos", "twice (rrdb-tiny / upos)@10", "twice (rrdb-tiny / upos)@30",
+                                "same (rrdb-tiny / upos)@30 ema #ffffffff", "same (rrdb-tiny / upos)@30 ema #00000000"]
+
+
+def test_pd_lines_join_a_base_and_its_own_ft_runs_only():
+    from bench.report.compare import GOLD, pd_chains
+
+    t = _runs(("bicubic", "bicubic", None, None, None, "r" * 64, "none", None, None),
+              ("psnr_init", "swinir-tiny", None, None, None, "p" * 64, "file", None, None),
+              ("amo_niqe", "swinir-tiny", "amo", None, 20, "a" * 64, "ema", "niqe", None),
+              ("amo_piqe", "swinir-tiny", "amo", None, 20, "b" * 64, "ema", "piqe", None),
+              ("ft_b", "swinir-tiny", "amo", "ft_b", 6, "d" * 64, "merged", "niqe", "a" * 64),
+              ("ft_a", "swinir-tiny", "amo", "ft_a", 6, "c" * 64, "merged", "niqe", "a" * 64),
+              ("ft_orphan", "swinir-tiny", "amo", "ft_o", 6, "e" * 64, "merged", "niqe", "9" * 64),
+              (GOLD, None, None, None, None, None, None, None, None))
+    t["run"] = t["run_name"]
+    chains, refs = pd_chains(t)
+    assert [[r.run for r in c] for c in chains] == [["amo_niqe", "ft_a", "ft_b"], ["amo_piqe"], ["ft_orphan"]]
+    assert [r.run for r in refs] == ["bicubic", "psnr_init"]
+
+
+def test_evaluated_models_record_their_metric_and_ft_base(tmp_path):
+    import json
+
+    import torch
+
+    from sr_training.infer import load_model
+    from tests.test_evaluate import _tiny_rrdb
+
+    run = tmp_path / "runs" / "amo" / "checkpoints"
+    run.mkdir(parents=True)
+    net = _tiny_rrdb()
+    cfg = {"name": "amo", "arch": {"type": "rrdb", "size": "tiny", "scale": 4},
+           "sampling": {"strategy": "amo", "iqa": {"metric": None, "selection": "sel.json"}}}
+    torch.save({"iteration": 3, "ema": net.state_dict(), "config": json.dumps(cfg)}, run / "iter_3.pt")
+    (run.parent / "provenance.json").write_text(json.dumps({"sampling_metric": {"metric": "piqe"}}))
+    base = load_model(run / "iter_3.pt")
+    assert base.info["train_metric"] == "piqe" and base.info.get("base_sha256") is None
+    merged = tmp_path / "merged.pth"
+    torch.save(net.state_dict(), merged)
+    merged.with_name("merged.pth.json").write_text(json.dumps({
+        "run_name": "amo_ft", "adapter_sha256": "x", "base_sha256": base.info["checkpoint_sha256"],
+        "reward": [{"metric": "niqe", "weight": 1.0}], "sampling": "amo", "arch": "rrdb", "arch_size": "tiny"}))
+    ft = load_model(merged)
+    assert ft.info["train_metric"] == "niqe" and ft.info["base_sha256"] == base.info["checkpoint_sha256"]
+    assert ft.info["ft_variant"] == "amo_ft"

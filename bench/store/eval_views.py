@@ -34,11 +34,12 @@ from bench.store.layout import Store
 _EMPTY_IMAGES = """SELECT * FROM (SELECT ''::VARCHAR image_id, ''::VARCHAR path, ''::VARCHAR role, ''::VARCHAR test_set,
     ''::VARCHAR item, ''::VARCHAR "group", 0::INTEGER gt_index, ''::VARCHAR label, ''::VARCHAR run_name,
     ''::VARCHAR run_dir, ''::VARCHAR arch, ''::VARCHAR sampling, ''::VARCHAR ft_variant, 0::BIGINT iteration,
-    ''::VARCHAR checkpoint_sha256, ''::VARCHAR weights, ''::VARCHAR eval_run_id, now()::TIMESTAMPTZ created_at)
+    ''::VARCHAR checkpoint_sha256, ''::VARCHAR weights, ''::VARCHAR train_metric, ''::VARCHAR base_sha256,
+    ''::VARCHAR eval_run_id, now()::TIMESTAMPTZ created_at)
     WHERE false"""
 
 _MODEL = ("i.run_name, i.run_dir, i.arch, i.sampling, i.ft_variant, i.iteration, i.checkpoint_sha256, i.weights, "
-          "i.test_set, i.item, i.image_id, i.path")
+          "i.train_metric, i.base_sha256, i.test_set, i.item, i.image_id, i.path")
 
 
 def register(con: duckdb.DuckDBPyConnection, store: Store) -> None:
@@ -47,7 +48,7 @@ def register(con: duckdb.DuckDBPyConnection, store: Store) -> None:
     if source is not None:
         con.execute(f"""
             CREATE OR REPLACE VIEW images AS
-            SELECT * FROM {source}
+            SELECT * FROM (SELECT * FROM {source} UNION ALL BY NAME {_EMPTY_IMAGES})  -- older parts: new columns null
             QUALIFY row_number() OVER (PARTITION BY image_id, role, checkpoint_sha256, weights, test_set, item, gt_index
                                        ORDER BY created_at) = 1
         """)
@@ -92,8 +93,8 @@ def register(con: duckdb.DuckDBPyConnection, store: Store) -> None:
         FROM images i JOIN eval_scores s ON s.image_id = i.image_id AND s.ref_id IS NULL
         WHERE i.role = 'sr_output'
         UNION ALL BY NAME
-        SELECT run_name, run_dir, arch, sampling, ft_variant, iteration, checkpoint_sha256, weights, test_set, item,
-               image_id, path, 'FR' AS kind, metric, config_hash, lower_better, score,
+        SELECT run_name, run_dir, arch, sampling, ft_variant, iteration, checkpoint_sha256, weights, train_metric,
+               base_sha256, test_set, item, image_id, path, 'FR' AS kind, metric, config_hash, lower_better, score,
                CASE WHEN complete THEN 'ok' ELSE 'incomplete' END AS status,
                CASE WHEN complete THEN NULL ELSE n_refs || ' of ' || n_refs_expected || ' references scored' END AS error,
                n_refs
