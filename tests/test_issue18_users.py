@@ -250,7 +250,7 @@ def _selection(path: Path, best="topiq_nr", sampling="niqe", reward="niqe", rank
 
     from bench.study.select import SCHEMA
 
-    rec = lambda m: {"metric": m, "config_hash": "c", "reason": "test"}  # noqa: E731
+    rec = lambda m: {"metric": m, "config_hash": "c", "reason": "test"}
     path.write_text(json.dumps({
         "schema": SCHEMA, "best": {"metric": best}, "sampling_metric": rec(sampling), "reward_metric": rec(reward),
         "training_metric": rec(reward), "configs": {m: "c" for m in ranking},
