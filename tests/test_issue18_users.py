@@ -409,3 +409,18 @@ def test_evaluated_models_record_their_metric_and_ft_base(tmp_path):
     ft = load_model(merged)
     assert ft.info["train_metric"] == "niqe" and ft.info["base_sha256"] == base.info["checkpoint_sha256"]
     assert ft.info["ft_variant"] == "amo_ft"
+
+
+def test_methods_come_from_id_method_file_names_only_when_every_pair_follows_it():
+    import pandas as pd
+
+    from bench.report.analyses import methods_from_names
+
+    pairs = pd.DataFrame({"image_a": ["sr/0001_esrgan.png", "0002_swinir_x4.png"],
+                          "image_b": ["sr/0001_bicubic.png", "0002_ldm.png"]})
+    got = methods_from_names(pairs)
+    assert list(got["method_a"]) == ["esrgan", "swinir_x4"] and list(got["method_b"]) == ["bicubic", "ldm"]
+    mixed = pd.DataFrame({"image_a": ["0001_esrgan.png", "0002_swinir.png"], "image_b": ["0001_ldm.png", "0003_ldm.png"]})
+    assert "method_a" not in methods_from_names(mixed)  # ids differ in one pair: the convention does not hold
+    plain = pd.DataFrame({"image_a": ["a.png"], "image_b": ["b.png"]})
+    assert "method_a" not in methods_from_names(plain)
