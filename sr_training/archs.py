@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from bench.errors import StudyError
+from bench.quiet import meshgrid_indexing_notice
 from sr_training.config import ArchConfig
 
 # HGGT's SwinIR: embed 180, 6x6 depths/heads, window 8, mlp 2, pixelshuffle, 1conv (method.md 5)
@@ -21,8 +22,9 @@ def build_generator(cfg: ArchConfig) -> torch.nn.Module:
     if cfg.type == "swinir":
         from spandrel.architectures.SwinIR import SwinIR
 
-        net = SwinIR(img_size=64, upscale=cfg.scale, img_range=1.0, upsampler="pixelshuffle", resi_connection="1conv",
-                     drop_path_rate=cfg.drop_path_rate, **SWINIR[cfg.size])
+        with meshgrid_indexing_notice():
+            net = SwinIR(img_size=64, upscale=cfg.scale, img_range=1.0, upsampler="pixelshuffle", resi_connection="1conv",
+                         drop_path_rate=cfg.drop_path_rate, **SWINIR[cfg.size])
     else:
         from spandrel.architectures.ESRGAN import ESRGAN
 
@@ -40,7 +42,8 @@ def recognise(state, what: str, path: Path, fail: str, expect: ArchConfig | None
     from spandrel import ModelLoader, UnsupportedModelError, canonicalize_state_dict
 
     try:
-        desc = ModelLoader().load_from_state_dict(canonicalize_state_dict(state))
+        with meshgrid_indexing_notice():  # spandrel builds a SwinIR to recognise its weights
+            desc = ModelLoader().load_from_state_dict(canonicalize_state_dict(state))
     except (UnsupportedModelError, RuntimeError, KeyError, ValueError, TypeError, AttributeError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else ""
         raise StudyError(f"{what} {path}: {fail} ({type(exc).__name__}: {first})") from None

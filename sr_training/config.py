@@ -211,6 +211,55 @@ class TrainConfig(_Strict):
 
 
 _ENV = re.compile(r"\$\{(\w+)\}")
+# what each variable of the shipped configs names, and where it comes from (the README's table)
+ENV_HINTS = {
+    "SYNTH_HGGT_ROOT": "a SYNTHETIC multi-GT set: build one with `iqa-study train-data synthetic runs/synthetic_hggt`, "
+                       "then SYNTH_HGGT_ROOT=runs/synthetic_hggt",
+    "FT_INIT": "the base an FT run starts from: a training run folder (e.g. the --out of a smoke_swinir_amo run)",
+    "HGGT_ROOT": "the HGGT dataset root (Train/, Test/; docs/datasets.md)",
+    "SET5_ROOT": "a Set5 folder with hr/ and lr_blind_x4/ (validation)",
+    "SWINIR_PSNR_INIT": "a PSNR-oriented SwinIR init (README 'Initialisation weights', or a psnr_swinir.yaml run)",
+    "RRDB_PSNR_INIT": "a PSNR-oriented RRDBNet init, e.g. RealESRNet_x4plus.pth (README 'Initialisation weights')",
+    "STUDY_STORE": "the store holding image-level scores of the HGGT train GTs (`iqa-study score --manifest ...`)",
+    "HGGT_TRAIN_MANIFEST": "the HGGT train manifest (`iqa-study manifest build --config data_manifests/hggt_train.yaml`)",
+    "SWINIR_AMO_RUN": "the base run folder FT starts from (a swinir_amo.yaml run)",
+    "RRDB_AMO_RUN": "the base run folder FT starts from (an rrdb_amo.yaml run)",
+    "SWINIR_UPOS_RUN": "the base run folder FT starts from (a swinir_upos.yaml run)",
+    "RRDB_UPOS_RUN": "the base run folder FT starts from (an rrdb_upos.yaml run)",
+}
+
+
+def missing_variable(source: str, name: str) -> StudyError:
+    hint = ENV_HINTS.get(name)
+    return StudyError(f"{source}: uses ${{{name}}} but environment variable {name} is not set"
+                      + (f"; it names {hint}" if hint else ""))
+
+
+def selection_overrides(path: str | Path, overrides: list[str], selection: str | Path) -> list[str]:
+    """``train --selection F``: the overrides that make config ``path`` (after ``overrides``) take its
+    metrics from selection.json ``F``: ``sampling.iqa.metric=null sampling.iqa.selection=F`` for a
+    strategy that scores GTs (sma/smp/amo), and for an FT config ``ft.reward.metric=null
+    ft.reward.selection=F ft.guard.metrics=null`` (the guard then watches the selection's metrics).
+    Returned before ``overrides`` so an explicit ``key=value`` still wins."""
+    import json
+
+    sel = Path(selection)
+    if not sel.is_file():
+        raise StudyError(f"--selection {sel}: no such file (write one with `iqa-study select`)")
+    tree = load_yaml_file(Path(path))
+    for item in overrides:
+        _apply_override(tree, item, str(path))
+    value = json.dumps(str(sel.resolve()))  # JSON is YAML: any path parses back as this one string
+    out = []
+    sampling = tree.get("sampling") if isinstance(tree.get("sampling"), dict) else {}
+    if sampling.get("strategy") in ("sma", "smp", "amo"):
+        out += ["sampling.iqa.metric=null", f"sampling.iqa.selection={value}"]
+    if isinstance(tree.get("ft"), dict):
+        out += ["ft.reward.metric=null", "ft.reward.terms=[]", f"ft.reward.selection={value}", "ft.guard.metrics=null"]
+    if not out:
+        raise StudyError(f"--selection {sel}: {path} uses no metric (sampling strategy "
+                         f"{sampling.get('strategy')!r}, no ft section); nothing to take from a selection")
+    return out
 
 
 def _expand(obj, source: str):
@@ -221,7 +270,7 @@ def _expand(obj, source: str):
     if isinstance(obj, str):
         def sub(m):
             if m.group(1) not in os.environ:
-                raise StudyError(f"{source}: uses ${{{m.group(1)}}} but environment variable {m.group(1)} is not set")
+                raise missing_variable(source, m.group(1))
             return os.environ[m.group(1)]
         return _ENV.sub(sub, obj)
     return obj

@@ -39,8 +39,8 @@ from PIL import Image
 from bench import provenance
 from bench.errors import StudyError
 from bench.manifests.schema import file_hash
-from bench.progress import progress_bar
 from bench.paths import inside, safe_component
+from bench.progress import progress_bar
 from bench.store import Store
 from bench.store.images import REFERENCE_LABELS, has_images, register_images
 from bench.yamlsafe import load_yaml_file
@@ -89,7 +89,9 @@ _ENV = re.compile(r"\$\{(\w+)\}")
 def _expand(value: str, source: Path) -> str:
     def sub(m):
         if m.group(1) not in os.environ:
-            raise StudyError(f"{source}: uses ${{{m.group(1)}}} but environment variable {m.group(1)} is not set")
+            from sr_training.config import missing_variable
+
+            raise missing_variable(str(source), m.group(1))
         return os.environ[m.group(1)]
     return _ENV.sub(sub, str(value))
 
@@ -152,9 +154,16 @@ def _folder_set(root: Path, name: str, lr_dir: str | None, hr_dir: str | None, s
     hr = Path(hr_dir) if hr_dir else (root / "hr" if (root / "hr").is_dir() else None)
     if not lr.is_dir():
         raise StudyError(f"{source}: LR folder {lr} does not exist")
+    if hr is not None and not hr.is_dir():
+        raise StudyError(f"{source}: HR folder {hr} does not exist")
     lrs = _images_in(lr)
     if not lrs:
-        raise StudyError(f"{source}: no images in LR folder {lr} (expected {', '.join(IMAGE_EXT)})")
+        tried = (f"LR folder {lr}" if lr_dir else
+                 f"LR images in {', '.join(str(root / d) + '/' for d in LR_DIRS)} or {root} itself")
+        subdirs = sorted(p.name + "/" for p in root.iterdir() if p.is_dir()) if root.is_dir() and not lr_dir else []
+        raise StudyError(f"{source}: no images ({', '.join(IMAGE_EXT)}) found; looked for {tried}"
+                         + (f" (it holds {', '.join(subdirs[:6])})" if subdirs else "")
+                         + "; name the folders with --lr DIR [--hr DIR]")
     items = []
     for p in lrs:
         gts = []
@@ -164,6 +173,17 @@ def _folder_set(root: Path, name: str, lr_dir: str | None, hr_dir: str | None, s
                 gts = [GT(match[0], None, "HR")]
         items.append(TestItem(p.stem, p.stem, p, gts))
     return TestSet(name, "folder", root, items, (root / "SYNTHETIC.md").is_file() or (root.parent / "SYNTHETIC.md").is_file())
+
+
+def lr_hr_test_set(lr: str | Path, hr: str | Path | None = None, name: str | None = None) -> TestSet:
+    """A folder test set from ``--lr DIR [--hr DIR]`` (HR matched by file name). Default name: the
+    LR folder's name, or its parent's when the LR folder has one of the usual names (``lr``, ...)."""
+    lr = Path(lr)
+    if not lr.is_dir():
+        raise StudyError(f"--lr {lr}: not a folder")
+    root = lr.resolve()
+    name = name or (root.parent.name if root.name in LR_DIRS else root.name)
+    return _folder_set(root, name, str(lr), str(hr) if hr is not None else None, f"--lr {lr}")
 
 
 def load_test_set(spec: str | Path, name: str | None = None) -> TestSet:
@@ -257,7 +277,7 @@ def _size(path: Path) -> tuple[int, int]:
         return im.size
 
 
-def evaluate(checkpoint: str | Path, test: str | Path, store: Store, *, metrics: str | None = None,
+def evaluate(checkpoint: str | Path, test: str | Path | TestSet, store: Store, *, metrics: str | None = None,
              tile: int | None = None, overlap: int = 16, out: str | Path | None = None, which: str = "ema",
              device: str = "cpu", test_name: str | None = None, workers: int | None = None, progress: bool = True) -> dict:
     """Evaluate one model on one test set into ``store``; returns the evaluate run record (with summaries)."""
@@ -266,7 +286,7 @@ def evaluate(checkpoint: str | Path, test: str | Path, store: Store, *, metrics:
 
     model = infer.load_model(checkpoint, which, device)
     info = model.info
-    ts = load_test_set(test, test_name)
+    ts = test if isinstance(test, TestSet) else load_test_set(test, test_name)
     nr, fr, nr_why, fr_why = _split_metrics(metrics)
     fr_capable = "ref_id" in getattr(ImageRef, "__dataclass_fields__", {})
     if fr and not fr_capable:

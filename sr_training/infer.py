@@ -34,7 +34,8 @@ from pydantic import ValidationError
 from bench.errors import StudyError
 from bench.hashing import sha256_file
 
-INFO_FIELDS = ("run_name", "run_dir", "arch", "sampling", "ft_variant", "iteration", "checkpoint_sha256", "weights")
+INFO_FIELDS = ("run_name", "run_dir", "arch", "sampling", "ft_variant", "iteration", "checkpoint_sha256", "weights",
+               "train_metric", "base_sha256")
 
 
 @dataclass
@@ -68,7 +69,8 @@ def _suite_info(state: dict, path: Path, which: str) -> tuple[dict, dict]:
             "arch": f"{cfg['arch'].get('type')}-{cfg['arch'].get('size', 'full')}",
             "sampling": (cfg.get("sampling") or {}).get("strategy"),
             "ft_variant": (ft.get("variant") or cfg.get("name")) if ft else None,
-            "iteration": _iteration(state, path), "weights": which}
+            "iteration": _iteration(state, path), "weights": which,
+            "train_metric": _sampling_metric(cfg, run_dir)}
     return cfg, info
 
 
@@ -81,6 +83,22 @@ def _iteration(state: dict, path: Path) -> int | None:
         raise StudyError(f"--checkpoint {path}: field 'iteration' = {state['iteration']!r}, expected an integer") from None
 
 
+def _sampling_metric(cfg: dict, run_dir: Path) -> str | None:
+    """The metric a base run sampled with: pinned in its config, else the one its provenance.json
+    records (a selection's sampling_metric); None for UPos and other metric-free strategies."""
+    sampling = cfg.get("sampling") if isinstance(cfg.get("sampling"), dict) else {}
+    if sampling.get("strategy") not in ("sma", "smp", "amo"):
+        return None
+    iqa = sampling.get("iqa") if isinstance(sampling.get("iqa"), dict) else {}
+    if isinstance(iqa.get("metric"), str):
+        return iqa["metric"]
+    try:
+        rec = json.loads((run_dir / "provenance.json").read_text()).get("sampling_metric")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return None  # no record beside the checkpoint: the label says less, nothing else depends on it
+    return rec.get("metric") if isinstance(rec, dict) and isinstance(rec.get("metric"), str) else None
+
+
 def _sidecar_info(meta: dict) -> dict:
     """Provenance from ``<file>.json``: the record ``iqa-study merge`` writes (sr_training.ft.merge: run_name,
     iteration, arch, arch_size, sampling, adapter_sha256, source_checkpoint), or plain INFO_FIELDS."""
@@ -88,6 +106,10 @@ def _sidecar_info(meta: dict) -> dict:
     if "adapter_sha256" in meta:  # a merged FT model: its own run, FT variant = the FT run's name
         info["ft_variant"] = meta.get("ft_variant") or meta.get("run_name")
         info["weights"] = "merged"
+        reward = meta.get("reward") if isinstance(meta.get("reward"), list) else []
+        names = [t["metric"] for t in reward if isinstance(t, dict) and isinstance(t.get("metric"), str)]
+        info["train_metric"] = "+".join(names) or None
+        info["base_sha256"] = meta.get("base_sha256") if isinstance(meta.get("base_sha256"), str) else None
         if meta.get("arch_size"):
             info["arch"] = f"{meta.get('arch')}-{meta['arch_size']}"
         src = Path(meta.get("source_checkpoint", ""))

@@ -221,7 +221,7 @@ def test_a_truncated_weight_file_makes_that_metric_unavailable_and_the_others_sc
         folder.mkdir()
         Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 48, 3), dtype=np.uint8)).save(folder / "x.png")
         rc = main(["score", "--images", str(folder), "--metrics", "brisque,entropy", "--store", str(tmp_path / "s"),
-                   "--device", "cpu", "--workers", "0"])
+                   "--device", "cpu", "--workers", "0", "--allow-missing"])
         out, err = capsys.readouterr()
         assert rc == 0, err
         line = next(x for x in (out + err).splitlines() if "brisque" in x and "do not load" in x)

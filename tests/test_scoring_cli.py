@@ -108,7 +108,7 @@ def test_wrong_root_is_refused_before_anything_is_stored(tmp_path, capsys, sampl
 def test_unavailable_metrics_are_one_summary_line(tmp_path, capsys):
     sr, _ = _images(tmp_path, n=1)
     assert main(["score", "--images", str(sr), "--metrics", "musiq,nima,topiq_nr,piqe", "--store",
-                 str(tmp_path / "s"), "--workers", "0"]) == 0
+                 str(tmp_path / "s"), "--workers", "0", "--allow-missing"]) == 0
     out = capsys.readouterr().out
     lines = [ln for ln in out.splitlines() if "unavailable here" in ln]
     assert lines == [("  3 metrics unavailable here (weights missing, no network): musiq, nima, topiq_nr; "

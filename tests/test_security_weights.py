@@ -174,7 +174,7 @@ def test_score_and_weights_fetch_with_a_crafted_weights_dir_run_nothing(tmp_path
     path = _crafted(wd / "hub" / "pyiqa" / "musiq_koniq_ckpt-e95806b9.pth", marker)
     Image.new("RGB", (64, 64), (120, 30, 200)).save(tmp_path / "x.png")
     done = _cli("--weights-dir", str(wd), "score", "--images", str(tmp_path / "x.png"), "--metrics", "musiq",
-                "--store", str(tmp_path / "S"), env_home=tmp_path / "home")
+                "--store", str(tmp_path / "S"), "--allow-missing", env_home=tmp_path / "home")
     assert done.returncode == 0, done.stderr
     refused = [ln for ln in done.stdout.splitlines() if "refused" in ln]
     assert len(refused) == 1 and str(path) in refused[0], done.stdout

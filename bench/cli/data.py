@@ -124,37 +124,64 @@ def cmd_score(a) -> None:
                 retry_failed=a.retry_failed, retries=a.retries, max_consecutive_errors=a.max_consecutive_errors,
                 flush_rows=a.flush_rows, fr_protocol=a.fr_protocol)
     if a.images:
-        from bench.scoring.folder import score_folder
-
-        run, summaries, table, unmatched = score_folder(a.images, metrics, Store(a.store), ref_dir=a.ref, **opts)
-        if a.format == "table":
-            print(f"run {run['run_id']} on {run['device_name']}: {len(table)} images, store {a.store}")
-            print("\n".join(summary_lines(summaries)))
-            if unmatched:
-                print(f"{unmatched} image(s) have no reference in {a.ref} (matched by file name): no FR scores")
-            print()
-        _print_scores(table, a.format)
+        _score_images(a, metrics, opts)
     else:
         from bench.manifests import schema
         from bench.scoring.engine import score_manifest
 
+        if not a.store or a.no_store:
+            raise StudyError("score --manifest: give --store DIR (the pairs' scores are what `agree` and the study read)")
         manifest = schema.read(a.manifest, root=a.root)
         run, summaries = score_manifest(manifest, metrics, Store(a.store), **opts)
         print(f"run {run['run_id']} on {run['device_name']}: {len(manifest)} pairs, store {a.store}")
         print("\n".join(summary_lines(summaries)))
+        _failures_line(summaries, a.format)
+
+
+def _failures_line(summaries, fmt: str) -> None:
     failures = sum(s.error + s.nan for s in summaries)
-    if failures and a.format == "table":
+    if failures and fmt == "table":
         print(f"{failures} image scores failed (rows kept with status/error; transient ones are retried on the "
               f"next run, the rest with --retry-failed)")
 
 
-def _print_scores(table, fmt: str) -> None:
-    import sys
+def _score_images(a, metrics, opts) -> None:
+    """Folder mode, as pyiqa's CLI: no --store needed (a scratch store in the cache keeps scores for
+    reruns; --no-store a temporary one); the table ends with a mean row and marks ↑/↓ per metric; a
+    requested metric that cannot run here is a non-zero exit unless --allow-missing."""
+    import tempfile
 
-    if fmt == "csv":
+    from bench import env
+    from bench.scoring.folder import score_folder
+    from bench.scoring.report import display_table, summary_lines
+    from bench.store import Store
+
+    if a.no_store and a.store:
+        raise StudyError("score: --no-store and --store exclude each other")
+    with tempfile.TemporaryDirectory(prefix="iqa-study-score-") as tmp:
+        store = Path(tmp) if a.no_store else Path(a.store) if a.store else env.cache_dirs().study / "scratch-store"
+        run, summaries, table, unmatched = score_folder(a.images, metrics, Store(store), ref_dir=a.ref, **opts)
+    where = "none (--no-store)" if a.no_store else str(store) + ("" if a.store else " (scratch; --store DIR to keep)")
+    if a.format == "table":
+        print(f"run {run['run_id']} on {run['device_name']}: {len(table)} images, store {where}")
+        print("\n".join(summary_lines(summaries)))
+        if unmatched:
+            print(f"{unmatched} image(s) have no reference in {a.ref} (matched by file name): no FR scores")
+        print()
+        shown, notes = display_table(table)
+        _print_table(shown, False)
+        for note in notes:
+            print(note)
+    elif a.format == "csv":
         table.to_csv(sys.stdout, index=False)
     else:
-        _print_table(table, fmt == "json")
+        _print_table(table, True)
+    _failures_line(summaries, a.format)
+    missing = [s.metric for s in summaries if s.unavailable]
+    if missing and not a.allow_missing and a.metrics.strip() != "available":
+        raise StudyError(f"score: {len(missing)} requested metric(s) could not run here and have no column: "
+                         f"{', '.join(missing)} (`iqa-study weights status --missing` lists why; "
+                         f"--allow-missing exits 0)")
 
 def cmd_query(a) -> None:
     import duckdb
@@ -247,9 +274,13 @@ def register(sub) -> None:
     src.add_argument("--images", help="an image folder or file, no manifest needed; prints a per-image table")
     s.add_argument("--ref", help="with --images: reference folder for full-reference metrics, matched by file name")
     s.add_argument("--metrics", default="available", help="comma-separated names | study | available | all")
-    s.add_argument("--store", required=True)
+    s.add_argument("--store", help="the store folder (required with --manifest; with --images default: a scratch "
+                                   "store in the cache, $IQA_STUDY_HOME/scratch-store)")
+    s.add_argument("--no-store", action="store_true", help="with --images: score into a temporary store, removed after")
+    s.add_argument("--allow-missing", action="store_true",
+                   help="with --images: exit 0 although a requested metric could not run (its column is absent)")
     s.add_argument("--format", choices=["table", "csv", "json"], default="table",
-                   help="with --images: how the per-image scores are printed")
+                   help="with --images: how the per-image scores are printed (table: with a mean row and ↑/↓)")
     s.add_argument("--root", help="override the manifest's image root (data moved)")
     s.add_argument("--device", default="auto")
     s.add_argument("--batch-size", type=int, help="default: 8 on GPU, 1 on CPU (batching large images is slower on CPU)")

@@ -15,7 +15,13 @@ def cmd_train(a) -> None:
 
     if a.device != "auto":
         pick_device(a.device)  # one line for a device torch does not know or this machine lacks
-    cfg = load_config(a.config, a.overrides)
+    overrides = list(a.overrides)
+    if a.selection:
+        from sr_training.config import selection_overrides
+
+        overrides = [*selection_overrides(a.config, overrides, a.selection), *overrides]
+        print(f"--selection {a.selection}: {' '.join(overrides[:len(overrides) - len(a.overrides)])}")
+    cfg = load_config(a.config, overrides)
     if cfg.ft is not None:  # FT stage (LoRA + -lambda_Q*Q): sr_training/ft
         from sr_training.ft.trainer import FTTrainer as Trainer
     result = Trainer(cfg, Path(a.out), device=None if a.device == "auto" else a.device).fit(
@@ -48,6 +54,9 @@ def register(sub) -> None:
     s.add_argument("--allow-config-change", action="store_true",
                    help="resume even though the config differs from the checkpoint's (recorded in provenance.json)")
     s.add_argument("--device", default="auto", help="auto (cuda:LOCAL_RANK if available, else cpu), cpu, cuda:N")
+    s.add_argument("--selection", help="selection.json from `iqa-study select`: the sampling metric (sma/smp/amo) "
+                                       "and, for an FT config, the reward (and the guard's metrics) come from it, "
+                                       "whatever metric the config pins")
     s.add_argument("overrides", nargs="*", help="config overrides, e.g. data.batch_size=4 sampling.tau=2")
     s.set_defaults(fn=cmd_train)
 

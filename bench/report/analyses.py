@@ -11,7 +11,8 @@ Definitions:
   side (a metric tie is wrong); tie-half: a metric tie counts 0.5; vote agreement: votes for the
   metric's side / all votes (a metric tie takes half). As ``bench/store/views.py``.
 * per SR method: a pair counts for method M when either image was made by M (manifest columns
-  ``method_a`` / ``method_b``, e.g. sr2afc).
+  ``method_a`` / ``method_b``, e.g. sr2afc; else from ``<id>_<method>`` file names when every pair
+  follows that convention, ``methods_from_names``).
 * vote margin: share of the pair's votes for the majority side, (max(a, b)) / (a + b), binned
   ``MARGIN_BINS`` (weak 50-70%, medium 70-90%, strong 90-100%).
 * inter-observer ceiling (split-half): where the manifest keeps per-observer votes (column
@@ -110,7 +111,27 @@ def pair_info(store: Store) -> pd.DataFrame:
     extra = [c for c in ("method_a", "method_b", "observer_votes") if c in cols]
     sel = ", ".join(['dataset', 'pair_id', '"group"', 'root', 'image_a', 'image_b', 'image_a_id', 'image_b_id',
                      'votes_a', 'votes_b', 'pref', 'synthetic'] + extra)
-    return con.execute(f"SELECT {sel} FROM pairs").df()
+    pairs = con.execute(f"SELECT {sel} FROM pairs").df()
+    if "method_a" not in pairs or pairs["method_a"].isna().all():
+        pairs = methods_from_names(pairs)
+    return pairs
+
+
+def methods_from_names(pairs: pd.DataFrame) -> pd.DataFrame:
+    """``method_a``/``method_b`` from ``<id>_<method>`` file names (the sr2afc convention), for a CSV
+    without method columns: only when EVERY pair follows it (both stems hold a ``_`` and share the
+    part before the first one); otherwise ``pairs`` unchanged (no per-method figure)."""
+    from pathlib import PurePath
+
+    def split(name) -> tuple[str, str] | None:
+        stem = PurePath(str(name)).stem
+        head, sep, tail = stem.partition("_")
+        return (head, tail) if sep and head and tail else None
+
+    a, b = [split(x) for x in pairs["image_a"]], [split(x) for x in pairs["image_b"]]
+    if pairs.empty or not all(x and y and x[0] == y[0] for x, y in zip(a, b)):
+        return pairs
+    return pairs.assign(method_a=[x[1] for x in a], method_b=[y[1] for y in b])
 
 
 def accuracy_by_method(long: pd.DataFrame, pairs: pd.DataFrame, n_boot: int = N_BOOT) -> pd.DataFrame | None:

@@ -2,8 +2,8 @@
 
 Definitions (every number is recomputed from the views of bench.store.eval_views):
 
-* A *run* is one evaluated model: (checkpoint_sha256, weights). Its label is the training run name,
-  with ``@iteration`` added when one name has several evaluated checkpoints.
+* A *run* is one evaluated model: (checkpoint_sha256, weights). Its label is the training run name;
+  models sharing a name get ``(arch / sampling / metric)``, then ``@iteration`` as needed (``run_labels``).
 * Per test set and metric: an NR value is the mean over test images of the SR output's score; an
   FR value is the mean over test images of the per-image average against every reference
   (``eval_fr_multigt``, HGGT protocol; images whose references are not all scored are left out and
@@ -15,9 +15,9 @@ Definitions (every number is recomputed from the views of bench.store.eval_views
   sampling 'upos' and no FT variant, else the first run; the table states which.
 * Ambiguity is refused, never resolved by picking a row: a run with two SR outputs for one image
   (e.g. tiled and untiled), or a metric scored under two configurations for a test set's SR outputs.
-* P-D plots: PSNR and LPIPS-ST (y) against each NR metric (x), one point per run; runs of the same
-  arch and sampling are connected, the base run first, then its FT variants by name (a lambda sweep
-  is a set of FT variants). Crop grid: the window (1/3 of the image side, clamped to [96, 128] px (NIQE needs
+* P-D plots: PSNR and LPIPS-ST (y) against each NR metric (x), one point per run; a line joins one
+  chain only: a base run, then the FT runs started from its checkpoint (``base_sha256``) by FT variant
+  (a lambda sweep is a set of FT variants); reference rows (bicubic, a PSNR init) are grey points. Crop grid: the window (1/3 of the image side, clamped to [96, 128] px (NIQE needs
   96) and to the image) where the
   first reference has the most gradient energy, from the LR (bicubic), each run and that reference,
   with PSNR / LPIPS-ST (pyiqa, on the crop, against the reference crop) and the first NR metrics
@@ -27,6 +27,7 @@ Definitions (every number is recomputed from the views of bench.store.eval_views
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -50,6 +51,7 @@ DISPLAY = {"psnr": "PSNR", "ssim": "SSIM", "stlpips": "LPIPS-ST", "lpips": "LPIP
            "nima": "NIMA", "qalign": "Q-Align", "topiq_nr": "TOPIQ", "niqe": "NIQE", "piqe": "PIQE", "entropy": "Entropy"}
 SAMPLING_ORDER = ("original", "uniform_all", "upos", "sma", "smp", "amo")
 GOLD = "Gold standard"
+MIN_CI_IMAGES = 10  # below this many paired images a bootstrap CI is reported with a warning
 
 
 def _name(metric: str) -> str:
@@ -98,14 +100,14 @@ def load_per_image(store: Store, test_set: str | None = None) -> tuple[pd.DataFr
         hashes = sorted(df[(df.test_set == ts) & (df.metric == metric)]["config_hash"].unique())
         raise StudyError(f"test set {ts}: metric {metric} was scored under {len(hashes)} configurations "
                          f"({', '.join(hashes)}); compare needs one (score again with one setting, or one store each)")
+    for col in ("train_metric", "base_sha256"):  # stores evaluated before these were recorded
+        if col not in df:
+            df[col] = None
     runs = (df.drop_duplicates(["checkpoint_sha256", "weights"])
-            [["checkpoint_sha256", "weights", "run_name", "iteration", "arch", "sampling", "ft_variant", "run_dir"]]
+            [["checkpoint_sha256", "weights", "run_name", "iteration", "arch", "sampling", "ft_variant", "run_dir",
+              "train_metric", "base_sha256"]]
             .reset_index(drop=True))
-    counts = runs["run_name"].value_counts()
-    runs["label"] = [f"{r.run_name}@{int(r.iteration)}" if counts[r.run_name] > 1 and pd.notna(r.iteration)
-                     else r.run_name for r in runs.itertuples()]
-    if runs["label"].duplicated().any():
-        runs["label"] = [f"{r.label}#{r.checkpoint_sha256[:8]}-{r.weights}" for r in runs.itertuples()]
+    runs["label"] = run_labels(runs)
     df = df.merge(runs[["checkpoint_sha256", "weights", "label"]], on=["checkpoint_sha256", "weights"])
     per = df[["label", "test_set", "item", "metric", "config_hash", "lower_better", "kind", "score"]]
     used = per[["test_set", "metric", "config_hash"]].drop_duplicates()
@@ -117,11 +119,61 @@ def load_per_image(store: Store, test_set: str | None = None) -> tuple[pd.DataFr
     return pd.concat([per, gold], ignore_index=True), runs, notes
 
 
+def _text(v) -> str | None:
+    return None if v is None or (isinstance(v, float) and np.isnan(v)) or pd.isna(v) else str(v)
+
+
+def run_labels(runs: pd.DataFrame) -> list[str]:
+    """A label per row of ``runs`` (one evaluated model each): the run name when it is unique; a name
+    several models share gets what tells them apart, in this order: ``(arch / sampling / metric)`` (the
+    IQA metric it was trained with), ``@iteration``, the weights; the checkpoint hash only as the last
+    resort, for models that agree on all of these."""
+    names = [str(r.run_name) for r in runs.itertuples()]
+    shared = pd.Series(names).duplicated(keep=False).tolist()
+
+    def describe(r) -> str:
+        parts = [_text(r.arch), _text(r.sampling) or ("FT" if _text(r.ft_variant) else None),
+                 _text(getattr(r, "train_metric", None))]
+        return " / ".join(p for p in parts if p) or "-"
+
+    labels = [f"{n} ({describe(r)})" if dup else n for n, dup, r in zip(names, shared, runs.itertuples())]
+    for extra in (lambda r: f"@{int(r.iteration)}" if _text(r.iteration) else "", lambda r: f" {r.weights}",
+                  lambda r: f" #{str(r.checkpoint_sha256)[:8]}"):
+        dup = pd.Series(labels).duplicated(keep=False).tolist()
+        if not any(dup):
+            break
+        labels = [lab + extra(r) if d else lab for lab, d, r in zip(labels, dup, runs.itertuples())]
+    return labels
+
+
+def is_reference(r) -> bool:
+    """Bicubic, or a model with no sampling strategy and no FT (e.g. a PSNR init): a reference row."""
+    return r.arch == "bicubic" or (pd.isna(r.sampling) and pd.isna(r.ft_variant))
+
+
+def pd_chains(t: pd.DataFrame) -> tuple[list[list], list]:
+    """(chains, references) over the run rows of a compare table: a chain is a base run followed by the FT
+    runs whose base checkpoint (``base_sha256``) is that run's (sorted by FT variant); an FT run whose base
+    was not evaluated is a chain of its own. References (``is_reference``) are points joined to nothing."""
+    rows = [r for r in t.itertuples() if r.run != GOLD]
+    refs = [r for r in rows if is_reference(r)]
+    rest = [r for r in rows if not is_reference(r)]
+    by_sha = {(r.checkpoint_sha256): r for r in rest if pd.isna(r.ft_variant)}
+    chains: dict[str, list] = {r.run: [r] for r in rest if pd.isna(r.ft_variant)}
+    for r in sorted((r for r in rest if pd.notna(r.ft_variant)), key=lambda r: (str(r.ft_variant), r.run)):
+        base = by_sha.get(getattr(r, "base_sha256", None))
+        if base is not None:
+            chains[base.run].append(r)
+        else:
+            chains[r.run] = [r]
+    return list(chains.values()), refs
+
+
 def _order(runs: pd.DataFrame) -> list[str]:
     """References first (bicubic, then models without a sampling strategy, e.g. a PSNR init), then by arch,
     sampling strategy, FT variant and label."""
     def rank(r) -> int:
-        return 0 if r.arch == "bicubic" else 1 if (pd.isna(r.sampling) and pd.isna(r.ft_variant)) else 2
+        return 0 if r.arch == "bicubic" else 1 if is_reference(r) else 2
 
     key = lambda r: (rank(r), str(r.arch), SAMPLING_ORDER.index(r.sampling) if r.sampling in SAMPLING_ORDER else 99,
                      pd.notna(r.ft_variant), str(r.ft_variant), str(r.label))
@@ -177,12 +229,24 @@ def compare_table(per: pd.DataFrame, runs: pd.DataFrame, test_set: str, baseline
         rows.append(row)
     out = pd.DataFrame(rows)
     meta = runs.set_index("label")
-    for col in ("arch", "sampling", "ft_variant", "iteration", "checkpoint_sha256", "weights"):
+    for col in ("arch", "sampling", "ft_variant", "iteration", "checkpoint_sha256", "weights", "train_metric",
+                "base_sha256"):
         out[col] = [meta[col].get(lab) if lab in meta.index else None for lab in out["run"]]
     out.attrs["metrics"] = metrics
     out.attrs["baseline"] = baseline
     out.attrs["lower_better"] = d.groupby("metric")["lower_better"].first().to_dict()
     return out
+
+
+def small_n_warning(t: pd.DataFrame, test_set: str) -> str | None:
+    """One line when a Δ CI of ``t`` rests on fewer than MIN_CI_IMAGES paired images (else None)."""
+    cols = [c for c in t.columns if c.startswith("n_") and c.endswith("_paired")]
+    counts = t[cols].stack().dropna() if cols else pd.Series(dtype=float)
+    counts = counts[counts > 0]  # no pairs: no CI at all ("–"), nothing to warn about
+    if counts.empty or counts.min() >= MIN_CI_IMAGES:
+        return None
+    return (f"warning: test set {test_set}: the bootstrap CIs rest on {int(counts.min())} paired image(s) "
+            f"(fewer than {MIN_CI_IMAGES}); they are rough at best, read them as indications only")
 
 
 def _digits(metric: str) -> int:
@@ -231,23 +295,23 @@ def pd_plot(t: pd.DataFrame, test_set: str, out_dir: Path, note: str = "") -> li
     xs = [m for m in metrics if m not in FR_ORDER]
     if not ys or not xs:
         return []
-    runs = t[t["run"] != GOLD]
     gold = t[t["run"] == GOLD]
     fig, axes = plt.subplots(len(ys), len(xs), figsize=(4.2 * len(xs), 3.6 * len(ys)), squeeze=False)
     colors = plt.get_cmap("tab10")
-    series = {}
-    for r in runs.itertuples():
-        series.setdefault((r.arch, r.sampling), []).append(r)
+    chains, refs = pd_chains(t)
     for i, y in enumerate(ys):
         for j, x in enumerate(xs):
             ax = axes[i][j]
-            for k, ((arch, sampling), rs) in enumerate(series.items()):
-                rs = sorted(rs, key=lambda r: (pd.notna(r.ft_variant), str(r.ft_variant)))
+            for k, rs in enumerate(chains):  # a base run and its FT runs: one line
                 xv, yv = [getattr(r, x) for r in rs], [getattr(r, y) for r in rs]
-                ax.plot(xv, yv, "-o", color=colors(k % 10), ms=6, lw=1.2, label=f"{arch} {sampling}" if pd.notna(sampling) else
-                        ("reference" if arch == "bicubic" else f"{arch} (no sampling: an init or plain model)"))
+                ax.plot(xv, yv, "-o" if len(rs) > 1 else "o", color=colors(k % 10), ms=6, lw=1.2,
+                        label=rs[0].run + (f" + {len(rs) - 1} FT" if len(rs) > 1 else ""))
                 for r, a, b in zip(rs, xv, yv):
                     ax.annotate(r.run, (a, b), textcoords="offset points", xytext=(4, 4), fontsize=7)
+            for r in refs:  # reference rows: separate points, joined to nothing
+                ax.plot([getattr(r, x)], [getattr(r, y)], "s", color="grey", ms=5)
+                ax.annotate(r.run, (getattr(r, x), getattr(r, y)), textcoords="offset points", xytext=(4, 4),
+                            fontsize=7, color="grey")
             if len(gold) and not np.isnan(gold[x].iloc[0]):
                 ax.axvline(gold[x].iloc[0], color="goldenrod", ls="--", lw=1, label=GOLD)
             ax.set_xlabel(f"{_name(x)} {'↓' if lb.get(x) else '↑'} (NR, SR output)")
@@ -265,7 +329,9 @@ def pd_plot(t: pd.DataFrame, test_set: str, out_dir: Path, note: str = "") -> li
         save_figure(fig, svg)
     finally:
         plt.close(fig)
-    save_csv(t[["run", "arch", "sampling", "ft_variant", *ys, *xs]], out_dir / f"pd_{test_set}.csv")
+    chain_of = {r.run: rs[0].run for rs in chains for r in rs}
+    save_csv(t[["run", "arch", "sampling", "ft_variant", *ys, *xs]].assign(chain=[chain_of.get(r) for r in t["run"]]),
+             out_dir / f"pd_{test_set}.csv")
     return [png, svg]
 
 
@@ -439,6 +505,10 @@ def write_compare(store: Store, out: Path, baseline: str | None = None, test_set
         t.insert(0, "test_set", ts)
         tables.append(t)
         ts_notes = [*_test_set_notes(store, ts), *[text for where, text in notes if where in (ts, None)]]
+        small = small_n_warning(t, ts)
+        if small:
+            print(small, file=sys.stderr)
+            ts_notes.insert(0, small)
         head = (f"Test set {ts}: baseline for Δ = {base} ({why}); Δ = mean paired per-image difference, 95% paired "
                 f"bootstrap CI ({n_boot} resamples)" if base else f"Test set {ts}: no baseline for Δ ({why})")
         figs = pd_plot(t, ts, out, note="; ".join(n for n in ts_notes if n.startswith("SYNTHETIC")))

@@ -7,10 +7,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas as pd
 
-from bench.atomic import atomic_write  # noqa: E402
+from bench.atomic import atomic_write
 
 LOSSES = ("l1", "perceptual", "gan_g", "q", "total_g", "d_real", "d_fake")
 

@@ -71,3 +71,20 @@ def score_table(store: Store, refs: list[ImageRef], summaries, names: list[str])
         table[s.metric] = [None if fr and not r.ref_id else got.get((r.image_id, (r.ref_id or "") if fr else "", s.metric))
                            for r in refs]
     return table
+
+
+def display_table(table: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The per-image table for people: a ``mean`` row (of each metric's ok scores) and ↑/↓ after each
+    metric name (↑: higher is better). Returns (table, notes): one note per metric whose mean leaves out
+    failed or missing scores, e.g. ``niqe: mean of 3 of 4 images``."""
+    out = table.copy()
+    means, notes = {"image": "mean"}, []
+    for col in table.columns[1:]:
+        values = pd.to_numeric(table[col], errors="coerce")
+        ok = values.notna().sum()
+        means[col] = values.mean() if ok else None
+        if ok < len(table):
+            notes.append(f"{col}: mean of {ok} of {len(table)} images (the others failed or have no reference)")
+    out = pd.concat([out, pd.DataFrame([means])], ignore_index=True)
+    out.columns = ["image"] + [f"{c} {'↓' if get(c).lower_better else '↑'}" for c in table.columns[1:]]
+    return out, notes

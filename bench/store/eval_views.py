@@ -17,6 +17,11 @@
 * ``runs_eval``: "which run, at which iteration, scored what": one row per (SR output, metric,
   config) with the model's provenance, NR scores (``kind`` 'NR') and the per-image multi-GT FR
   averages (``kind`` 'FR') side by side.
+* ``runs_eval_summary``: one row per evaluated model and test set (run, arch, sampling, ft_variant,
+  iteration, checkpoint_sha256, weights, test_set): ``n_images`` SR outputs, ``mean`` a MAP from
+  metric to its mean over the images with an ok score (``mean['niqe']``; a metric scored under
+  several configurations appears once per configuration as ``metric@hash8``), ``n_scored`` the
+  same MAP of image counts, ``lower_better`` the MAP of directions.
 """
 
 from __future__ import annotations
@@ -29,11 +34,12 @@ from bench.store.layout import Store
 _EMPTY_IMAGES = """SELECT * FROM (SELECT ''::VARCHAR image_id, ''::VARCHAR path, ''::VARCHAR role, ''::VARCHAR test_set,
     ''::VARCHAR item, ''::VARCHAR "group", 0::INTEGER gt_index, ''::VARCHAR label, ''::VARCHAR run_name,
     ''::VARCHAR run_dir, ''::VARCHAR arch, ''::VARCHAR sampling, ''::VARCHAR ft_variant, 0::BIGINT iteration,
-    ''::VARCHAR checkpoint_sha256, ''::VARCHAR weights, ''::VARCHAR eval_run_id, now()::TIMESTAMPTZ created_at)
+    ''::VARCHAR checkpoint_sha256, ''::VARCHAR weights, ''::VARCHAR train_metric, ''::VARCHAR base_sha256,
+    ''::VARCHAR eval_run_id, now()::TIMESTAMPTZ created_at)
     WHERE false"""
 
 _MODEL = ("i.run_name, i.run_dir, i.arch, i.sampling, i.ft_variant, i.iteration, i.checkpoint_sha256, i.weights, "
-          "i.test_set, i.item, i.image_id, i.path")
+          "i.train_metric, i.base_sha256, i.test_set, i.item, i.image_id, i.path")
 
 
 def register(con: duckdb.DuckDBPyConnection, store: Store) -> None:
@@ -42,7 +48,7 @@ def register(con: duckdb.DuckDBPyConnection, store: Store) -> None:
     if source is not None:
         con.execute(f"""
             CREATE OR REPLACE VIEW images AS
-            SELECT * FROM {source}
+            SELECT * FROM (SELECT * FROM {source} UNION ALL BY NAME {_EMPTY_IMAGES})  -- older parts: new columns null
             QUALIFY row_number() OVER (PARTITION BY image_id, role, checkpoint_sha256, weights, test_set, item, gt_index
                                        ORDER BY created_at) = 1
         """)
@@ -87,10 +93,36 @@ def register(con: duckdb.DuckDBPyConnection, store: Store) -> None:
         FROM images i JOIN eval_scores s ON s.image_id = i.image_id AND s.ref_id IS NULL
         WHERE i.role = 'sr_output'
         UNION ALL BY NAME
-        SELECT run_name, run_dir, arch, sampling, ft_variant, iteration, checkpoint_sha256, weights, test_set, item,
-               image_id, path, 'FR' AS kind, metric, config_hash, lower_better, score,
+        SELECT run_name, run_dir, arch, sampling, ft_variant, iteration, checkpoint_sha256, weights, train_metric,
+               base_sha256, test_set, item, image_id, path, 'FR' AS kind, metric, config_hash, lower_better, score,
                CASE WHEN complete THEN 'ok' ELSE 'incomplete' END AS status,
                CASE WHEN complete THEN NULL ELSE n_refs || ' of ' || n_refs_expected || ' references scored' END AS error,
                n_refs
         FROM eval_fr_multigt
+    """)
+    con.execute("""
+        CREATE OR REPLACE VIEW runs_eval_summary AS
+        WITH per AS (
+            SELECT run_name, arch, sampling, ft_variant, iteration, checkpoint_sha256, weights, test_set, metric,
+                   config_hash, any_value(lower_better) AS lower_better, avg(score) AS mean,
+                   count(DISTINCT image_id) AS n
+            FROM runs_eval WHERE status = 'ok' GROUP BY ALL),
+        keyed AS (
+            SELECT *, CASE WHEN count(*) OVER (PARTITION BY checkpoint_sha256, weights, test_set, metric) > 1
+                           THEN metric || '@' || left(config_hash, 8) ELSE metric END AS key
+            FROM per),
+        outputs AS (
+            SELECT run_name, arch, sampling, ft_variant, iteration, checkpoint_sha256, weights, test_set,
+                   count(DISTINCT image_id) AS n_images
+            FROM images WHERE role = 'sr_output' GROUP BY ALL)
+        SELECT o.run_name AS run, o.arch, o.sampling, o.ft_variant, o.iteration, o.checkpoint_sha256, o.weights,
+               o.test_set, o.n_images,
+               map_from_entries(list({'key': k.key, 'value': k.mean} ORDER BY k.key)
+                                FILTER (WHERE k.key IS NOT NULL)) AS mean,
+               map_from_entries(list({'key': k.key, 'value': k.n} ORDER BY k.key)
+                                FILTER (WHERE k.key IS NOT NULL)) AS n_scored,
+               map_from_entries(list({'key': k.key, 'value': k.lower_better} ORDER BY k.key)
+                                FILTER (WHERE k.key IS NOT NULL)) AS lower_better
+        FROM outputs o LEFT JOIN keyed k USING (checkpoint_sha256, weights, test_set)
+        GROUP BY ALL
     """)

@@ -7,7 +7,9 @@ table), ``path``, ``role`` ('sr_output' | 'gt' | 'lr'), ``test_set``, ``item`` (
 name), ``group``, ``gt_index`` (HGGT: 0 original, 1..4 enhanced; null for a single HR),
 ``label`` (HGGT effective label 'Original' | 'Positive' | 'Similar' | 'Negative'; 'HR' for the
 one reference of a folder test set), the SR model's provenance (``run_name``, ``run_dir``,
-``arch``, ``sampling``, ``ft_variant``, ``iteration``, ``checkpoint_sha256``, ``weights``), the
+``arch``, ``sampling``, ``ft_variant``, ``iteration``, ``checkpoint_sha256``, ``weights``;
+``train_metric``: the IQA metric it was trained with, the sampling metric or an FT model's reward,
+``+``-joined; ``base_sha256``: an FT model's base checkpoint, which chains it to its base run), the
 evaluation run that registered it (``eval_run_id``) and ``created_at``.
 
 References of an item (what FR metrics compare against, and the "Gold standard" rows) are its
@@ -50,6 +52,8 @@ IMAGE_SCHEMA = pa.schema([
     ("iteration", pa.int64()),
     ("checkpoint_sha256", pa.string()),
     ("weights", pa.string()),
+    ("train_metric", pa.string()),
+    ("base_sha256", pa.string()),
     ("eval_run_id", pa.string()),
     ("created_at", pa.timestamp("us", tz="UTC")),
 ])

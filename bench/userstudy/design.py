@@ -105,8 +105,6 @@ class Crop:
 
 def store_outputs(store, test_set: str):
     """(SR-output rows with a ``label`` column, references, LR rows) of ``test_set`` from the ``images`` view."""
-    import pandas as pd
-
     from bench.store.views import connect
 
     con = connect(store)
@@ -118,11 +116,9 @@ def store_outputs(store, test_set: str):
                          f"(evaluated test sets: {', '.join(sets) or 'none; run `iqa-study evaluate` first'})")
     sr = sr.drop(columns=["label"])  # the GT label column (null for SR outputs); "label" is the run's label here
     runs = sr.drop_duplicates(["checkpoint_sha256", "weights"]).copy()
-    counts = runs["run_name"].value_counts()
-    runs["label"] = [f"{r.run_name}@{int(r.iteration)}" if counts[r.run_name] > 1 and pd.notna(r.iteration)
-                     else r.run_name for r in runs.itertuples()]
-    if runs["label"].duplicated().any():  # same rule as `compare` (bench.report.compare.load_per_image)
-        runs["label"] = [f"{r.label}#{r.checkpoint_sha256[:8]}-{r.weights}" for r in runs.itertuples()]
+    from bench.report.compare import run_labels
+
+    runs["label"] = run_labels(runs.reset_index(drop=True))  # the same rule as `compare`
     sr = sr.merge(runs[["checkpoint_sha256", "weights", "label"]], on=["checkpoint_sha256", "weights"])
     refs = con.execute("SELECT * FROM eval_refs WHERE test_set = ? ORDER BY item, gt_index NULLS FIRST, ref_id",
                        [test_set]).df()

@@ -52,7 +52,8 @@ class RewardConfig(_Strict):
 class GuardConfig(_Strict):
     enabled: bool = Field(True, description="reward-hacking guard at every schedule.val_every (needs val.dir)")
     metrics: tuple[str, ...] | None = Field(None, description="NR metrics watched beside Q; null = the selection's "
-                                                              "complementary metrics that are available here")
+                                                              "two top-ranked metrics other than Q and its "
+                                                              "complementary metrics, those available here")
     fr: tuple[str, ...] = Field(("stlpips",), description="FR metrics against the val GT watched by the rule "
                                                            "(LPIPS-ST; PSNR etc. are logged through val.metrics)")
     margin: float = Field(0.0, ge=0, description="worsening tolerated, as a fraction of the metric's score range")

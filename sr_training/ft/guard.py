@@ -3,8 +3,8 @@
 Every ``schedule.val_every`` iterations (and once before the first FT step) the held-out
 validation set (``val.dir``: hr/ + ``val.lr_subdir``/) is super-resolved and scored by the base
 trainer's validation (8-bit outputs, FR metrics after cropping ``val.crop_border``) with Q (each
-reward term), the watched NR metrics (default: the selection's complementary metrics available
-here) and the watched FR metrics (default LPIPS-ST) beside ``val.metrics`` (PSNR, ...): one row per
+reward term), the watched NR metrics (default: the selection's top-ranked metrics other than Q and
+its complementary metrics, those available here) and the watched FR metrics (default LPIPS-ST) beside ``val.metrics`` (PSNR, ...): one row per
 check in ``val_log.csv``; the rule's inputs and decisions in ``guard_log.csv``.
 
 Rule (GuardRule): with every metric oriented (sign) and divided by its table range,
@@ -97,9 +97,14 @@ class GuardRule:
         self.best_q = None if np.isnan(s["best_q"]) else float(s["best_q"])
 
 
+TOP_WATCHED = 2  # the selection's highest-ranked metrics the guard watches (beside its complementary ones)
+
+
 def watched_metrics(guard_cfg, selection: str | None, reward_names: list[str]) -> tuple[list[MetricSpec], list[str]]:
-    """(NR specs to watch, notes): explicit ``guard.metrics`` must be available; the selection's
-    complementary metrics are filtered to those available here, and the log says which were skipped."""
+    """(NR specs to watch, notes): explicit ``guard.metrics`` must be available. Without them the guard
+    watches, from the selection, the TOP_WATCHED highest-ranked NR metrics other than Q (the ones that
+    agreed best with people: ``best``, then the ranking's order in ``configs``) and the complementary
+    metrics, each if available here; the notes say what was watched and what was skipped and why."""
     from bench.metrics.weights import is_available
 
     notes = []
@@ -117,15 +122,33 @@ def watched_metrics(guard_cfg, selection: str | None, reward_names: list[str]) -
     from bench.study.select import read_selection
 
     sel = read_selection(selection)
-    specs = []
-    for rec in sel.get("complementary") or []:
-        s = get(rec["metric"])
-        if s.name in reward_names:
+    # configs: {metric: config_hash} written from the ranking sorted by rank (bench.study.select)
+    ranked = [sel["best"]["metric"], sel["sampling_metric"]["metric"], *(sel.get("configs") or {})]
+    specs: list[MetricSpec] = []
+    top: list[str] = []
+    for name in dict.fromkeys(ranked):
+        if len(top) == TOP_WATCHED:
+            break
+        s = get(name)
+        if s.name in reward_names or s.mode != "NR":
             continue
         if is_available(s):
             specs.append(s)
+            top.append(s.name)
+        else:
+            notes.append(f"top-ranked metric {s.name} skipped: weights not available here")
+    comp = []
+    for rec in sel.get("complementary") or []:
+        s = get(rec["metric"])
+        if s.name in reward_names or s in specs:
+            continue
+        if is_available(s):
+            specs.append(s)
+            comp.append(s.name)
         else:
             notes.append(f"complementary metric {s.name} skipped: weights not available here")
+    notes.append(f"from {selection}: top-ranked {', '.join(top) or '(none besides Q)'}; "
+                 f"complementary {', '.join(comp) or '(none)'}")
     return specs, notes
 
 

@@ -23,6 +23,9 @@ import torch
 
 from bench.errors import StudyError
 from bench.hashing import sha256_file as file_sha256
+from bench.quiet import drop_bitsandbytes_cpu_kernel_notice
+
+drop_bitsandbytes_cpu_kernel_notice()  # before the first `import peft` (it imports bitsandbytes)
 
 DEFAULT_TARGETS = {
     "swinir": r"layers\.\d+\.residual_group\.blocks\.\d+\.(attn\.(qkv|proj)|mlp\.fc[12])",
