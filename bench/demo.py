@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -39,14 +40,20 @@ LABEL = ("SYNTHETIC multi-GT data (real photographs, SYNTHETIC enhanced GTs and 
 # to fill), drop-path off (a 2-layer net). L1 only: the perceptual loss needs ImageNet VGG19 weights this machine
 # cannot download (a random-weight VGG is no perceptual loss) and the GAN term triples a CPU step; UPos and AMO
 # differ in what the paper is about, the choice of target among the GTs. FT: LoRA rank 4 on the AMO model,
-# L1 - lambda_Q * Q (the reward), lr 1e-3 for a short run.
+# L1 - lambda_Q * Q (the reward), checked by the reward-hacking guard every FT_CHECK_EVERY iterations on the
+# SYNTHETIC val set (training photos, never the held-out ones); the merged adapter is the guard's best unflagged
+# check (checkpoints/guard_best.pt: highest Q while no watched metric worsened), not the last iteration.
 # NIQE, the offline reward, pools 96-px blocks: on a 96-px patch it is one block and its gradient is noise
 # (measured: pixel-space descent on NIQE diverges there), so FT scores 192-px SR patches (4 blocks) of 256-px
 # groups, and the held-out crops are 192 px. lambda_Q = 100 on Q_norm = NIQE / 100 (the table's 0-100 range)
-# weighs one NIQE point like 1.0 of L1; lambda_Q 1-10 left the held-out NIQE unchanged in 60 LoRA steps.
+# weighs one NIQE point like 1.0 of L1. FT_LR: measured on the demo's AMO base (docs/demo.md, 'FT settings'):
+# lr 1e-3 for 60 steps hacked NIQE (val LPIPS-ST 0.26 -> 0.36, held-out NIQE +0.8, PSNR -1.6 dB); with Adam,
+# lambda_Q 10 instead of 100 changed little (the step size is the lr); 2e-4..4e-4 moved Q without the guard firing
+# until ~100-200 steps.
 DEMO_EMA = 0.96
 DEMO_LR = 2e-4
-FT_LR = 1e-3
+FT_LR = 4e-4
+FT_CHECK_EVERY = 40
 FT_LAMBDA_Q = 100.0
 FT_GT_SIZE = 192
 GROUP_SIZE = 256
@@ -112,6 +119,17 @@ def _latest_checkpoint(run_dir: Path) -> Path:
     return ckpts[-1]
 
 
+def _ft_checkpoint(run_dir: Path) -> tuple[Path, str]:
+    """The FT checkpoint the demo merges: the guard's best unflagged check, else the last one (and why)."""
+    best, meta = run_dir / "checkpoints" / "guard_best.pt", run_dir / "checkpoints" / "guard_best.json"
+    if best.is_file() and meta.is_file():
+        info = json.loads(meta.read_text())
+        return best, (f"the guard's best check, iteration {info['iteration']} (highest Q on the SYNTHETIC val set "
+                      f"while no watched metric worsened; checkpoints/guard_best.json)")
+    last = _latest_checkpoint(run_dir)
+    return last, f"the last checkpoint ({last.name}): no guard check after the start was unflagged"
+
+
 _STYLE = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto}img{max-width:100%}"
           ".note{background:#fff3cd;padding:6px}")
 
@@ -129,7 +147,7 @@ def _index_page(out: Path, label: str, sections: list[tuple[str, list[tuple[str,
     return atomic_write_text(html_page.render("iqa-study demo", body, _STYLE), out / "index.html")
 
 
-def run_demo(out: Path, metrics: str = "piqe,entropy,niqe", train_iters: int = 150, ft_iters: int = 60,
+def run_demo(out: Path, metrics: str = "piqe,entropy,niqe", train_iters: int = 150, ft_iters: int = 120,
              groups_per_photo: int = 4, heldout_per_photo: int = 4) -> Path:
     from bench.cli.common import _print_table, _summary_lines
     from bench.manifests import sample, schema
@@ -251,17 +269,23 @@ def run_demo(out: Path, metrics: str = "piqe,entropy,niqe", train_iters: int = 1
 
         os.environ["FT_INIT"] = str(runs["demo_swinir_amo"])
         name = "demo_swinir_amo_ft"
+        check = min(FT_CHECK_EVERY, ft_iters)
         cfg = load_config(ft_config, [f"name={name}", f"ft.reward.metric={reward}", "data.queue_size=16",
-                                      f"schedule.total_iters={ft_iters}", f"schedule.val_every={ft_iters}",
-                                      f"schedule.checkpoint_every={ft_iters}",
+                                      f"schedule.total_iters={ft_iters}", f"schedule.val_every={check}",
+                                      f"schedule.checkpoint_every={check}",
                                       f"schedule.log_every={max(1, ft_iters // 10)}", f"optim.lr_g={FT_LR}",
-                                      f"ft.reward.lambda_q={FT_LAMBDA_Q}", f"data.gt_size={FT_GT_SIZE}", *DEMO_LOSS])
+                                      f"ft.reward.lambda_q={FT_LAMBDA_Q}", f"data.gt_size={FT_GT_SIZE}",
+                                      "ft.guard.action=keep_best", *DEMO_LOSS])
         run_dir = out / "train" / name
         if run_dir.exists():
             shutil.rmtree(run_dir)
-        print(f"      {name}: LoRA on the AMO model, Q = {reward} (reward_metric of selection.json), {ft_iters} iterations")
+        print(f"      {name}: LoRA on the AMO model, Q = {reward} (reward_metric of selection.json), {ft_iters} iterations, "
+              f"guard check every {check}")
         FTTrainer(cfg, run_dir, device="cpu").fit()
-        record = merge(_latest_checkpoint(run_dir), run_dir / "merged.pth")
+        chosen_ckpt, why = _ft_checkpoint(run_dir)
+        print(f"      merging {chosen_ckpt.name}: {why}")
+        notes.append(f"AMO+FT = {why}.")
+        record = merge(chosen_ckpt, run_dir / "merged.pth")
         models[name] = Path(record["output"])
         sections.append((f"FT run {name}", [*_run_links(run_dir, f"train/{name}"),
                                             ("merged model record", f"train/{name}/merged.pth.json")]))
