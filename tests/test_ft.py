@@ -330,3 +330,46 @@ def test_merge_refuses_what_it_cannot_merge(tmp_path, capsys):
     assert main(["merge", "--run", str(run), "--guard-best", "-o", str(tmp_path / "m.pth")]) == 2
     assert "guard_best.pt does not exist" in capsys.readouterr().err
     assert not (tmp_path / "m.pth").exists()
+
+
+def test_full_parameter_ft_trains_every_base_weight_and_merges_to_them(synth, bases, tmp_path, niqe_plumbing_params):
+    """ft.params=full: no LoRA, every base parameter gets a gradient and moves; the checkpoint holds the full
+    weights, merge writes exactly them out and evaluate-style loading (spandrel) reproduces the trained net.
+    The default (lora) keeps the base frozen: the contrast is the ablation's point."""
+    from spandrel import ModelLoader
+
+    from sr_training.ft.merge import merge
+
+    tr = _trainer(synth, bases, "swinir", tmp_path / "full", "optim.lr_g=0.001", "ft.params=full")
+    params = dict(tr.net_g.named_parameters())
+    assert not any(_is_lora(n) for n in params)
+    assert {id(p) for g in tr.opt_g.param_groups for p in g["params"]} == {id(p) for p in params.values()}
+    before = {n: p.detach().clone() for n, p in params.items()}
+    batch = collate([tr.dataset[(0, 0)]])
+    for it in range(2):
+        tr.step(batch, it)
+    changed = {n for n, p in params.items() if not torch.equal(p.detach(), before[n])}
+    assert len(changed) > 0.9 * len(params)  # (a weight whose gradient is exactly 0 may stay)
+    assert any("residual_group" in n for n in changed) and any(n.startswith("conv_first") for n in changed)
+    ckpt = tr.save(2)
+    state = torch.load(ckpt, weights_only=True)
+    assert state["ft"]["params"] == "full" and set(state["adapter"]) == set(tr.net_g.state_dict())
+    record = merge(ckpt, tmp_path / "full.pth")
+    assert record["params"] == "full" and "no adapter" in record["merge"]
+    merged = ModelLoader().load_from_file(tmp_path / "full.pth").model.eval()
+    x = torch.rand(1, 3, 24, 24)
+    with torch.no_grad():
+        got, trained = merged(x), tr.net_g.eval()(x)
+        base = ModelLoader().load_from_file(bases["swinir"]).model.eval()(x)
+    assert torch.equal(got, trained) and (trained - base).abs().max() > 1e-4
+    # resume restores the full weights
+    tr2 = _trainer(synth, bases, "swinir", tmp_path / "full", "optim.lr_g=0.001", "ft.params=full")
+    assert tr2.resume() == 2
+    assert all(torch.equal(v, tr.net_g.state_dict()[k]) for k, v in tr2.net_g.state_dict().items())
+    # LoRA mode (the default) on the same base: the base weights stay bit-identical after the same steps
+    lora = _trainer(synth, bases, "swinir", tmp_path / "lora", "optim.lr_g=0.001")
+    assert lora.cfg.ft.params == "lora"
+    base_before = {n: p.detach().clone() for n, p in lora.net_g.named_parameters() if not _is_lora(n)}
+    for it in range(2):
+        lora.step(batch, it)
+    assert all(torch.equal(p.detach(), base_before[n]) for n, p in lora.net_g.named_parameters() if not _is_lora(n))

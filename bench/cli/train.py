@@ -34,8 +34,11 @@ def cmd_train(a) -> None:
 def cmd_train_data(a) -> None:
     from sr_training.data.synthetic import build_synthetic_hggt
 
-    out = build_synthetic_hggt(a.out, groups_per_photo=a.groups_per_photo, size=a.size, seed=a.seed)
-    print(f"wrote a SYNTHETIC multi-GT set in the HGGT layout to {out}")
+    out = build_synthetic_hggt(a.out, groups_per_photo=a.groups_per_photo, size=a.size, seed=a.seed,
+                               photos=a.photos, val_photos=a.val_photos)
+    origin = f"real photographs of {a.photos}" if a.photos else "scikit-image's bundled photographs"
+    print(f"wrote a SYNTHETIC multi-GT set in the HGGT layout to {out} (originals: {origin}; enhanced GTs and "
+          f"labels SYNTHETIC)")
 
 
 def cmd_demo(a) -> None:
@@ -63,9 +66,12 @@ def register(sub) -> None:
     s = sub.add_parser("train-data", help="build the SYNTHETIC multi-GT set (HGGT layout) for demos and tests")
     s.add_argument("kind", choices=["synthetic"], help="what to build (only the SYNTHETIC multi-GT set)")
     s.add_argument("out")
-    s.add_argument("--groups-per-photo", type=positive_int, default=4, help="groups cut from each bundled photograph")
+    s.add_argument("--groups-per-photo", type=positive_int, default=4, help="groups cut from each photograph")
     s.add_argument("--size", type=positive_int, default=128, help="side of each square group image in pixels")
     s.add_argument("--seed", type=nonneg_int, default=0)
+    s.add_argument("--photos", help="folder of real photographs to cut the originals from (e.g. BSD100 or DIV2K HR); "
+                                    "default: scikit-image's bundled ones. The enhanced GTs and labels stay SYNTHETIC")
+    s.add_argument("--val-photos", type=positive_int, help="val crops from only the first N photographs (default: all)")
     s.set_defaults(fn=cmd_train_data)
 
     s = sub.add_parser("demo", help="the main job on the embedded offline sample")

@@ -1,7 +1,8 @@
 """A small SYNTHETIC multi-GT set in the exact HGGT layout, for the demo and the tests.
 
-Originals: crops of the photographs scikit-image ships (a photograph smaller than the requested
-group size is first upscaled with Lanczos). "Enhanced" GTs 01..04 are made by
+Originals: crops of the photographs scikit-image ships, or of the real photographs in a folder
+(``photos=DIR``, e.g. BSD100 or DIV2K HR; a photograph smaller than the requested group size is
+first upscaled with Lanczos). "Enhanced" GTs 01..04 are made by
 documented operators of different strength (PIL):
 
     01  mild sharpening      UnsharpMask(radius 2, 80 %, threshold 2)      designed label: Positive
@@ -28,6 +29,28 @@ from bench.manifests.sample import PHOTOS, bundled_photo
 DESIGNED = {"01": "Positive", "02": "Similar", "03": "Negative", "04": "Positive"}
 LABELS = ("Positive", "Similar", "Negative")
 BUILDING = ".synthetic-building"  # present while a build runs: an interrupted build is still our own output
+PHOTO_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def folder_photos(folder: str | Path) -> list[Path]:
+    """The image files of ``folder`` (not recursive), sorted by name; one line naming the folder when none."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise StudyError(f"--photos {folder}: not a folder")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in PHOTO_SUFFIXES)
+    if not files:
+        raise StudyError(f"--photos {folder}: no image files ({', '.join(PHOTO_SUFFIXES)}) in it")
+    return files
+
+
+def _read_photo(path: Path) -> Image.Image:
+    from PIL import UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except (OSError, UnidentifiedImageError) as exc:
+        raise StudyError(f"--photos: {path}: not a readable image ({exc})") from None
 
 
 def enhance(img: Image.Image, k: str) -> Image.Image:
@@ -50,8 +73,13 @@ def _label_doc(stem: str, labels: list[str]) -> dict:
     return doc
 
 
-def build_synthetic_hggt(out: str | Path, groups_per_photo: int = 4, size: int = 128, seed: int = 0) -> Path:
+def build_synthetic_hggt(out: str | Path, groups_per_photo: int = 4, size: int = 128, seed: int = 0,
+                        photos: str | Path | None = None, val_photos: int | None = None) -> Path:
     """Write ``out/images/{original,01..04}``, ``out/labels/{A,B,C}`` and ``out/val/{hr,lr_blind_x4}``.
+
+    ``photos``: a folder of real photographs to cut the originals from (default: scikit-image's bundled
+    ones); the enhanced GTs and labels stay SYNTHETIC (SYNTHETIC.md and source.json say so).
+    ``val_photos``: how many photographs (the first by name) give a val crop (default: every one).
 
     ``out`` must be new, empty, or this function's own earlier output (SYNTHETIC.md, or the BUILDING
     marker of an interrupted build): a folder holding anything else (real data) is refused, never overwritten."""
@@ -59,6 +87,12 @@ def build_synthetic_hggt(out: str | Path, groups_per_photo: int = 4, size: int =
     from sr_training.evaluate import fixed_lr
 
     out = Path(out)
+    if photos is not None:
+        sources = [(p, lambda p=p: _read_photo(p)) for p in folder_photos(photos)]
+    else:
+        sources = [(Path(name), lambda name=name: bundled_photo(name)) for name in PHOTOS]
+    if val_photos is not None and val_photos < 1:
+        raise StudyError(f"val_photos {val_photos}: expected >= 1")
     check_target(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / BUILDING).write_text("an interrupted build of sr_training/data/synthetic.py; rebuild into this folder\n")
@@ -70,8 +104,8 @@ def build_synthetic_hggt(out: str | Path, groups_per_photo: int = 4, size: int =
     val_hr, val_lr = out / "val" / "hr", out / "val" / "lr_blind_x4"
     val_hr.mkdir(parents=True, exist_ok=True)
     val_lr.mkdir(parents=True, exist_ok=True)
-    for p, name in enumerate(PHOTOS):
-        photo = bundled_photo(name)
+    for p, (name, read) in enumerate(sources):
+        photo = read()
         if min(photo.size) < size:  # e.g. 512 px groups from chelsea (451x300): upscale, Lanczos
             f = size / min(photo.size)
             photo = photo.resize((max(size, round(photo.width * f)), max(size, round(photo.height * f))),
@@ -87,16 +121,30 @@ def build_synthetic_hggt(out: str | Path, groups_per_photo: int = 4, size: int =
             for ann in "ABC":
                 labels = [DESIGNED[k] if rng.random() < 0.8 else LABELS[int(rng.integers(0, 3))] for k in DESIGNED]
                 (out / "labels" / ann / f"{stem}.json").write_text(json.dumps(_label_doc(stem, labels), indent=1))
+        if val_photos is not None and p >= val_photos:
+            continue
         val = photo.crop((0, 0, size, size))
         val.save(val_hr / f"{Path(name).stem}.png")
         # val LR = the training degradation with a fixed seed (like Set5's lr_blind_x4), not a clean bicubic
         infer.save_png(fixed_lr(infer.load_rgb(val_hr / f"{Path(name).stem}.png"), p, seed=seed + 1000),
                        val_lr / f"{Path(name).stem}.png")
+    origin = (f"the {len(sources)} REAL photographs in {Path(photos).resolve()} (image NNNN = the NNNN-th file by "
+              f"name, source.json lists them)" if photos is not None else "scikit-image photographs")
     (out / "SYNTHETIC.md").write_text(
-        "# SYNTHETIC multi-GT set\n\nBuilt by sr_training/data/synthetic.py from scikit-image photographs. The "
+        f"# SYNTHETIC multi-GT set\n\nBuilt by sr_training/data/synthetic.py from {origin}. The "
         "'enhanced' GTs are fixed PIL operators and the A/B/C labels are synthetic annotators, not people.\n"
         "val/ holds x4 LR inputs made by the one-stage training degradation with a fixed seed "
         "(sr_training/evaluate.py fixed_lr), for validation.\n")
+    from bench.atomic import atomic_write_text
+
+    atomic_write_text(json.dumps({
+        "originals": "real photographs" if photos is not None else "scikit-image bundled photographs",
+        "photos_folder": str(Path(photos).resolve()) if photos is not None else None,
+        "photos": [str(n) if photos is None else n.name for n, _ in sources],
+        "enhanced_gts": "SYNTHETIC (PIL operators, sr_training/data/synthetic.py DESIGNED)",
+        "labels": "SYNTHETIC annotators A, B, C (designed label with probability 0.8)",
+        "groups_per_photo": groups_per_photo, "size": size, "seed": seed, "val_photos": val_photos}, indent=1),
+        out / "source.json")
     (out / BUILDING).unlink()
     return out
 

@@ -68,6 +68,11 @@ class FTConfig(_Strict):
     init: str = Field(description="base model: a training run folder (newest checkpoint), a training checkpoint, "
                                   "or a spandrel-loadable weights file")
     weights: Literal["ema", "net_g"] = Field("ema", description="which generator of a training checkpoint")
+    params: Literal["lora", "full"] = Field("lora", description=(
+        "what FT trains: lora = peft LoRA adapters on the frozen base (the paper); full = every base parameter "
+        "(no LoRA; the 'lora' section is then unused), same loss, lambda's and schedule: the ablation of the "
+        "paper's reason for LoRA (direct optimisation of Q gets exploited). Checkpoints then hold the full "
+        "weights under 'adapter'; merge writes them out as they are"))
     lora: LoRAConfig = LoRAConfig()
     reward: RewardConfig = RewardConfig()
     guard: GuardConfig = GuardConfig()

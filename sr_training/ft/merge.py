@@ -102,13 +102,22 @@ def merged_model(checkpoint: str | Path, base: str | Path | None = None) -> tupl
     which = recorded["weights"] if recorded.get("kind") == "training_checkpoint" else "ema"
     load_base(net, cfg.arch, base_path, which)
     keys = list(net.state_dict())
-    model = attach_lora(net, cfg.arch.type, cfg.ft.lora)
-    set_adapter_state(model, s["adapter"])
+    full = cfg.ft.params == "full"
     got = adapter_hash(s["adapter"])
     if got != s["ft"]["adapter_sha256"]:
         raise StudyError(f"merge {path}: adapter sha256 {got[:12]} differs from the recorded "
                          f"{s['ft']['adapter_sha256'][:12]} (corrupted checkpoint)")
-    merged = model.merge_and_unload(safe_merge=True).eval()
+    if full:  # full-parameter FT: the checkpoint holds every weight; nothing to merge
+        try:
+            net.load_state_dict(s["adapter"], strict=True)
+        except RuntimeError as exc:
+            raise StudyError(f"merge {path}: field 'adapter' does not fit the {cfg.arch.type} of its config "
+                             f"({str(exc).splitlines()[-1].strip()})") from None
+        merged = net.eval()
+    else:
+        model = attach_lora(net, cfg.arch.type, cfg.ft.lora)
+        set_adapter_state(model, s["adapter"])
+        merged = model.merge_and_unload(safe_merge=True).eval()
     if list(merged.state_dict()) != keys:
         raise StudyError(f"merge {path}: merged model keys differ from the base arch's (peft left adapters behind)")
     record = {"source_checkpoint": str(path.resolve()), "iteration": int(s["iteration"]), "run_name": cfg.name,
@@ -116,7 +125,9 @@ def merged_model(checkpoint: str | Path, base: str | Path | None = None) -> tupl
               "sampling": cfg.strategy(), "base": str(base_path.resolve()),
               "base_sha256": recorded["init_sha256"], "base_kind": recorded.get("kind"),
               "base_weights": recorded.get("weights"), "adapter_sha256": got, "lora": s["ft"]["lora"],
-              "reward": json.loads(s["ft"]["reward"]), "merge": "peft merge_and_unload(safe_merge=True)"}
+              "reward": json.loads(s["ft"]["reward"]), "params": cfg.ft.params,
+              "merge": ("full-parameter FT: the trained weights as they are (no adapter)" if full
+                        else "peft merge_and_unload(safe_merge=True)")}
     return merged, record
 
 

@@ -3,6 +3,7 @@
     L~(phi | SR, I) = lambda_l1 * ||I - SR||_1 + lambda_P * d_P(SR, I) (+ lambda_A * D(SR)) - lambda_Q * Q_norm(SR)
 
 * theta (the base generator) is frozen; only the peft LoRA weights phi train (sr_training.ft.lora).
+  ``ft.params: full`` is the ablation without LoRA: every base parameter trains (same loss and schedule).
   The base comes from ``ft.init`` (EMA weights of a training run by default, method.md 9).
 * Q_norm is the range-normalised reward of sr_training.ft.reward, computed in fp32 outside autocast
   with the IQA nets frozen and permanently in eval mode.
@@ -63,8 +64,10 @@ class FTTrainer(Trainer):
                   + (" [RANDOM-INIT Q: plumbing only]" if cfg.ft.reward.random_init else ""))
         n_lora = sum(p.numel() for p in self.trainable_parameters())
         n_all = sum(p.numel() for p in self.net_g.parameters())
-        self.note(f"FT base {self.ft_base['init']} ({self.ft_base['kind']}, {self.ft_base['weights']}); LoRA rank "
-                  f"{cfg.ft.lora.rank}, {n_lora} trainable of {n_all} parameters")
+        what = (f"LoRA rank {cfg.ft.lora.rank}" if cfg.ft.params == "lora"
+                else "FULL-PARAMETER FT (no LoRA: every base parameter trains)")
+        self.note(f"FT base {self.ft_base['init']} ({self.ft_base['kind']}, {self.ft_base['weights']}); {what}, "
+                  f"{n_lora} trainable of {n_all} parameters")
         self._q_raw: dict[str, float] = {}
         self._stop: tuple[int, str] | None = None
         g = cfg.ft.guard
@@ -103,7 +106,15 @@ class FTTrainer(Trainer):
         ft = self.cfg.ft
         net = build_generator(self.base_arch())
         self.ft_base = load_base(net, self.cfg.arch, ft.init, ft.weights)
+        if ft.params == "full":
+            return net.requires_grad_(True)
         return attach_lora(net, self.cfg.arch.type, ft.lora)
+
+    def trained_state(self) -> dict[str, torch.Tensor]:
+        """What an FT checkpoint holds under 'adapter': the LoRA weights, or every weight in full-parameter FT."""
+        if self.cfg.ft.params == "full":
+            return {k: v.detach().cpu().clone() for k, v in self.net_g.state_dict().items()}
+        return adapter_state(self.net_g)
 
     def build_discriminator(self) -> torch.nn.Module | None:
         net_d = super().build_discriminator()
@@ -220,10 +231,10 @@ class FTTrainer(Trainer):
         s = super().checkpoint_state(it)
         s.pop("net_g")
         s.pop("ema")
-        adapter = adapter_state(self.net_g)
+        adapter = self.trained_state()
         lora = self.cfg.ft.lora
         s["adapter"] = adapter
-        s["ft"] = {"base": dict(self.ft_base), "adapter_sha256": adapter_hash(adapter),
+        s["ft"] = {"base": dict(self.ft_base), "adapter_sha256": adapter_hash(adapter), "params": self.cfg.ft.params,
                    "lora": {"rank": lora.rank, "alpha": float(lora.alpha or lora.rank),
                             "targets": lora.targets or "", "dropout": lora.dropout},
                    "reward": json.dumps(self.reward.describe())}
@@ -239,7 +250,10 @@ class FTTrainer(Trainer):
             raise StudyError(f"FT resume: the checkpoint was trained on base {base['init']} (sha256 "
                              f"{base['init_sha256'][:12]}), ft.init is now {self.ft_base['init']} "
                              f"(sha256 {self.ft_base['init_sha256'][:12]})")
-        set_adapter_state(self.net_g, {k: v.to(self.device) for k, v in s["adapter"].items()})
+        if self.cfg.ft.params == "full":
+            self.net_g.load_state_dict({k: v.to(self.device) for k, v in s["adapter"].items()}, strict=True)
+        else:
+            set_adapter_state(self.net_g, {k: v.to(self.device) for k, v in s["adapter"].items()})
         if self.guard is not None and "guard" in s:
             self.guard.load_state(s["guard"])
         super().load_checkpoint_state(s | {"net_g": self.net_g.state_dict(), "ema": self.ema.state_dict()})
@@ -256,7 +270,7 @@ class FTTrainer(Trainer):
     def ft_record(self) -> dict:
         """What provenance.json records about the FT stage (beside the base trainer's fields)."""
         ft = self.cfg.ft
-        return {"base": self.ft_base, "lora": ft.lora.model_dump(mode="json") | {
+        return {"base": self.ft_base, "params": ft.params, "lora": ft.lora.model_dump(mode="json") | {
                     "targets_resolved": ft.lora.targets or DEFAULT_TARGETS[self.cfg.arch.type]},
                 "reward": self.reward.describe(), "lambda_q": ft.reward.lambda_q,
                 "q_norm_rule": "Q_norm = sum_k w_k * sign_k * score_k / (score_max_k - score_min_k)",
@@ -279,7 +293,7 @@ class FTTrainer(Trainer):
                 self._write_provenance(self.provenance)
             result = {"last": {}, "chosen": self.chosen.tolist(), "sec_per_iter": float("nan"),
                       "stopped_by_guard": stop.iteration}
-        result["adapter_sha256"] = adapter_hash(adapter_state(self.net_g))
+        result["adapter_sha256"] = adapter_hash(self.trained_state())
         if self.rank == 0 and getattr(self, "provenance", None) is not None:
             self.provenance["final_adapter_sha256"] = result["adapter_sha256"]
             self._write_provenance(self.provenance)
