@@ -54,12 +54,9 @@ def register(con: duckdb.DuckDBPyConnection, store: Store) -> None:
         """)
     else:
         con.execute(f"CREATE OR REPLACE VIEW images AS {_EMPTY_IMAGES}")
-    con.execute("""
-        CREATE OR REPLACE VIEW eval_scores AS
-        SELECT * FROM scores_raw
-        QUALIFY row_number() OVER (PARTITION BY image_id, ref_id, metric, config_hash
-                                   ORDER BY (status = 'ok') DESC, written_at DESC) = 1
-    """)
+    # the one current-row rule of bench.store.views ``scores`` (ok first, newest written_at, then run_id):
+    # a copy here lacked the run_id tie-break, so two runs writing one key at the same instant gave an arbitrary row
+    con.execute("CREATE OR REPLACE VIEW eval_scores AS SELECT * FROM scores")
     labels = ", ".join(f"'{lab}'" for lab in REFERENCE_LABELS)
     con.execute(f"""
         CREATE OR REPLACE VIEW eval_refs AS
