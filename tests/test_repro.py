@@ -1,4 +1,4 @@
-"""issue 15: `train-data synthetic --photos DIR` and the `repro` experiment (a two-run slice of its code path)."""
+"""issue 15: `train-data synthetic --photos DIR` (real photographs as the originals of a SYNTHETIC multi-GT set)."""
 
 from __future__ import annotations
 
@@ -53,10 +53,10 @@ def test_train_data_synthetic_refuses_bad_photo_folders(tmp_path):
     with pytest.raises(StudyError, match="not a folder"):
         build_synthetic_hggt(tmp_path / "o1", photos=tmp_path / "missing")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(StudyError, match="no image files"):
+    with pytest.raises(StudyError, match=r"--photos .*empty: no images \("):
         build_synthetic_hggt(tmp_path / "o2", photos=tmp_path / "empty")
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "broken.png").write_bytes(b"not a png")
-    with pytest.raises(StudyError, match=r"broken\.png: not a readable image"):
+    with pytest.raises(StudyError, match=r"broken\.png: cannot read --photos image"):
         build_synthetic_hggt(tmp_path / "o3", photos=bad, size=32)

@@ -30,14 +30,17 @@ from sr_training.infer import load_rgb
 IMAGE_EXT = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
-def list_images(root: str | Path) -> list[Path]:
+def list_images(root: str | Path, what: str = "data.root",
+                expects: str = "data.source=folder expects a folder of HR images") -> list[Path]:
+    """The image files of ``root`` (not recursive, hidden files left out), sorted by name; ``what`` names the
+    option in the one-line errors (data.root, --photos)."""
     root = Path(root)
     if not root.is_dir():
-        raise StudyError(f"data.root {root}: not a folder (data.source=folder expects a folder of HR images)")
+        raise StudyError(f"{what} {root}: not a folder ({expects})")
     files = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXT
                    and not p.name.startswith("."))
     if not files:
-        raise StudyError(f"data.root {root}: no images ({', '.join(IMAGE_EXT)}) in the folder")
+        raise StudyError(f"{what} {root}: no images ({', '.join(IMAGE_EXT)}) in the folder")
     return files
 
 

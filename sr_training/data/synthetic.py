@@ -29,28 +29,6 @@ from bench.manifests.sample import PHOTOS, bundled_photo
 DESIGNED = {"01": "Positive", "02": "Similar", "03": "Negative", "04": "Positive"}
 LABELS = ("Positive", "Similar", "Negative")
 BUILDING = ".synthetic-building"  # present while a build runs: an interrupted build is still our own output
-PHOTO_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-
-
-def folder_photos(folder: str | Path) -> list[Path]:
-    """The image files of ``folder`` (not recursive), sorted by name; one line naming the folder when none."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise StudyError(f"--photos {folder}: not a folder")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in PHOTO_SUFFIXES)
-    if not files:
-        raise StudyError(f"--photos {folder}: no image files ({', '.join(PHOTO_SUFFIXES)}) in it")
-    return files
-
-
-def _read_photo(path: Path) -> Image.Image:
-    from PIL import UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
-    except (OSError, UnidentifiedImageError) as exc:
-        raise StudyError(f"--photos: {path}: not a readable image ({exc})") from None
 
 
 def enhance(img: Image.Image, k: str) -> Image.Image:
@@ -83,12 +61,16 @@ def build_synthetic_hggt(out: str | Path, groups_per_photo: int = 4, size: int =
 
     ``out`` must be new, empty, or this function's own earlier output (SYNTHETIC.md, or the BUILDING
     marker of an interrupted build): a folder holding anything else (real data) is refused, never overwritten."""
+    from bench.atomic import atomic_write_text
+    from bench.scoring.images import read_rgb_u8
     from sr_training import infer
+    from sr_training.data.folder import list_images
     from sr_training.evaluate import fixed_lr
 
     out = Path(out)
-    if photos is not None:
-        sources = [(p, lambda p=p: _read_photo(p)) for p in folder_photos(photos)]
+    if photos is not None:  # the suite's one image lister and decoder (16-bit kept, alpha over white)
+        sources = [(p, lambda p=p: Image.fromarray(read_rgb_u8(p, "--photos image")))
+                   for p in list_images(photos, "--photos", "expected a folder of real photographs")]
     else:
         sources = [(Path(name), lambda name=name: bundled_photo(name)) for name in PHOTOS]
     if val_photos is not None and val_photos < 1:
@@ -135,8 +117,6 @@ def build_synthetic_hggt(out: str | Path, groups_per_photo: int = 4, size: int =
         "'enhanced' GTs are fixed PIL operators and the A/B/C labels are synthetic annotators, not people.\n"
         "val/ holds x4 LR inputs made by the one-stage training degradation with a fixed seed "
         "(sr_training/evaluate.py fixed_lr), for validation.\n")
-    from bench.atomic import atomic_write_text
-
     atomic_write_text(json.dumps({
         "originals": "real photographs" if photos is not None else "scikit-image bundled photographs",
         "photos_folder": str(Path(photos).resolve()) if photos is not None else None,
