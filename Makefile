@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.iqa-study-installed
 SHARED ?= $(or $(IQA_STUDY_SHARED),../shared)
 SR2AFC := $(wildcard $(SHARED)/data/sr-preference-2afc/votes.csv)
 
-.PHONY: demo test venv clean-demo bench
+.PHONY: demo test venv clean-demo bench repro repro-quick
 
 venv: $(STAMP)
 
@@ -31,3 +31,10 @@ bench: $(STAMP)
 
 clean-demo:
 	rm -rf runs/demo
+
+# the paper at small scale (docs/repro.md): 3 seeds, resumable (rerun to continue); --quick = one seed
+repro: $(STAMP)
+	IQA_STUDY_SHARED=$(SHARED) HF_HUB_OFFLINE=1 $(BIN)/iqa-study repro --out runs/mini_repro --report reports/mini_repro
+
+repro-quick: $(STAMP)
+	IQA_STUDY_SHARED=$(SHARED) HF_HUB_OFFLINE=1 $(BIN)/iqa-study repro --quick --out runs/mini_repro_quick --report reports/mini_repro_quick

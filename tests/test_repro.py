@@ -60,3 +60,96 @@ def test_train_data_synthetic_refuses_bad_photo_folders(tmp_path):
     (bad / "broken.png").write_bytes(b"not a png")
     with pytest.raises(StudyError, match=r"broken\.png: cannot read --photos image"):
         build_synthetic_hggt(tmp_path / "o3", photos=bad, size=32)
+
+
+# --- `iqa-study repro`: statistics, plan, and a two-run slice of the real code path -------------------------------
+
+
+def _per(rows):
+    import pandas as pd
+
+    return pd.DataFrame(rows, columns=["label", "test_set", "item", "metric", "config_hash", "lower_better", "kind",
+                                       "score"])
+
+
+def test_repro_crossed_bootstrap_pairs_by_seed_and_image():
+    from sr_training.repro.report import Scores, comparisons, difference, main_table
+
+    rng = np.random.default_rng(1)
+    base = rng.normal(25, 2, size=(3, 6))            # seeds x images: image effects dominate
+    rows = []
+    for s in range(3):
+        for i in range(6):
+            for label, psnr, niqe in ((f"upos_s{s}", base[s, i], 8.0 + i), (f"amo_s{s}", base[s, i] + 0.1 * (s + 1),
+                                                                          8.0 + i + 0.5)):
+                rows += [(label, "set5", f"img{i}", "psnr", "h", False, "FR", psnr),
+                         (label, "set5", f"img{i}", "niqe", "h2", True, "NR", niqe)]
+    sc = Scores(_per(rows))
+    d = difference(sc, "amo", "upos", "psnr")
+    assert d.shape == (3, 6) and np.allclose(d, np.array([[0.1], [0.2], [0.3]]))  # paired: seed s with seed s
+    cmp = comparisons(sc)
+    r = cmp[(cmp.a == "amo") & (cmp.b == "upos")].set_index("metric")
+    assert r.loc["psnr", "delta"] == pytest.approx(0.2)
+    assert 0.1 - 1e-9 <= r.loc["psnr", "ci_lo"] < 0.2 < r.loc["psnr", "ci_hi"] <= 0.3 + 1e-9  # the seed spread, not the images'
+    assert r.loc["psnr", "result"] == "a better"
+    assert r.loc["niqe", "result"] == "b better"     # NIQE +0.5 is worse: lower is better
+    t = main_table(sc).set_index(["variant", "metric"])
+    # the unpaired mean CI spans the image spread (~2 dB); the paired delta's does not
+    assert t.loc[("amo", "psnr"), "ci_hi"] - t.loc[("amo", "psnr"), "ci_lo"] > 1.0
+    assert t.loc[("amo", "psnr"), "delta_vs_upos"] == pytest.approx(0.2)
+
+
+def test_repro_plan_order_and_refusals():
+    from sr_training.repro import plan as P
+
+    p = P.build_plan(seeds=(0, 1), only=("upos_ft",), reasons={"perceptual": "no VGG"})
+    assert [r.name for r in p.runs] == ["upos_s0", "upos_s1", "upos_ft_s0", "upos_ft_s1"]
+    full = P.build_plan(reasons={"perceptual": "no VGG19 here"})
+    assert ("amo_ft_hp", "no VGG19 here") in full.skipped and all(r.variant.name != "amo_ft_hp" for r in full.runs)
+    names = [r.name for r in full.runs]
+    assert all(names.index(r.base_run) < names.index(r.name) for r in full.runs if r.base_run)
+    assert sorted(P.lambda_of(v) for v in P.VARIANTS if P.lambda_of(v) is not None) == [0.0, 10.0, 100.0, 1000.0]
+    with pytest.raises(StudyError, match="unknown variant"):
+        P.build_plan(only=("amo_ftt",))
+
+
+@pytest.mark.slow
+def test_repro_two_run_slice_trains_evaluates_reports_and_resumes(tmp_path, monkeypatch, niqe_plumbing_params):
+    """amo (2 iterations from the shipped init) -> amo_ft (2 LoRA iterations, merged) -> evaluated on two tiny
+    test sets with bicubic and the PSNR init -> report; a rerun trains nothing."""
+    from bench.manifests.sample import bundled_photo
+    from sr_training.repro import plan as P
+    from sr_training.repro.report import write_report
+    from sr_training.repro.run import execute
+
+    monkeypatch.setattr(P, "GROUP_SIZE", 128)
+    monkeypatch.setattr(P, "FT_GT_SIZE", 96)
+    monkeypatch.setattr(P, "VAL_PHOTOS", 1)
+    photos, tests = tmp_path / "photos", {}
+    photos.mkdir()
+    for k, name in enumerate(("astronaut.png", "coffee.png")):
+        bundled_photo(name).resize((200, 160)).save(photos / f"{k}.png")
+    for name, src in (("ta", "camera.png"), ("tb", "chelsea.png")):
+        (tmp_path / name).mkdir()
+        bundled_photo(src).convert("RGB").crop((0, 0, 130, 122)).save(tmp_path / name / "x.png")  # not a multiple of 4
+        tests[name] = tmp_path / name
+    plan = P.build_plan(seeds=(0,), only=("amo_ft",), base_iters=2, ft_iters=2)
+    out = tmp_path / "run"
+    recs = execute(plan, out, photos, tests)
+    assert [r["run"] for r in recs] == ["amo_s0", "amo_ft_s0"]
+    assert recs[1]["evaluated"].endswith("merged.pth") and Path(recs[1]["evaluated"]).is_file()
+    base_cfg = (out / "runs" / "amo_s0" / "config.yaml").read_text()
+    assert "psnr_init_swinir_tiny" in base_cfg and "strategy: amo" in base_cfg
+    rep = {p.name for p in write_report(out, tmp_path / "report")}
+    assert {"main.csv", "claims.csv", "README.md", "index.html", "pd.png"} <= rep
+    import pandas as pd
+
+    t = pd.read_csv(tmp_path / "report" / "main.csv")
+    assert set(t.variant) == {"bicubic", "PSNR init", "gold (HR)", "amo", "amo_ft"}
+    assert (t[t.variant == "amo"].n_images == 2).all()          # both test sets pooled, one image each
+    claims = pd.read_csv(tmp_path / "report" / "claims.csv").set_index("claim")
+    assert claims.loc["FT raises NR quality at a PSNR cost", "measured"].startswith("amo_ft - amo: niqe")
+    assert claims.loc["AMO >= UPos without labels", "verdict"] == "not tested"
+    before = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("*.pt")}
+    again = execute(plan, out, photos, tests)                   # resume: every run is done
+    assert again == recs and {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("*.pt")} == before

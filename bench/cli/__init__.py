@@ -12,7 +12,7 @@ import sys
 from importlib import metadata
 
 from bench import env
-from bench.cli import catalog, data, evaluate, ft, store, study, train, userstudy
+from bench.cli import catalog, data, evaluate, ft, repro, store, study, train, userstudy
 from bench.errors import StudyError
 
 
@@ -81,7 +81,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--weights-dir", help="TORCH_HOME-style folder with pre-downloaded weights "
                                          "(also $IQA_STUDY_WEIGHTS_DIR)")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND", parser_class=_Parser)
-    for group in (catalog, data, study, train, evaluate, ft, store, userstudy):
+    for group in (catalog, data, study, train, evaluate, ft, repro, store, userstudy):
         group.register(sub)
     return p
 
