@@ -115,7 +115,7 @@ def test_repro_plan_order_and_refusals():
 
 @pytest.mark.slow
 def test_repro_two_run_slice_trains_evaluates_reports_and_resumes(tmp_path, monkeypatch, niqe_plumbing_params):
-    """amo (2 iterations from the shipped init) -> amo_ft (2 LoRA iterations, merged) -> evaluated on two tiny
+    """sma and amo (2 iterations from the shipped init) -> amo_ft (2 LoRA iterations, merged) -> evaluated on two tiny
     test sets with bicubic and the PSNR init -> report; a rerun trains nothing."""
     from bench.manifests.sample import bundled_photo
     from sr_training.repro import plan as P
@@ -133,11 +133,14 @@ def test_repro_two_run_slice_trains_evaluates_reports_and_resumes(tmp_path, monk
         (tmp_path / name).mkdir()
         bundled_photo(src).convert("RGB").crop((0, 0, 130, 122)).save(tmp_path / name / "x.png")  # not a multiple of 4
         tests[name] = tmp_path / name
-    plan = P.build_plan(seeds=(0,), only=("amo_ft",), base_iters=2, ft_iters=2)
+    plan = P.build_plan(seeds=(0,), only=("amo_ft", "sma"), base_iters=2, ft_iters=2)
     out = tmp_path / "run"
     recs = execute(plan, out, photos, tests)
-    assert [r["run"] for r in recs] == ["amo_s0", "amo_ft_s0"]
-    assert recs[1]["evaluated"].endswith("merged.pth") and Path(recs[1]["evaluated"]).is_file()
+    assert [r["run"] for r in recs] == ["sma_s0", "amo_s0", "amo_ft_s0"]
+    # SMA samples by stored image-level NIQE of the training groups: scored once into a store of their own
+    sma_cfg = (out / "runs" / "sma_s0" / "config.yaml").read_text()
+    assert str((out / "train_scores").resolve()) in sma_cfg and "train_manifest.parquet" in sma_cfg
+    assert recs[2]["evaluated"].endswith("merged.pth") and Path(recs[1]["evaluated"]).is_file()
     base_cfg = (out / "runs" / "amo_s0" / "config.yaml").read_text()
     assert "psnr_init_swinir_tiny" in base_cfg and "strategy: amo" in base_cfg
     rep = {p.name for p in write_report(out, tmp_path / "report")}
@@ -145,7 +148,7 @@ def test_repro_two_run_slice_trains_evaluates_reports_and_resumes(tmp_path, monk
     import pandas as pd
 
     t = pd.read_csv(tmp_path / "report" / "main.csv")
-    assert set(t.variant) == {"bicubic", "PSNR init", "gold (HR)", "amo", "amo_ft"}
+    assert set(t.variant) == {"bicubic", "PSNR init", "gold (HR)", "sma", "amo", "amo_ft"}
     assert (t[t.variant == "amo"].n_images == 2).all()          # both test sets pooled, one image each
     claims = pd.read_csv(tmp_path / "report" / "claims.csv").set_index("claim")
     assert claims.loc["FT raises NR quality at a PSNR cost", "measured"].startswith("amo_ft - amo: niqe")

@@ -316,6 +316,24 @@ def _plot_hacking(traj: pd.DataFrame, out: Path, metric: str) -> Path | None:
     return path
 
 
+CROP_RUNS = ("bicubic", "psnr_init_swinir_tiny", "upos_s0", "amo_s0", "amo_ft_s0", "amo_ft_full_s0", "amo_ft_l1000_s0")
+
+
+def _crop_grids(store, per: pd.DataFrame, runs: pd.DataFrame, out: Path) -> tuple[list[Path], list[str]]:
+    """Seed-0 crop grids (bench.report.compare.crop_grid: every panel checked against its stored image id)."""
+    from bench.report.compare import GOLD, compare_table, crop_grid
+
+    keep = runs[runs["run_name"].isin(CROP_RUNS)]
+    sub = per[per["label"].isin([*keep["label"], GOLD])]
+    paths, notes = [], []
+    for ts in sorted(sub["test_set"].unique()):
+        t = compare_table(sub, keep, ts, "upos_s0" if (keep["run_name"] == "upos_s0").any() else None, n_boot=200)
+        png, why = crop_grid(store, sub, t, ts, out)
+        paths += [png] if png else []
+        notes += why
+    return paths, notes
+
+
 def write_report(run_dir: Path, out: Path) -> list[Path]:
     """Tables (CSV + Markdown), figures and an HTML page from ``run_dir`` (an `iqa-study repro` folder)."""
     from bench.atomic import atomic_write_text
@@ -327,7 +345,8 @@ def write_report(run_dir: Path, out: Path) -> list[Path]:
     if not plan_file.is_file():
         raise StudyError(f"{run_dir}: no plan.json; not an `iqa-study repro` folder")
     plan = json.loads(plan_file.read_text())
-    per, _, notes = load_per_image(Store(run_dir / "store", create=False))
+    store = Store(run_dir / "store", create=False)
+    per, runs, notes = load_per_image(store)
     sc = Scores(per)
     out.mkdir(parents=True, exist_ok=True)
     t = main_table(sc)
@@ -343,11 +362,16 @@ def write_report(run_dir: Path, out: Path) -> list[Path]:
         written.append(atomic_write_text(traj.to_csv(index=False), out / "ft_trajectories.csv"))
     figs = [p for p in (_plot_pd(t, out), _plot_lambda(t, out),
                         _plot_hacking(traj, out, plan["metric"]) if not traj.empty else None) if p]
+    grids, grid_notes = _crop_grids(store, per, runs, out)
+    notes += [(None, n) for n in grid_notes]
+    figs += grids
     seeds = plan["seeds"]
     label = (f"Real photographs (BSD100 for training, Set14 + Set5 for testing, fixed-seed blind LR); SYNTHETIC enhanced "
              f"GTs and annotators; TINY SwinIR from the shipped PSNR init, {plan['base_iters']} base / "
              f"{plan['ft_iters']} FT CPU iterations; seeds {seeds}; sampling and reward metric {plan['metric']}. "
-             "The figures say whether the method's mechanisms move a small model, not how good it is at paper scale.")
+             "The figures say whether the method's mechanisms move a small model, not how good it is at paper scale."
+             + (" ONE seed (--quick): the CIs cover the test images only, not training randomness." if len(seeds) < 2
+                else ""))
     cmp_md = "\n".join(f"| {r.group} | {r.a} − {r.b} | {r.metric} | {r.delta:+.4g} [{r.ci_lo:+.4g}, {r.ci_hi:+.4g}] | "
                        f"{r.result} |" for r in cmp.itertuples())
     claims_md = "\n".join(f"| {r.claim} | {r.paper} | {r.measured} | **{r.verdict}** |" for r in claims.itertuples())

@@ -50,6 +50,24 @@ def prepare_data(out: Path, photos: Path, tests: dict[str, Path]) -> tuple[Path,
     return train, built
 
 
+def train_image_scores(out: Path, train_root: Path, metric: str) -> tuple[Path, Path]:
+    """(store, manifest) of the training groups' image-level ``metric`` scores, which SMA/SMP sample by (HGGT's
+    manifest of the training split scored into a store of its own, apart from the evaluation store)."""
+    from bench.manifests import schema
+    from bench.manifests.hggt import hggt
+    from bench.metrics.table import get
+    from bench.scoring.engine import score_manifest
+    from bench.store import Store
+
+    manifest, store_dir = out / "data" / "train_manifest.parquet", out / "train_scores"
+    if not manifest.is_file():
+        schema.write(hggt(train_root, "train"), manifest)
+    if not (store_dir / "SCORED").is_file():
+        score_manifest(schema.read(manifest), [get(metric)], Store(store_dir), workers=0, progress=False)
+        (store_dir / "SCORED").write_text(f"{metric}\n")
+    return store_dir, manifest
+
+
 def _last_checkpoint(run_dir: Path) -> Path:
     ckpts = sorted((run_dir / "checkpoints").glob("iter_*.pt"))
     if not ckpts:
@@ -61,6 +79,9 @@ def base_overrides(plan: P.Plan, run: P.Run, selection: Path | None) -> list[str
     it = plan.base_iters
     metric = (["sampling.iqa.metric=null", f"sampling.iqa.selection={selection}"] if selection else
               [f"sampling.iqa.metric={plan.metric}"])
+    if run.variant.name in ("sma", "smp"):  # image-level scores from a store (execute scores them first)
+        metric += [f"sampling.iqa.store={plan.extra['train_store']}",
+                   f"sampling.iqa.manifest={plan.extra['train_manifest']}"]
     return [f"name={run.name}", f"seed={run.seed}", f"schedule.total_iters={it}", f"schedule.val_every={it}",
             f"schedule.checkpoint_every={max(1, it // 3)}", f"schedule.log_every={max(1, it // 10)}",
             "arch.drop_path_rate=0.0", "data.queue_size=16", f"optim.lr_g={P.LR}", f"optim.lr_d={P.LR}",
@@ -157,6 +178,9 @@ def execute(plan: P.Plan, out: Path, photos: Path, tests: dict[str, Path], selec
                  "selection": str(selection) if selection else None, "photos": str(photos),
                  "tests": {k: str(v) for k, v in tests.items()}, "init": str(init)}, out / "plan.json")
     os.environ["SYNTH_HGGT_ROOT"] = str(train_root.resolve())
+    if any(r.variant.name in ("sma", "smp") for r in plan.runs):
+        ts, tm = train_image_scores(out, train_root, plan.metric)
+        plan.extra.update(train_store=str(ts.resolve()), train_manifest=str(tm.resolve()))
     store = Store(out / "store")
     metrics = eval_metrics(selection)
     refs = out / "references_done.json"
