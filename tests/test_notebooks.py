@@ -70,3 +70,17 @@ def test_notebook_runs_on_a_relative_store(path, launch_dir, monkeypatch):
     if path.stem == "failure_complementarity":
         images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
         assert len(images) >= 2  # the failure pairs and the metric-pair heatmaps are drawn
+
+
+def test_failure_notebook_names_a_filter_it_cannot_apply_in_one_line(launch_dir, monkeypatch):
+    """SR_METHOD naming no method of these pairs: one line with the reason and the known methods, no traceback."""
+    monkeypatch.setenv("PWD", str(launch_dir))
+    monkeypatch.setenv("IQA_STUDY_STORE", "store")
+    path = REPO / "notebooks" / "failure_complementarity.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    nb.cells[1].source += '\nSR_METHOD = "ResShift"\n'
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
+    assert not [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    text = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []) if o.get("name") == "stdout")
+    assert "filter not applied: sr_method 'ResShift': no such SR method in these pairs (methods: " in text
+    assert "no failures with these filters" in text

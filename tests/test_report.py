@@ -129,6 +129,23 @@ def test_margin_bins_by_hand():
     assert got == ["weak (50-70%)", "medium (70-90%)", "strong (90-100%)", "strong (90-100%)", "weak (50-70%)", None]
 
 
+def test_chance_oracle_halves_the_remaining_failures_per_coin():
+    from bench.report.figures import chance_oracle
+
+    # best alone 0.6: one coin adds half of the 0.4 still wrong, two coins a quarter more
+    assert chance_oracle(0.6, [0, 1, 2]).tolist() == pytest.approx([0.6, 0.8, 0.9])
+
+
+def test_phase2_headline_says_best_only_when_the_test_does():
+    from bench.report.study_report import phase2_headline
+
+    p2 = pd.DataFrame({"metric": ["musiq", "nima", "niqe"], "best_significantly_better": [False, True, True]})
+    assert phase2_headline(p2, "musiq") == "best = musiq"
+    p2.loc[1, "best_significantly_better"] = False
+    assert phase2_headline(p2, "musiq") == "top-ranked musiq, not significantly better than nima"
+    assert phase2_headline(p2.drop(columns="best_significantly_better"), "musiq") == "top-ranked musiq (no test recorded)"
+
+
 def test_ci_table_counts_metric_ties_and_votes_by_hand():
     long = pd.DataFrame({
         "dataset": "d", "pair_id": ["p1", "p2", "p3", "p4"], "source_group": ["d/1", "d/2", "d/3", "d/4"],
@@ -179,6 +196,13 @@ def test_report_numbers_match_the_store(study):
     # per SR method: each method takes part in 2 of the 3 pairs of each of the 8 groups
     by_method = pd.read_csv(report / "accuracy_by_method.csv")
     assert set(by_method["method"]) == set(METHODS) and (by_method["n_decided"] == 16).all()
+    # margin bins under 10 decided pairs are marked, in the table and with a warning; the others are not
+    margin = pd.read_csv(report / "accuracy_by_margin.csv").fillna({"note": ""})
+    few = margin["n_decided"].groupby(margin["margin"]).transform("max") < analyses.MIN_BIN_PAIRS
+    assert (margin.loc[few, "note"].str.startswith("fewer than 10")).all() and (margin.loc[~few, "note"] == "").all()
+    md = (report / "report.md").read_text()
+    assert few.any() == ("hold fewer than 10 decided pairs" in md)
+    assert "Chance baseline (dashed)" in md
     # the split-half ceiling from the per-observer votes (3 observers -> 3 splits)
     assert "Inter-observer ceiling" in (report / "report.md").read_text()
 

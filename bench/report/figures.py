@@ -119,12 +119,21 @@ def grouped_points(df: pd.DataFrame, x: str, title: str, xlabel: str, order: lis
     return fig
 
 
+def chance_oracle(first: float, steps) -> np.ndarray:
+    """Oracle accuracy when every metric after the first is an independent fair coin: each one gets half of
+    the pairs still wrong right, so k coins after the first give 1 - (1 - first)·0.5^k."""
+    k = np.asarray(steps, dtype=float) - np.asarray(steps, dtype=float)[0]
+    return 1.0 - (1.0 - first) * 0.5**k
+
+
 def greedy_curve(greedy: pd.DataFrame, single: float | None, title: str):
     """Oracle accuracy (share of pairs at least one chosen metric gets right) as metrics are added."""
     style()
     fig, ax = plt.subplots(figsize=(FULL_WIDTH / 2 + 0.5, 2.3))
     steps = greedy["step"].to_numpy()
     ax.plot(steps, greedy["oracle_acc"], "o-", color=COLORS[2], ms=3, lw=1, label="oracle of the chosen set")
+    ax.plot(steps, chance_oracle(float(greedy["oracle_acc"].iloc[0]), steps), "--", color="grey", lw=0.8,
+            label="chance: each added metric a coin")
     if single is not None:
         ax.axhline(single, color=COLORS[0], lw=0.8, ls=":", label=f"best alone ({greedy['metric'].iloc[0]})")
     labels = [greedy["metric"].iloc[0]] + [f"+ {m}" for m in greedy["metric"].iloc[1:]]

@@ -70,6 +70,10 @@ def select_pairs(long: pd.DataFrame, pairs: pd.DataFrame, metric: str, *, wrong:
     if sr_method is not None:
         if "method_a" not in rows:
             raise StudyError("sr_method: this store's manifests have no method_a/method_b columns")
+        known = sorted(set(rows["method_a"].dropna()) | set(rows["method_b"].dropna()))
+        if sr_method not in known:
+            raise StudyError(f"sr_method {sr_method!r}: no such SR method in these pairs (methods: "
+                             f"{', '.join(map(str, known)) or 'none'})")
         rows = rows[(rows["method_a"] == sr_method) | (rows["method_b"] == sr_method)]
     in_range = rows["margin"].between(min_margin, max_margin)
     if min_margin <= 0.5 and max_margin >= 1.0:

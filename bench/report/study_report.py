@@ -78,6 +78,18 @@ def _agreement_blocks(store: Store, out: Path) -> list[Block]:
     return blocks
 
 
+def phase2_headline(p2: pd.DataFrame, best: str) -> str:
+    """"best = X" only when the test says so: X significantly better (Holm) than every runner-up; otherwise
+    "top-ranked X, not significantly better than ..." naming the runners-up it does not beat."""
+    if "best_significantly_better" not in p2:
+        return f"top-ranked {best} (no test recorded)"
+    close = [m for m, sig in zip(p2["metric"], p2["best_significantly_better"]) if m != best and not bool(sig)]
+    if not close:
+        return f"best = {best}"
+    shown = ", ".join(close[:3]) + (f" +{len(close) - 3}" if len(close) > 3 else "")
+    return f"top-ranked {best}, not significantly better than {shown}"
+
+
 def _phase2_blocks(p2: pd.DataFrame, ceiling: pd.DataFrame | None, out: Path) -> list[Block]:
     best = p2.loc[p2["is_best"], "metric"].iloc[0] if "is_best" in p2 else p2["metric"].iloc[0]
     holm = "p_value_holm" if "p_value_holm" in p2 else "p_value_vs_best"
@@ -88,7 +100,8 @@ def _phase2_blocks(p2: pd.DataFrame, ceiling: pd.DataFrame | None, out: Path) ->
         c = ceiling.iloc[0]
         band = (c["agreement"], c["ci_lo"], c["ci_hi"])
     n = int(p2["n"].iloc[0])
-    save(accuracy_bars(p2, "acc", "ci_lo", "ci_hi", f"Phase II: {n} pairs, best = {best}", highlight={best},
+    save(accuracy_bars(p2, "acc", "ci_lo", "ci_hi", f"Phase II: {n} pairs, {phase2_headline(p2, best)}",
+                       highlight={best},
                        xlabel="strict accuracy (95% CI)", ceiling=band, notes=notes), p2, out, "phase2_ranking")
     cols = [c for c in ["rank", "metric", "acc", "ci_lo", "ci_hi", "n", "n_groups", "only_best_right",
                         "only_this_right", "p_value_vs_best", "p_value_holm", "best_significantly_better"] if c in p2]
@@ -133,15 +146,21 @@ def _by_margin_blocks(long: pd.DataFrame, out: Path, metrics: list[str]) -> list
         return []
     order = [label for _, _, label in analyses.MARGIN_BINS if label in set(t["margin"])]
     n = t.groupby("margin")["n_decided"].max()
-    shown = [f"{label}\nn={int(n[label])}" for label in order]
+    few = {label for label in order if int(n[label]) < analyses.MIN_BIN_PAIRS}
+    shown = [f"{label}\nn={int(n[label])}" + (f" (<{analyses.MIN_BIN_PAIRS}!)" if label in few else "")
+             for label in order]
+    t = t.assign(note=[f"fewer than {analyses.MIN_BIN_PAIRS} pairs: rough" if m in few else "" for m in t["margin"]])
     fig = grouped_points(t.assign(margin=t["margin"].map(dict(zip(order, shown)))), "margin",
                          "Accuracy vs human vote margin", "share of votes for the majority side", order=shown,
                          metrics=metrics)
     save(fig, t, out, "accuracy_by_margin")
+    warn = ([("warn", (f"margin bin(s) {', '.join(sorted(few))} hold fewer than {analyses.MIN_BIN_PAIRS} decided "
+                      "pairs (marked '!'): their accuracies and CIs are rough at best"))] if few else [])
     return [("h2", "Accuracy vs human vote margin"),
             ("p", ("Decided pairs with votes, binned by the majority's share of votes (weak 50-70%, medium 70-90%, "
-                  f"strong 90-100%). Strict accuracy; CIs: {analyses.CI_METHOD}.")),
-            ("table", t.assign(acc=_ci(t))[["margin", "metric", "acc", "n_decided"]]), ("img", "accuracy_by_margin")]
+                  f"strong 90-100%). Strict accuracy; CIs: {analyses.CI_METHOD}.")), *warn,
+            ("table", t.assign(acc=_ci(t))[["margin", "metric", "acc", "n_decided", "note"]]),
+            ("img", "accuracy_by_margin")]
 
 
 def _complement_blocks(store: Store, p2: pd.DataFrame | None, out: Path,
@@ -177,7 +196,11 @@ def _complement_blocks(store: Store, p2: pd.DataFrame | None, out: Path,
             else None
         save(greedy_curve(greedy, single, "Greedy complement: oracle accuracy"), greedy, out, "complement_greedy")
         blocks += [("p", ("Greedy complement: each step adds the metric that most raises the share of pairs where at "
-                         "least one chosen metric is right (an oracle upper bound, not a usable combination).")),
+                         "least one chosen metric is right (an oracle upper bound, not a usable combination). "
+                         "Chance baseline (dashed): each added metric a fair coin, independent of the others, so "
+                         "step k gets right about half of the pairs still wrong after step k-1: "
+                         "1 - (1 - first)·0.5^k. A metric above it complements the first; one on it adds what "
+                         "a coin would.")),
                    ("table", greedy[["step", "metric", "oracle_acc", "gain"]]), ("img", "complement_greedy")]
     return blocks, best
 
