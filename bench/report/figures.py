@@ -91,7 +91,9 @@ def accuracy_bars(df: pd.DataFrame, value: str, lo: str, hi: str, title: str, hi
     ax.set_xlim(0, 1)
     ax.set_xlabel(xlabel or f"{value} (95% CI)")
     ax.set_title(title)
-    ax.legend(loc="lower right", frameon=False)
+    fig.tight_layout()  # the x label inside the figure, so the legend below it overlaps neither label nor bars
+    fig.legend(*ax.get_legend_handles_labels(), loc="upper center", bbox_to_anchor=(0.5, 0.0), ncols=2,
+               frameon=False)
     return fig
 
 
