@@ -41,8 +41,8 @@ from bench.metrics.weights import is_available
 from bench.store import Store
 from bench.store.views import connect
 from bench.study.phases import latest_key, read_study
+from bench.study.selection_model import SCHEMA, load, validate
 
-SCHEMA = "iqa-study/selection/v1"
 CHANCE = 0.5
 MIN_PAIRS = 300   # below this many decided pairs (or MIN_GROUPS source groups) the evidence is called small;
 MIN_GROUPS = 30   # the paper's Phase I subset alone has 1,212 pairs
@@ -237,33 +237,16 @@ def strict_json(value):
 
 
 def write_selection(selection: dict, out: str | Path) -> Path:
-    return atomic_write_text(json.dumps(strict_json(selection), indent=2, allow_nan=False), Path(out))
+    """Validate ``selection`` against the typed contract (bench.study.selection_model), then write it."""
+    checked = validate(strict_json(selection), out).as_dict()
+    return atomic_write_text(json.dumps(checked, indent=2, allow_nan=False), Path(out))
 
 
 def read_selection(path: str | Path) -> dict:
-    """Load selection.json. Files before sampling/reward were recorded have only ``training_metric``:
-    it then stands for both (``reward_metric`` and ``sampling_metric`` are filled from it)."""
-    path = Path(path)
-    try:
-        sel = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise StudyError(f"{path}: not a readable selection.json ({exc})") from None
-    if sel.get("schema") != SCHEMA:
-        raise StudyError(f"{path}: field 'schema' is {sel.get('schema')!r}, expected {SCHEMA!r}")
-    if not isinstance(sel.get("best"), dict) or "metric" not in sel["best"]:
-        raise StudyError(f"{path}: field 'best.metric' missing")
-    if "reward_metric" not in sel:
-        sel["reward_metric"] = sel.get("training_metric")
-    if "sampling_metric" not in sel:
-        sel["sampling_metric"] = sel.get("training_metric")
-    sel["training_metric"] = sel["reward_metric"]
-    for field in ("sampling_metric", "reward_metric"):
-        rec = sel[field]
-        if rec is not None and (not isinstance(rec, dict) or "metric" not in rec):
-            raise StudyError(f"{path}: field '{field}.metric' missing")
-    if sel["sampling_metric"] is None:
-        raise StudyError(f"{path}: field 'sampling_metric' (or 'training_metric') missing")
-    return sel
+    """selection.json validated against ``bench.study.selection_model.Selection`` (the one reader), as a
+    dict. Files before sampling/reward were recorded have only ``training_metric``: it then stands for
+    both (``reward_metric`` and ``sampling_metric`` are filled from it)."""
+    return load(path).as_dict()
 
 
 def summary_text(sel: dict, with_warnings: bool = True) -> str:
