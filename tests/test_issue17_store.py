@@ -25,3 +25,32 @@ def test_eval_scores_breaks_a_written_at_tie_by_run_id_like_scores(store):  # no
         assert connect(store).execute(q.format("eval_scores"), [img]).fetchall() == [(9.25, "zz-run")]
     n = con.execute("SELECT count(*) FROM scores_raw WHERE image_id = ? AND metric = 'entropy'", [img]).fetchone()[0]
     assert n == 3  # all three rows are stored; the rule chooses, nothing is overwritten
+
+
+def test_folder_table_and_scoring_plan_use_the_same_current_row(store):  # noqa: F811
+    """The folder-scoring table (bench.scoring.report.score_table) and the engine's plan
+    (engine._stored_status) read raw parts; they follow ``scores``' rule through one SQL fragment.
+
+    Old behaviour: score_table ordered by (ok, written_at) only, so the written_at tie below gave an arbitrary
+    one of 9.25 / 1.5 / 5.0 (measured: 5.0, the fixture run's); _stored_status took the newest failure by written_at alone."""
+    from bench.scoring.engine import MetricSummary, _stored_status
+    from bench.scoring.images import TRANSIENT, ImageRef
+    from bench.scoring.report import score_table
+
+    img = IDS["g0upos"]
+    late, early = _row(img, None, "entropy", 9.25), _row(img, None, "entropy", 1.5)
+    late["run_id"], early["run_id"] = "zz-run", "aa-run"
+    store.write_scores([late], "zz-run", 0, 0)  # the larger run id first: scan order cannot make it win
+    store.write_scores([early], "aa-run", 0, 0)
+    refs, summaries = [ImageRef(img, "x.png", 64, 64)], [MetricSummary("entropy", config_hash="c1")]
+    for _ in range(3):
+        assert score_table(store, refs, summaries, ["x.png"])["entropy"].tolist() == [9.25]
+    # a key whose rows all failed: the current row is the same-instant failure of the larger run id
+    other = IDS["g1upos"]
+    fails = [{**_row(other, None, "piqe", None), "status": "error", "error": error, "run_id": run}
+             for error, run in ((TRANSIENT + "OSError: busy", "zz-run"), ("ValueError: bad", "aa-run"))]  # zz first
+    for row in fails:
+        store.write_scores([row], row["run_id"], 0, 0)
+    status = _stored_status(store, ["c1"])
+    assert status[(img, "", "entropy", "c1")] == "ok"
+    assert status[(other, "", "piqe", "c1")] == "transient"  # zz-run's failure, not aa-run's

@@ -51,7 +51,7 @@ from bench.scoring.images import (
     refs_from_manifest,
     to_float,
 )
-from bench.store.layout import Store
+from bench.store.layout import Store, current_scores_sql
 
 CPU_PIXEL_CAP = 16_000_000  # default cap on CPU (NIQE reached 17.8 GB RSS at 64 MP); none on GPU
 DEFAULT_CACHE_BYTES = 1 << 30
@@ -261,9 +261,9 @@ def score_files(store: Store) -> list[str]:
 
 
 def _stored_status(store: Store, hashes: list[str]) -> dict[tuple, str]:
-    """{(image_id, ref_id or '', metric, config_hash): 'ok' | 'transient' | 'failed'} for the given configs.
-
-    A key is 'ok' when any stored row is ok; else the newest failure decides (transient or not)."""
+    """{(image_id, ref_id or '', metric, config_hash): 'ok' | 'transient' | 'failed'} for the given configs:
+    the status of the key's current row (``bench.store.layout.current_scores_sql``: ok when any stored row is
+    ok, else the newest failure, transient or not)."""
     import duckdb
 
     files = score_files(store)
@@ -273,12 +273,10 @@ def _stored_status(store: Store, hashes: list[str]) -> dict[tuple, str]:
     try:
         cols = {r[0] for r in con.execute("DESCRIBE SELECT * FROM read_parquet(?, union_by_name=true)",
                                           [files]).fetchall()}
-        ref = "coalesce(ref_id, '')" if "ref_id" in cols else "''"
-        rows = con.execute(
-            f"SELECT image_id, {ref} AS ref, metric, config_hash, "
-            f"  bool_or(status = 'ok') AS ok, arg_max(coalesce(error, ''), written_at) AS last_error "
-            f"FROM read_parquet(?, union_by_name=true) WHERE list_contains(?, config_hash) GROUP BY ALL",
-            [files, hashes]).fetchall()
+        ref = "" if "ref_id" in cols else ", NULL::VARCHAR AS ref_id"  # parts from before FR scores
+        source = f"(SELECT *{ref} FROM read_parquet(?, union_by_name=true) WHERE list_contains(?, config_hash))"
+        rows = con.execute(f"SELECT image_id, coalesce(ref_id, ''), metric, config_hash, status = 'ok', "
+                           f"coalesce(error, '') FROM ({current_scores_sql(source)})", [files, hashes]).fetchall()
     except duckdb.Error as exc:
         raise StoreError(f"{store.root}/scores: cannot read stored scores ({str(exc).splitlines()[0]})") from None
     finally:

@@ -6,7 +6,7 @@ import pandas as pd
 
 from bench.metrics.table import get
 from bench.scoring.images import ImageRef
-from bench.store.layout import Store
+from bench.store.layout import Store, current_scores_sql
 
 
 def summary_lines(summaries) -> list[str]:
@@ -54,13 +54,11 @@ def score_table(store: Store, refs: list[ImageRef], summaries, names: list[str])
     if not hashes or not files:
         return table
     con = duckdb.connect()
-    rows = con.execute(
-        "SELECT image_id, coalesce(ref_id, '') AS ref, metric, "
-        "  arg_max(score, (status = 'ok', written_at)) AS score, arg_max(status, (status = 'ok', written_at)) AS status, "
-        "  arg_max(error, (status = 'ok', written_at)) AS error "
-        "FROM read_parquet(?, union_by_name=true) WHERE list_contains(?, config_hash) "
-        "AND list_contains(?, image_id) GROUP BY ALL",
-        [files, hashes, [r.image_id for r in refs]]).df()
+    source = ("(SELECT * FROM read_parquet(?, union_by_name=true) WHERE list_contains(?, config_hash) "
+              "AND list_contains(?, image_id))")
+    rows = con.execute(f"SELECT image_id, coalesce(ref_id, '') AS ref, metric, score, status, error "
+                       f"FROM ({current_scores_sql(source)})",  # the store's one current-row rule
+                       [files, hashes, [r.image_id for r in refs]]).df()
     con.close()
     got = {(r.image_id, r.ref, r.metric): (r.score if r.status == "ok" else f"{r.status}: {r.error}")
            for r in rows.itertuples()}

@@ -95,6 +95,18 @@ CURRENT_SQL = (f"(row_number() OVER (PARTITION BY dataset, pair_id ORDER BY {_OR
                f"row_number() OVER (PARTITION BY dataset, least(image_a_id, image_b_id), "
                f"greatest(image_a_id, image_b_id) ORDER BY {_ORDER}) = 1)")
 
+# The one current-row rule for score rows (contract C1's key: image_id, ref_id, metric, config_hash): an ok row
+# before a failed one, then the newest written_at, then the larger run_id (a full order: two runs writing one key
+# at the same instant give the same row on every read). Used by the ``scores`` view, the folder-scoring table and
+# the engine's plan of what is left to score.
+CURRENT_SCORE_ORDER = "(status = 'ok') DESC, written_at DESC, run_id DESC"
+
+
+def current_scores_sql(source: str) -> str:
+    """``SELECT *`` of the current row per score key of ``source`` (a FROM item with every score column)."""
+    return (f"SELECT * FROM {source} QUALIFY row_number() OVER (PARTITION BY image_id, ref_id, metric, config_hash "
+            f"ORDER BY {CURRENT_SCORE_ORDER}) = 1")
+
 
 def quote_ident(name: str) -> str:
     """A SQL identifier for a (user-named) column."""

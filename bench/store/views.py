@@ -50,7 +50,7 @@ import duckdb
 import pyarrow as pa
 
 from bench.store import eval_views
-from bench.store.layout import CURRENT_SQL, SCORE_SCHEMA, Store
+from bench.store.layout import CURRENT_SQL, SCORE_SCHEMA, Store, current_scores_sql
 from bench.store.parts import PartList
 from bench.store.sql import empty_select, read_parquet, read_parts
 
@@ -195,12 +195,7 @@ def register_pair_scores(con: duckdb.DuckDBPyConnection, score_parts: PartList, 
     if only_keys is not None:  # a slice of the (metric, config_hash) keys (bench.store.cache)
         raw = f"SELECT r.* FROM ({raw}) r SEMI JOIN {only_keys} k ON r.metric = k.metric AND r.config_hash = k.config_hash"
     con.execute(f"CREATE OR REPLACE VIEW scores_raw AS {raw}")
-    con.execute("""
-        CREATE OR REPLACE VIEW scores AS
-        SELECT * FROM scores_raw
-        QUALIFY row_number() OVER (PARTITION BY image_id, ref_id, metric, config_hash
-                                   ORDER BY (status = 'ok') DESC, written_at DESC, run_id DESC) = 1
-    """)
+    con.execute(f"CREATE OR REPLACE VIEW scores AS {current_scores_sql('scores_raw')}")
     if pair_parts.good:
         cols = pair_parts.columns()
         kind = ", coalesce(kind, 'human') AS kind" if "kind" in cols else ", 'human'::VARCHAR AS kind"
