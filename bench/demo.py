@@ -14,7 +14,7 @@
 
 from __future__ import annotations
 
-import json
+import csv
 import os
 import shutil
 import sys
@@ -41,8 +41,9 @@ LABEL = ("SYNTHETIC multi-GT data (real photographs, SYNTHETIC enhanced GTs and 
 # cannot download (a random-weight VGG is no perceptual loss) and the GAN term triples a CPU step; UPos and AMO
 # differ in what the paper is about, the choice of target among the GTs. FT: LoRA rank 4 on the AMO model,
 # L1 - lambda_Q * Q (the reward), checked by the reward-hacking guard every FT_CHECK_EVERY iterations on the
-# SYNTHETIC val set (training photos, never the held-out ones); the merged adapter is the guard's best unflagged
-# check (checkpoints/guard_best.pt: highest Q while no watched metric worsened), not the last iteration.
+# SYNTHETIC val set (training photos, never the held-out ones). The merged adapter is the LAST iteration's, as the
+# paper evaluates its FT models and as `iqa-study repro` does; the guard (action keep_best) only logs its checks
+# (guard_log.csv) and keeps checkpoints/guard_best.pt, and its flags are printed beside the result.
 # NIQE, the offline reward, pools 96-px blocks: on a 96-px patch it is one block and its gradient is noise
 # (measured: pixel-space descent on NIQE diverges there), so FT scores 192-px SR patches (4 blocks) of 256-px
 # groups, and the held-out crops are 192 px. lambda_Q = 100 on Q_norm = NIQE / 100 (the table's 0-100 range)
@@ -120,14 +121,15 @@ def _latest_checkpoint(run_dir: Path) -> Path:
 
 
 def _ft_checkpoint(run_dir: Path) -> tuple[Path, str]:
-    """The FT checkpoint the demo merges: the guard's best unflagged check, else the last one (and why)."""
-    best, meta = run_dir / "checkpoints" / "guard_best.pt", run_dir / "checkpoints" / "guard_best.json"
-    if best.is_file() and meta.is_file():
-        info = json.loads(meta.read_text())
-        return best, (f"the guard's best check, iteration {info['iteration']} (highest Q on the SYNTHETIC val set "
-                      f"while no watched metric worsened; checkpoints/guard_best.json)")
+    """The FT checkpoint the demo merges: the last one (the paper's rule), and what the guard said of the run."""
     last = _latest_checkpoint(run_dir)
-    return last, f"the last checkpoint ({last.name}): no guard check after the start was unflagged"
+    log = run_dir / "guard_log.csv"
+    rows = list(csv.DictReader(log.read_text().splitlines())) if log.is_file() else []
+    flagged = [r["iter"] for r in rows if r.get("flagged") == "1"]
+    guard = (f"the reward-hacking guard flagged check(s) {', '.join(flagged)} (guard_log.csv; its best unflagged "
+             f"check is kept as checkpoints/guard_best.pt)" if flagged else
+             f"the reward-hacking guard flagged none of its {len(rows)} checks (guard_log.csv)")
+    return last, f"the last checkpoint ({last.name}, the paper's rule); {guard}"
 
 
 _STYLE = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto}img{max-width:100%}"

@@ -424,3 +424,33 @@ def test_methods_come_from_id_method_file_names_only_when_every_pair_follows_it(
     assert "method_a" not in methods_from_names(mixed)  # ids differ in one pair: the convention does not hold
     plain = pd.DataFrame({"image_a": ["a.png"], "image_b": ["b.png"]})
     assert "method_a" not in methods_from_names(plain)
+
+
+def test_readme_leads_with_the_vote_csv_path_and_its_example_builds(tmp_path, capsys):
+    """The README's first data section is the generic vote CSV; its example CSV and command work as printed."""
+    import re
+
+    import numpy as np
+    import pandas as pd
+    from PIL import Image
+
+    from bench.cli import main
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Real data, end to end", 1)[1]
+    assert section.index("pairs-csv") < section.index("manifest build sr2afc")
+    csv_text = re.search(r"```text\n(image_a,image_b,votes_a,votes_b.*?)```", section, re.DOTALL).group(1)
+    command = re.search(r"iqa-study (manifest build pairs-csv votes\.csv .*)", section).group(1).split()
+    root = tmp_path / "my_study"
+    rng = np.random.default_rng(0)
+    for line in csv_text.strip().splitlines()[1:]:
+        for rel in line.split(",")[:2]:
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(root / rel)
+    (tmp_path / "votes.csv").write_text(csv_text)
+    args = [a.replace("/data/my_study", str(root)).replace("runs/mine", str(tmp_path / "mine")) for a in command]
+    args[args.index("votes.csv")] = str(tmp_path / "votes.csv")
+    assert main(args) in (0, None)
+    m = pd.read_parquet(tmp_path / "mine" / "manifest.parquet")
+    assert len(m) == 2 and set(m["dataset"]) == {"my_study"} and set(m["group"].astype(str)) == {"0801"}
+    assert m["votes_a"].tolist() == [9, 4] and m["votes_b"].tolist() == [6, 11]
