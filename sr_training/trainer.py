@@ -354,6 +354,12 @@ class Trainer:
             self.sched_d.step()
             losses["d_real"], losses["d_fake"] = d_real, d_fake
         self.sched_g.step()
+        # EMA as BasicSR's BaseModel.model_ema (HGGT's trainer): parameters lerp toward net_g; buffers are copied
+        # (BasicSR leaves them; SwinIR's and RRDBNet's are constants, so the two agree). Not
+        # torch.optim.swa_utils.AveragedModel: its state dict adds a 'module.' prefix and 'n_averaged' (contract
+        # C5's 'ema' key would change and old checkpoints stop loading), and a resumed AveragedModel whose
+        # n_averaged is not restored COPIES net_g on its next update instead of averaging - the lerp has no
+        # such state to lose.
         with torch.no_grad():
             for pe, p in zip(self.ema.parameters(), self.net_g.parameters()):
                 pe.lerp_(p.detach(), 1 - cfg.optim.ema)
