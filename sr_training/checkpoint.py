@@ -86,6 +86,27 @@ def _first_line(exc: BaseException) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
+TRAINING, FT_ADAPTER, PLAIN = "training", "ft_adapter", "plain"
+
+
+def checkpoint_kind(state) -> str:
+    """Which of the suite's weight formats ``state`` (a file read by :func:`read_weights`) is - the one place
+    the formats are told apart (evaluate's model loader, FT's base loader and merge ask here):
+
+    * ``FT_ADAPTER``: an FT checkpoint (keys ``adapter`` and ``ft``: the LoRA tensors and the FT record;
+      it is merged into a plain model before evaluation);
+    * ``TRAINING``: a training checkpoint (C5: ``ema`` or ``net_g`` beside ``iteration`` or ``config``;
+      a missing or malformed field of it is the caller's one-line error, never a fall-through to PLAIN);
+    * ``PLAIN``: anything else, a plain state dict for spandrel (merged FT models, pretrained files)."""
+    if not isinstance(state, dict):
+        return PLAIN
+    if "adapter" in state and "ft" in state:
+        return FT_ADAPTER
+    if ("ema" in state or "net_g" in state) and ("iteration" in state or "config" in state):
+        return TRAINING
+    return PLAIN
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     """A training checkpoint via :func:`read_weights`; it must be a dict with ``iteration``."""
     path = Path(path)

@@ -109,6 +109,10 @@ class LossConfig(_Strict):
     perceptual: float = Field(1.0, ge=0)
     perceptual_weights: str = Field("imagenet", description="'imagenet' (torchvision download), 'random', or a .pth")
     gan: float = Field(0.1, ge=0)
+    d_features: int = Field(64, gt=0, description=(
+        "num_feat of the U-Net discriminator (HGGT's network_d: 64, the paper configs). A smaller D is a "
+        "documented deviation for tiny CPU runs (iqa-study repro's FT_IG: 16), where a 64-feature D costs "
+        "4x the tiny generator's whole FT step"))
 
 
 class OptimConfig(_Strict):

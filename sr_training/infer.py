@@ -33,6 +33,7 @@ from pydantic import ValidationError
 
 from bench.errors import StudyError
 from bench.hashing import sha256_file
+from sr_training.checkpoint import FT_ADAPTER, TRAINING, checkpoint_kind
 
 INFO_FIELDS = ("run_name", "run_dir", "arch", "sampling", "ft_variant", "iteration", "checkpoint_sha256", "weights",
                "train_metric", "base_sha256")
@@ -162,10 +163,11 @@ def load_model(path: str | Path, which: str = "ema", device: str | torch.device 
         raise StudyError(f"--checkpoint {path}: file does not exist")
     state = _read_state(path, "cpu")
     sha = sha256_file(path)
-    if isinstance(state, dict) and "adapter" in state and "ft" in state:
+    kind = checkpoint_kind(state)
+    if kind == FT_ADAPTER:
         raise StudyError(f"--checkpoint {path}: an adapter-only FT checkpoint; merge it into a plain model first "
                          f"(`iqa-study merge --checkpoint {path} -o model.pth`)")
-    if isinstance(state, dict) and "config" in state and ("ema" in state or "net_g" in state):
+    if kind == TRAINING:
         from sr_training.archs import build_generator
         from sr_training.config import ArchConfig
 

@@ -285,7 +285,7 @@ class Trainer:
         return build_generator(self.cfg.arch)
 
     def build_discriminator(self) -> torch.nn.Module | None:
-        return UNetDiscriminatorSN() if self.cfg.loss.gan > 0 else None
+        return UNetDiscriminatorSN(num_feat=self.cfg.loss.d_features) if self.cfg.loss.gan > 0 else None
 
     def trainable_parameters(self):
         return (p for p in self.net_g.parameters() if p.requires_grad)

@@ -54,3 +54,32 @@ def test_folder_table_and_scoring_plan_use_the_same_current_row(store):  # noqa:
     status = _stored_status(store, ["c1"])
     assert status[(img, "", "entropy", "c1")] == "ok"
     assert status[(other, "", "piqe", "c1")] == "transient"  # zz-run's failure, not aa-run's
+
+
+def test_one_place_tells_the_weight_formats_apart():
+    """sr_training.checkpoint.checkpoint_kind: what evaluate, FT's base loader and merge each recognised."""
+    from sr_training.checkpoint import FT_ADAPTER, PLAIN, TRAINING, checkpoint_kind
+
+    assert checkpoint_kind({"iteration": 3, "ema": {}, "net_g": {}, "config": "{}"}) == TRAINING
+    assert checkpoint_kind({"config": "{}", "ema": {}}) == TRAINING   # evaluate's old rule: a malformed checkpoint,
+    assert checkpoint_kind({"iteration": 1, "net_g": {}}) == TRAINING  # FT's old rule; neither falls to spandrel
+    assert checkpoint_kind({"iteration": 5, "adapter": {}, "ft": {}, "config": "{}"}) == FT_ADAPTER
+    assert checkpoint_kind({"conv_first.weight": 0}) == PLAIN and checkpoint_kind([1]) == PLAIN
+    assert checkpoint_kind({"ema": {}}) == PLAIN  # a state dict that merely has a module named 'ema'
+
+
+def test_ft_base_without_an_integer_iteration_is_one_line(tmp_path):
+    import pytest
+    import torch
+
+    from bench.errors import StudyError
+    from sr_training.archs import build_generator
+    from sr_training.config import ArchConfig
+    from sr_training.ft.lora import load_base
+
+    arch = ArchConfig(type="swinir", size="tiny", scale=4)
+    net = build_generator(arch)
+    path = tmp_path / "base.pt"
+    torch.save({"config": "{}", "ema": net.state_dict()}, path)
+    with pytest.raises(StudyError, match=r"field 'iteration' is None, expected an integer"):
+        load_base(net, arch, path)

@@ -50,11 +50,10 @@ def resolve_init(init: str | Path) -> Path:
 def _read_checkpoint(path: Path):
     """(state, is a training checkpoint): the file read once with ``weights_only=True`` / safetensors
     (``checkpoint.read_weights``; a pickle payload is refused and never runs)."""
-    from sr_training.checkpoint import read_weights
+    from sr_training.checkpoint import TRAINING, checkpoint_kind, read_weights
 
     state = read_weights(path, "ft.init")
-    is_ckpt = isinstance(state, dict) and "iteration" in state and ("ema" in state or "net_g" in state)
-    return state, is_ckpt
+    return state, checkpoint_kind(state) == TRAINING
 
 
 def _checkpoint_arch(state: dict) -> dict | None:
@@ -79,7 +78,12 @@ def load_base(net: torch.nn.Module, arch_cfg, init: str | Path, which: str = "em
             if got != want:
                 raise StudyError(f"ft.init {path}: checkpoint was trained with arch {got}, the FT config says {want}")
         weights = state[which]
-        record |= {"kind": "training_checkpoint", "weights": which, "base_iteration": int(state["iteration"])}
+        try:
+            base_iteration = int(state["iteration"])
+        except (KeyError, TypeError, ValueError):
+            raise StudyError(f"ft.init {path}: field 'iteration' is {state.get('iteration')!r}, expected an "
+                             f"integer (a training checkpoint records it)") from None
+        record |= {"kind": "training_checkpoint", "weights": which, "base_iteration": base_iteration}
     else:
         from sr_training.archs import recognise
 

@@ -81,13 +81,13 @@ def _checked_fields(path: Path, s: dict, config_cls) -> tuple[object, dict]:
 def merged_model(checkpoint: str | Path, base: str | Path | None = None) -> tuple[torch.nn.Module, dict]:
     """(merged plain generator in eval mode, record)."""
     from sr_training.archs import build_generator
-    from sr_training.checkpoint import load_checkpoint
+    from sr_training.checkpoint import FT_ADAPTER, checkpoint_kind, load_checkpoint
     from sr_training.config import TrainConfig
     from sr_training.ft.lora import adapter_hash, attach_lora, file_sha256, load_base, set_adapter_state
 
     path = Path(checkpoint)
     s = load_checkpoint(path, "cpu")
-    if "adapter" not in s or "ft" not in s:
+    if checkpoint_kind(s) != FT_ADAPTER:
         raise StudyError(f"merge {path}: not an FT checkpoint (no 'adapter'); a base training checkpoint needs no "
                          f"merge (evaluate it directly)")
     cfg, recorded = _checked_fields(path, s, TrainConfig)
