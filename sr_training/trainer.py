@@ -445,10 +445,6 @@ class Trainer:
         self.start_iter = int(s["iteration"])
         return self.start_iter
 
-    def latest_checkpoint(self) -> Path | None:
-        ckpts = list_checkpoints(self.out / "checkpoints")
-        return ckpts[0] if ckpts else None
-
     # --- validation -----------------------------------------------------------------------------
     def validation_network(self) -> torch.nn.Module:
         return self.ema

@@ -104,7 +104,8 @@ def test_quote_in_store_path(tmp_path, capsys):
     assert rc == 0 and rows == [{"n": 4}]
     rc, rows = _cli_json(capsys, "agree", "--store", str(store.root), "--json")
     assert rc == 0 and rows[0]["strict_acc"] == pytest.approx(0.75)
-    assert store.existing_keys("m", "cfg-m") == {"A0", "A1", "A2", "A3", "B0", "B1", "B2", "B3"}
+    ids = connect(store).execute("SELECT DISTINCT image_id FROM scores WHERE metric = 'm' AND config_hash = 'cfg-m'")
+    assert {r[0] for r in ids.fetchall()} == {"A0", "A1", "A2", "A3", "B0", "B1", "B2", "B3"}
 
 
 @pytest.mark.parametrize("content", [b"", b"PAR1 this is not parquet", "truncated"])

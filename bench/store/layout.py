@@ -308,9 +308,6 @@ class Store:
         """For plain DuckDB users; the suite itself reads ``score_parts()`` (bad parts skipped)."""
         return str(self.root / "scores" / "part-*.parquet")
 
-    def pairs_glob(self) -> str:
-        return str(self.root / "pairs" / "*.parquet")
-
     def score_parts(self) -> PartList:
         return self.parts.list("scores", prefix="part-", expect=FOLDER_KINDS["scores"])
 
@@ -327,25 +324,6 @@ class Store:
         if not parts.good and empty is None:
             return None
         return read_parts(parts.good, self.sql_prefix, empty)
-
-    def has_pairs(self) -> bool:
-        return bool(self.pair_parts().good)
-
-    def existing_keys(self, metric: str, config_hash: str, include_failed: bool = True) -> set[str]:
-        import duckdb
-
-        from bench.store.sql import read_parts
-
-        parts = self.score_parts()
-        if not parts.good:
-            return set()
-        cond = "" if include_failed else "AND status = 'ok'"
-        con = duckdb.connect()
-        rows = con.execute(
-            f"SELECT DISTINCT image_id FROM {read_parts(parts.good, one_schema=True)} WHERE metric = ? AND config_hash = ? {cond}",
-            [metric, config_hash],
-        ).fetchall()
-        return {r[0] for r in rows}
 
     # --- runs and study tables -----------------------------------------------------------
     def write_run(self, record: dict) -> None:
