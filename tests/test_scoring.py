@@ -22,7 +22,7 @@ from bench.errors import StudyError, WeightsMissing
 from bench.manifests import schema
 from bench.metrics.factory import create
 from bench.metrics.table import get, select
-from bench.scoring.engine import Shard, _score_items, score_manifest
+from bench.scoring.engine import Shard, _score_stack, score_manifest
 from bench.store import Store
 from bench.store.views import agreement, connect
 
@@ -138,13 +138,13 @@ class _NaNOnSecond(torch.nn.Module):
 
 
 def test_engine_splits_failing_batches_and_flags_nan():
-    items = [{"image_id": "dark", "tensor": torch.zeros(3, 4, 4), "error": None},
-             {"image_id": "bright", "tensor": torch.ones(3, 4, 4), "error": None},
-             {"image_id": "broken", "tensor": None, "error": "decode: OSError"}]
-    got = {iid: (status, err) for iid, _, status, err, _ in _score_items(_NaNOnSecond(), items, "cpu")}
-    assert got["dark"] == ("ok", None)
-    assert got["bright"][0] == "nan"
-    assert got["broken"] == ("error", "decode: OSError")
+    """The engine's batch scorer (the path every run takes): a failing batch of two is split into single
+    images, each scored on its own; a NaN is a 'nan' row, not a score. (Decode failures become error rows
+    before scoring: tests/test_scoring_faults.py and the NUL-byte test of tests/test_issue18_errors.py.)"""
+    (dark, *_), (bright, *_) = got = _score_stack(_NaNOnSecond(), [torch.zeros(3, 4, 4), torch.ones(3, 4, 4)],
+                                                  None, "cpu", 0, 2)
+    assert [g[1:3] for g in got] == [("ok", None), ("nan", "non-finite score nan")]
+    assert dark == 0.0 and bright is None
 
 
 def test_kill9_then_rerun_gives_the_uninterrupted_table(tmp_path, sample_manifest, niqe_plumbing_params):

@@ -221,16 +221,6 @@ def _score_stack(metric, xs: list[torch.Tensor], refs: list[torch.Tensor] | None
     return out
 
 
-def _score_items(metric, items: list[dict], device: str, retries: int = 2, crop: int = 0):
-    """(image_id, score, status, error, seconds) per NR item dict {image_id, tensor, error}."""
-    out = [(it["image_id"], None, "error", it["error"], 0.0) for it in items if it["tensor"] is None]
-    good = [it for it in items if it["tensor"] is not None]
-    if good:
-        res = _score_stack(metric, [it["tensor"] for it in good], None, device, crop, retries)
-        out += [(it["image_id"], *row) for it, row in zip(good, res)]
-    return out
-
-
 def auto_batch_size(device: str) -> int:
     """Batch 8 on GPUs; 1 on CPU, where batching large images is slower per image (reports/perf)."""
     return 8 if str(device).startswith("cuda") else 1
