@@ -66,6 +66,14 @@ def atomic_write_text(text: str, target: str | os.PathLike) -> Path:
     return atomic_write(target, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
+def atomic_save_image(image, target: str | os.PathLike, **save_kwargs) -> Path:
+    """A PIL image saved through the atomic writer (the format from the target's suffix: the temporary
+    name has none)."""
+    fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF"}.get(Path(target).suffix.lower(),
+                                                                               Path(target).suffix[1:].upper())
+    return atomic_write(target, lambda tmp: image.save(tmp, format=fmt, **save_kwargs))
+
+
 def atomic_copy(src: str | os.PathLike, target: str | os.PathLike, link: bool = True) -> Path:
     """Publish a copy of ``src`` at ``target`` (e.g. ``best.pt`` from a checkpoint): a hard link when
     ``link`` and the file system allows it (no second copy of a large file), else a byte copy."""

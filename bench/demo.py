@@ -21,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+from bench.atomic import atomic_save_image, atomic_write_text
 from bench.errors import StudyError
 
 # Held-out: scikit-image's bundled camera photographs that training never sees (bench.manifests.sample.PHOTOS
@@ -90,15 +91,15 @@ def build_heldout(out: Path, size: int = 192, per_photo: int = 4) -> Path:
             if not hr_path.exists():
                 left = (photo.width - size) * (k + 1) // (per_photo + 1)
                 top = (photo.height - size) // 2
-                photo.crop((left, top, left + size, top + size)).save(hr_path)
+                atomic_save_image(photo.crop((left, top, left + size, top + size)), hr_path)
             lr_path = out / "lr_blind_x4" / f"{stem}.png"
             if not lr_path.exists():
                 save_png(fixed_lr(load_rgb(hr_path), index, seed=1), lr_path)
             index += 1
-    (out / "HELDOUT.md").write_text(
+    atomic_write_text(
         "# Held-out test images\n\nCrops of scikit-image photographs that are not in the training set "
         f"({', '.join(HELDOUT_PHOTOS)}; greyscale ones as RGB); LR made by the one-stage training degradation with a fixed seed "
-        "(sr_training/evaluate.py fixed_lr).\n")
+        "(sr_training/evaluate.py fixed_lr).\n", out / "HELDOUT.md")
     return out
 
 
@@ -137,7 +138,6 @@ _STYLE = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto}img{max-
 
 
 def _index_page(out: Path, label: str, sections: list[tuple[str, list[tuple[str, str]]]], notes: list[str]) -> Path:
-    from bench.atomic import atomic_write_text
     from bench.report import html_page
 
     body = [("h1", "iqa-study demo"), ("note", label), *[("p", n) for n in notes]]

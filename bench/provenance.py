@@ -50,7 +50,7 @@ def device_name(device: str) -> str:
 
 
 def now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def new_run(kind: str, config: dict, device: str = "cpu", seed: int | None = None) -> dict:

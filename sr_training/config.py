@@ -310,9 +310,9 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> TrainConfig:
 
 
 def save_config(cfg: TrainConfig, out: Path) -> Path:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
-    return out
+    from bench.atomic import atomic_write_text
+
+    return atomic_write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), out)
 
 
 def json_schema() -> dict:

@@ -37,6 +37,7 @@ import torch
 from PIL import Image
 
 from bench import provenance
+from bench.atomic import atomic_write_text
 from bench.errors import StudyError
 from bench.manifests.schema import file_hash
 from bench.paths import inside, safe_component
@@ -363,6 +364,5 @@ def evaluate(checkpoint: str | Path, test: str | Path | TestSet, store: Store, *
     run["finished_at"] = provenance.now().isoformat(timespec="seconds")
     run["summary"] = [s.__dict__ for s in summaries]
     store.write_run(run)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "provenance.json").write_text(json.dumps(run, indent=2, default=str))
+    atomic_write_text(json.dumps(run, indent=2, default=str), out_dir / "provenance.json")
     return run

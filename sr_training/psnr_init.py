@@ -24,6 +24,7 @@ import os
 import platform
 from pathlib import Path
 
+from bench.atomic import atomic_save_image
 from bench.errors import StudyError
 
 PRETRAINED = Path(__file__).resolve().parent / "pretrained"
@@ -67,7 +68,7 @@ def heldout_from_folder(src: Path | list[Path], out: Path, scale: int = 4, seed:
             with Image.open(path) as im:
                 rgb = im.convert("RGB")
                 w, h = rgb.width - rgb.width % scale, rgb.height - rgb.height % scale
-                rgb.crop((0, 0, w, h)).save(hr_path)
+                atomic_save_image(rgb.crop((0, 0, w, h)), hr_path)
         lr_path = out / "lr_blind_x4" / f"{path.stem}.png"
         if not lr_path.exists():
             save_png(fixed_lr(load_rgb(hr_path), index, scale, seed), lr_path)

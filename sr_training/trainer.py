@@ -44,12 +44,13 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from bench import provenance
-from bench.atomic import atomic_copy, atomic_write, atomic_write_text
+from bench.atomic import atomic_copy, atomic_save_image, atomic_write, atomic_write_text
 from bench.errors import StudyError
 from bench.progress import progress_bar
 from sr_training.archs import build_generator
 from sr_training.checkpoint import checkpoint_path, latest_loadable, list_checkpoints, save_checkpoint
 from sr_training.config import TrainConfig, save_config
+from sr_training.csvlog import append_row
 from sr_training.data.multigt import IterationBatchSampler, MultiGTDataset, collate
 from sr_training.data.pipeline import DataPipeline
 from sr_training.losses import PerceptualLoss, UNetDiscriminatorSN, gan_loss
@@ -172,20 +173,6 @@ def _csv_has_iter(path: Path, it: int) -> bool:
         return False
     with open(path, newline="") as fh:
         return any(r.get("iter") == str(it) for r in csv.DictReader(fh))
-
-
-def _append_csv(path: Path, row: dict) -> None:
-    new = not path.exists() or path.stat().st_size == 0
-    if not new:
-        with open(path, newline="") as fh:
-            header = next(csv.reader(fh))
-        if header != list(row):
-            raise StudyError(f"{path}: columns {header} differ from this run's {list(row)}")
-    with open(path, "a", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(row))
-        if new:
-            w.writeheader()
-        w.writerow(row)
 
 
 class Trainer:
@@ -515,7 +502,8 @@ class Trainer:
         for lr_path in sorted(lr_dir.glob("*.png")):
             sr = net(_load_rgb(lr_path).to(self.device)).clamp(0, 1).cpu()
             sr = (sr * 255).round() / 255  # the saved 8-bit image is what is scored
-            Image.fromarray((sr[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(out_dir / lr_path.name)
+            atomic_save_image(Image.fromarray((sr[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)),
+                              out_dir / lr_path.name)
             hr = _load_rgb(hr_dir / lr_path.name)
             h, w = min(hr.shape[-2], sr.shape[-2]), min(hr.shape[-1], sr.shape[-1])
             a, b = sr[..., :h, :w], hr[..., :h, :w]
@@ -631,7 +619,7 @@ class Trainer:
         row = {"iter": done, **last, "lr_g": lr_g,
                "sec_per_iter": (time.perf_counter() - t0) / max(1, done - self.start_iter),
                **{f"chosen_{k}": int(c) for k, c in enumerate(self.chosen)}}
-        _append_csv(self.out / "train_log.csv", row)
+        append_row(self.out / "train_log.csv", row)
         for k, v in last.items():
             writer.add_scalar(f"loss/{k}", v, done)
         writer.add_scalar("lr/g", lr_g, done)
@@ -664,11 +652,11 @@ class Trainer:
         names = list(next(iter(scores.values())))
         means = {m: float(np.mean([s[m] for s in scores.values()])) for m in names}
         for image, s in scores.items():
-            _append_csv(self.out / "val_images.csv", {"iter": done, "image": image, **s})
+            append_row(self.out / "val_images.csv", {"iter": done, "image": image, **s})
         for m, v in means.items():
             writer.add_scalar(f"val/{m}", v, done)
         for path in sorted((self.out / "val" / f"iter_{done:08d}").glob("*.png"))[:4]:
             writer.add_image(f"val/{path.stem}", np.asarray(Image.open(path).convert("RGB")), done, dataformats="HWC")
         writer.flush()
         self._keep_best(done, means)
-        _append_csv(self.out / "val_log.csv", {"iter": done, **means})
+        append_row(self.out / "val_log.csv", {"iter": done, **means})

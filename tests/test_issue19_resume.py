@@ -79,18 +79,18 @@ def test_base_run_killed_halfway_through_the_log_rows_drops_the_partial_rows(syn
     import sr_training.trainer as trainer_mod
 
     cfg = _base_cfg(synth, "schedule.total_iters=2", "schedule.val_every=2")
-    real = trainer_mod._append_csv
+    real = trainer_mod.append_row
 
     def killed_at_val_log(path, row):
         if Path(path).name == "val_log.csv":
             raise Killed
         return real(path, row)
 
-    monkeypatch.setattr(trainer_mod, "_append_csv", killed_at_val_log)
+    monkeypatch.setattr(trainer_mod, "append_row", killed_at_val_log)
     out = tmp_path / "killed"
     with pytest.raises(Killed):
         Trainer(cfg, out, "cpu").fit()
-    monkeypatch.setattr(trainer_mod, "_append_csv", real)
+    monkeypatch.setattr(trainer_mod, "append_row", real)
     assert list(pd.read_csv(out / "val_images.csv")["iter"]) == [2]
     Trainer(cfg, out, "cpu").fit(auto_resume=True)
     assert list(pd.read_csv(out / "val_log.csv")["iter"]) == [2]
@@ -154,14 +154,14 @@ def test_ft_run_killed_during_validation_keeps_every_log_row(kill, synth, base_s
 
         monkeypatch.setattr(FTTrainer, "_validate_scores", patched)
     else:  # the guard checked and re-saved, val_log.csv never got its row
-        real = trainer_mod._append_csv
+        real = trainer_mod.append_row
 
         def patched(path, row):
             if Path(path).name == "val_log.csv" and row["iter"] == 2:
                 raise Killed
             return real(path, row)
 
-        monkeypatch.setattr(trainer_mod, "_append_csv", patched)
+        monkeypatch.setattr(trainer_mod, "append_row", patched)
     with pytest.raises(Killed):
         _ft(synth, base_swinir, out, 4).fit()
     monkeypatch.undo()

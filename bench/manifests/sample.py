@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageFilter
 
+from bench.atomic import atomic_save_image
 from bench.manifests.schema import finalize
 
 PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png", "camera.png")
@@ -80,14 +81,14 @@ def build_sample(out: str | Path, seed: int = 0) -> pd.DataFrame:
         lr = hr.resize((SIZE // SCALE, SIZE // SCALE), Image.Resampling.BICUBIC, reducing_gap=None)
         folder = out / "images" / photo
         folder.mkdir(parents=True, exist_ok=True)
-        hr.save(folder / "hr.png")
+        atomic_save_image(hr, folder / "hr.png")
         names = {}
         for axis, levels in AXES.items():
             for strength, level in enumerate(levels):
                 name = f"{axis}{strength}.png"
-                _variant(lr, axis, level, rng).save(folder / name)
+                atomic_save_image(_variant(lr, axis, level, rng), folder / name)
                 names[(axis, strength)] = f"images/{photo}/{name}"
-        _variant(lr, "noise", AXES["noise"][1], rng).save(folder / "noise1_redraw.png")
+        atomic_save_image(_variant(lr, "noise", AXES["noise"][1], rng), folder / "noise1_redraw.png")
         for axis in AXES:
             for i in range(3):
                 for j in range(i + 1, 3):

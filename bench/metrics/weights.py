@@ -23,8 +23,8 @@ from pathlib import Path
 
 from bench.atomic import atomic_write_bytes, atomic_write_text
 from bench.env import cache_dirs, network_available
-from bench.hashing import sha256_file
 from bench.errors import WeightsMissing
+from bench.hashing import sha256_file
 from bench.metrics.table import MetricSpec, WeightFile
 
 # NIQE pristine-model parameters: BasicSR's ``basicsr/metrics/niqe_pris_params.npz`` (the file HGGT

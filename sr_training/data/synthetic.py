@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
+from bench.atomic import atomic_save_image, atomic_write_text
 from bench.errors import StudyError
 from bench.manifests.sample import PHOTOS, bundled_photo
 
@@ -61,7 +62,6 @@ def build_synthetic_hggt(out: str | Path, groups_per_photo: int = 4, size: int =
 
     ``out`` must be new, empty, or this function's own earlier output (SYNTHETIC.md, or the BUILDING
     marker of an interrupted build): a folder holding anything else (real data) is refused, never overwritten."""
-    from bench.atomic import atomic_write_text
     from bench.scoring.images import read_rgb_u8
     from sr_training import infer
     from sr_training.data.folder import list_images
@@ -77,7 +77,7 @@ def build_synthetic_hggt(out: str | Path, groups_per_photo: int = 4, size: int =
         raise StudyError(f"val_photos {val_photos}: expected >= 1")
     check_target(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / BUILDING).write_text("an interrupted build of sr_training/data/synthetic.py; rebuild into this folder\n")
+    atomic_write_text("an interrupted build of sr_training/data/synthetic.py; rebuild into this folder\n", out / BUILDING)
     rng = np.random.default_rng(seed)
     for sub in ["original", *DESIGNED]:
         (out / "images" / sub).mkdir(parents=True, exist_ok=True)
@@ -97,26 +97,26 @@ def build_synthetic_hggt(out: str | Path, groups_per_photo: int = 4, size: int =
             left = int(rng.integers(0, photo.width - size + 1))
             crop = photo.crop((left, top, left + size, top + size))
             stem = f"{p + 1:04d}-{top}-{left}"  # HGGT naming: {source}-{x = top row}-{y = left column}
-            crop.save(out / "images" / "original" / f"{stem}.png")
+            atomic_save_image(crop, out / "images" / "original" / f"{stem}.png")
             for k in DESIGNED:
-                enhance(crop, k).save(out / "images" / k / f"{stem}_{k}.png")
+                atomic_save_image(enhance(crop, k), out / "images" / k / f"{stem}_{k}.png")
             for ann in "ABC":
                 labels = [DESIGNED[k] if rng.random() < 0.8 else LABELS[int(rng.integers(0, 3))] for k in DESIGNED]
-                (out / "labels" / ann / f"{stem}.json").write_text(json.dumps(_label_doc(stem, labels), indent=1))
+                atomic_write_text(json.dumps(_label_doc(stem, labels), indent=1), out / "labels" / ann / f"{stem}.json")
         if val_photos is not None and p >= val_photos:
             continue
         val = photo.crop((0, 0, size, size))
-        val.save(val_hr / f"{Path(name).stem}.png")
+        atomic_save_image(val, val_hr / f"{Path(name).stem}.png")
         # val LR = the training degradation with a fixed seed (like Set5's lr_blind_x4), not a clean bicubic
         infer.save_png(fixed_lr(infer.load_rgb(val_hr / f"{Path(name).stem}.png"), p, seed=seed + 1000),
                        val_lr / f"{Path(name).stem}.png")
     origin = (f"the {len(sources)} REAL photographs in {Path(photos).resolve()} (image NNNN = the NNNN-th file by "
               f"name, source.json lists them)" if photos is not None else "scikit-image photographs")
-    (out / "SYNTHETIC.md").write_text(
+    atomic_write_text(
         f"# SYNTHETIC multi-GT set\n\nBuilt by sr_training/data/synthetic.py from {origin}. The "
         "'enhanced' GTs are fixed PIL operators and the A/B/C labels are synthetic annotators, not people.\n"
         "val/ holds x4 LR inputs made by the one-stage training degradation with a fixed seed "
-        "(sr_training/evaluate.py fixed_lr), for validation.\n")
+        "(sr_training/evaluate.py fixed_lr), for validation.\n", out / "SYNTHETIC.md")
     atomic_write_text(json.dumps({
         "originals": "real photographs" if photos is not None else "scikit-image bundled photographs",
         "photos_folder": str(Path(photos).resolve()) if photos is not None else None,

@@ -19,9 +19,7 @@ unflagged check with the highest Q_norm, and the log says which.
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -150,12 +148,3 @@ def watched_metrics(guard_cfg, selection: str | None, reward_names: list[str]) -
     notes.append(f"from {selection}: top-ranked {', '.join(top) or '(none besides Q)'}; "
                  f"complementary {', '.join(comp) or '(none)'}")
     return specs, notes
-
-
-def append_log(path: Path, row: dict) -> None:
-    new = not path.exists()
-    with open(path, "a", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(row))
-        if new:
-            w.writeheader()
-        w.writerow(row)

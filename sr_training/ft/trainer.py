@@ -30,7 +30,8 @@ import torch
 from bench import provenance
 from bench.atomic import atomic_copy, atomic_write_text
 from bench.errors import StudyError
-from sr_training.ft.guard import GuardRule, GuardStop, append_log, watched_metrics
+from sr_training.csvlog import append_row
+from sr_training.ft.guard import GuardRule, GuardStop, watched_metrics
 from sr_training.ft.lora import (
     DEFAULT_TARGETS,
     adapter_hash,
@@ -200,7 +201,7 @@ class FTTrainer(Trainer):
         action = ""
         if d.tripped:
             action = "stop" if g.action == "stop" else "flagged (keep_best: training continues)"
-        append_log(self.out / "guard_log.csv",
+        append_row(self.out / "guard_log.csv",
                    {"iter": it, "q_norm": q_norm, **{f"Q_{s.name}": means[s.name] for s, _, _ in self._terms},
                     **watched, "flagged": int(d.flagged), "streak": d.streak, "best": int(d.is_best),
                     "action": action, "reason": "; ".join(d.reasons)})

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from bench.errors import StudyError
+from bench.report.figures import save_figure
 from sr_training.repro import plan as P
 
 REFERENCES = {"bicubic": "bicubic", "psnr_init_swinir_tiny": "PSNR init", "Gold standard": "gold (HR)"}
@@ -236,7 +237,7 @@ def _plot_pd(t: pd.DataFrame, out: Path) -> Path:
                  "tiny SwinIR on SYNTHETIC multi-GT data from real BSD100 photographs", fontsize=9)
     fig.tight_layout()
     path = out / "pd.png"
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path
 
@@ -266,7 +267,7 @@ def _plot_lambda(t: pd.DataFrame, out: Path) -> Path | None:
     fig.suptitle("AMO+FT λ_Q sweep (LoRA, NIQE reward): pixel -> mid-level -> NR trade-off; Set14+Set5", fontsize=9)
     fig.tight_layout()
     path = out / "lambda_tradeoff.png"
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path
 
@@ -311,7 +312,7 @@ def _plot_hacking(traj: pd.DataFrame, out: Path, metric: str) -> Path | None:
                  " band = min..max); SYNTHETIC val crops of training photographs", fontsize=9)
     fig.tight_layout()
     path = out / "reward_hacking.png"
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path
 

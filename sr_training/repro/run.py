@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import ClassVar
 
+from bench.atomic import atomic_write_text
 from bench.errors import StudyError
 from sr_training.repro import plan as P
 
@@ -30,8 +31,6 @@ TEST_SETS = ("set14", "set5")
 
 
 def _write_json(obj, path: Path) -> Path:
-    from bench.atomic import atomic_write_text
-
     return atomic_write_text(json.dumps(obj, indent=1, default=str) + "\n", path)
 
 
@@ -64,7 +63,7 @@ def train_image_scores(out: Path, train_root: Path, metric: str) -> tuple[Path, 
         schema.write(hggt(train_root, "train"), manifest)
     if not (store_dir / "SCORED").is_file():
         score_manifest(schema.read(manifest), [get(metric)], Store(store_dir), workers=0, progress=False)
-        (store_dir / "SCORED").write_text(f"{metric}\n")
+        atomic_write_text(f"{metric}\n", store_dir / "SCORED")
     return store_dir, manifest
 
 
