@@ -156,3 +156,23 @@ def test_repro_two_run_slice_trains_evaluates_reports_and_resumes(tmp_path, monk
     before = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("*.pt")}
     again = execute(plan, out, photos, tests)                   # resume: every run is done
     assert again == recs and {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("*.pt")} == before
+
+
+def test_a_mixed_verdict_is_partly_only_when_some_metric_reproduced():
+    import pandas as pd
+
+    from sr_training.repro.report import claim_verdicts
+
+    def cmp(niqe: str, stlpips: str) -> pd.DataFrame:
+        return pd.DataFrame([{"a": "amo_ft", "b": "upos_ft", "metric": m, "delta": 0.1, "ci_lo": 0.0, "ci_hi": 0.2,
+                              "result": r} for m, r in (("niqe", niqe), ("stlpips", stlpips))])
+
+    def verdict(niqe: str, stlpips: str) -> str:
+        v = claim_verdicts(cmp(niqe, stlpips), {}).set_index("claim")
+        return v.loc["AMO+FT >= UPos+FT", "verdict"]
+
+    # lower is better for both: 'a better' is what the paper claims for AMO+FT
+    assert verdict("a better", "a better") == "reproduced"
+    assert verdict("no difference detected", "b better") == "not reproduced: niqe inconclusive, stlpips contradicted"
+    assert verdict("a better", "b better") == "partly: niqe reproduced, stlpips contradicted"
+    assert verdict("no difference detected", "no difference detected") == "inconclusive"

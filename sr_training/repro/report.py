@@ -17,11 +17,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bench.atomic import atomic_write_text
 from bench.errors import StudyError
 from bench.report.figures import save_figure
 from sr_training.repro import plan as P
 
 REFERENCES = {"bicubic": "bicubic", "psnr_init_swinir_tiny": "PSNR init", "Gold standard": "gold (HR)"}
+GOLD_LABEL = REFERENCES["Gold standard"]
 METRICS = ("psnr", "ssim", "stlpips", "niqe", "piqe", "entropy")
 N_BOOT = 2000
 
@@ -174,7 +176,8 @@ def claim_verdicts(cmp: pd.DataFrame, skipped: dict[str, str]) -> pd.DataFrame:
         verdict = ("reproduced" if all(v == "reproduced" for v in verdicts) else
                    "contradicted" if all(v == "contradicted" for v in verdicts) else
                    "inconclusive" if all(v == "inconclusive" for v in verdicts) else
-                   "partly: " + ", ".join(f"{m} {v}" for m, v in zip(metrics, verdicts)))
+                   ("partly: " if "reproduced" in verdicts else "not reproduced: ")
+                   + ", ".join(f"{m} {v}" for m, v in zip(metrics, verdicts)))
         rows.append({"claim": claim, "paper": paper, "measured": f"{a} - {b}: " + "; ".join(parts),
                      "verdict": verdict})
     return pd.DataFrame(rows)
@@ -183,6 +186,28 @@ def claim_verdicts(cmp: pd.DataFrame, skipped: dict[str, str]) -> pd.DataFrame:
 def _fmt(v: float, metric: str) -> str:
     d = 3 if metric in ("ssim", "stlpips") else 2
     return "–" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.{d}f}"
+
+
+def main_wide(t: pd.DataFrame, baseline: str = "upos") -> pd.DataFrame:
+    """The main table for a page: one row per model, one column per metric, 'mean [lo, hi]; Δ d [lo, hi]'."""
+    metrics = [m for m in METRICS if m in set(t.metric)]
+    rows = []
+    for variant, g in t.groupby("variant", sort=False):
+        row = {"model": variant, "seeds": int(g.n_seeds.iloc[0]) or "–"}
+        for m in metrics:
+            r = g[g.metric == m]
+            if r.empty:
+                row[m] = "–"
+                continue
+            r = r.iloc[0]
+            cell = f"{_fmt(r['mean'], m)} [{_fmt(r.ci_lo, m)}, {_fmt(r.ci_hi, m)}]"
+            dcol = f"delta_vs_{baseline}"
+            if dcol in r and not pd.isna(r[dcol]):
+                cell += f"; Δ {r[dcol]:+.3g} [{r.d_lo:+.3g}, {r.d_hi:+.3g}]"
+            row[m] = cell
+        rows.append(row)
+    arrow = {m: "↓" if bool(t[t.metric == m].lower_better.iloc[0]) else "↑" for m in metrics}
+    return pd.DataFrame(rows).rename(columns={m: f"{m} {arrow[m]}" for m in metrics})
 
 
 def main_markdown(t: pd.DataFrame, baseline: str = "upos") -> str:
@@ -207,15 +232,36 @@ def main_markdown(t: pd.DataFrame, baseline: str = "upos") -> str:
     return "\n".join(lines)
 
 
+def off_scale(values: pd.Series) -> pd.Series:
+    """True for a model mean far outside the others on one axis (Tukey's far-out rule: beyond 3 IQR from the
+    quartiles of every model and reference), e.g. a diverged run; the P-D axes span the rest so their
+    differences stay readable. References are never off-scale (``_plot_pd``)."""
+    q1, q3 = values.quantile(0.25), values.quantile(0.75)
+    span = 3 * (q3 - q1)
+    return (values < q1 - span) | (values > q3 + span)
+
+
 def _plot_pd(t: pd.DataFrame, out: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 5))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5.2))
     nr = "niqe"
+    means = t[t.variant != GOLD_LABEL].pivot_table(index="variant", columns="metric", values="mean", sort=False)
+    far = {m: off_scale(means[m].dropna()) for m in ("psnr", "stlpips", nr) if m in means}
+    # the references (bicubic, PSNR init) are the anchors: always on the axes
+    outliers = sorted({v for m in far.values() for v, f in m.items() if f and v not in REFERENCES.values()})
+    notes = []
     for ax, x in zip(axes, ("psnr", "stlpips")):
+        kept = [v for v in means.index if v not in outliers and not pd.isna(means.loc[v].get(x))]
+        lims = {}
+        for m in (x, nr):
+            g = t[(t.metric == m) & t.variant.isin(kept if m == x else [*kept, GOLD_LABEL])]
+            lo, hi = g.ci_lo.min(), g.ci_hi.max()
+            pad = 0.06 * (hi - lo)
+            lims[m] = (lo - pad, hi + pad)
         for variant, g in t.groupby("variant", sort=False):
             gx, gy = g[g.metric == x], g[g.metric == nr]
             if gy.empty:
@@ -223,18 +269,30 @@ def _plot_pd(t: pd.DataFrame, out: Path) -> Path:
             if gx.empty:  # the gold standard: NR only
                 ax.axhline(gy["mean"].iloc[0], ls="--", c="k", lw=1, label=f"{variant} {nr}")
                 continue
+            mx, my = gx["mean"].iloc[0], gy["mean"].iloc[0]
+            if variant in outliers:  # drawn on the edge, its values written out
+                cx, cy = np.clip(mx, *lims[x]), np.clip(my, *lims[nr])
+                ax.plot([cx], [cy], marker="X", ms=10, c="crimson", ls="none",
+                        label=f"{variant} (off-scale)")
+                ax.annotate(f"{variant} off-scale:\n{x} {mx:.3g}, {nr} {my:.3g}", (cx, cy), fontsize=7, c="crimson",
+                            xytext=(6, -14 if cy > np.mean(lims[nr]) else 6), textcoords="offset points")
+                if ax is axes[0]:
+                    notes.append(f"{variant} ({x} {mx:.3g}, {nr} {my:.3g})")
+                continue
             ref = variant in REFERENCES.values()
             ax.errorbar(gx["mean"], gy["mean"], xerr=[gx["mean"] - gx.ci_lo, gx.ci_hi - gx["mean"]],
                         yerr=[gy["mean"] - gy.ci_lo, gy.ci_hi - gy["mean"]], fmt="s" if ref else "o",
-                        c="grey" if ref else None, ms=6, capsize=2, label=variant)
-            ax.annotate(variant, (gx["mean"].iloc[0], gy["mean"].iloc[0]), fontsize=7, xytext=(3, 3),
-                        textcoords="offset points")
+                        c="grey" if ref else None, ms=6, capsize=2, label=variant, elinewidth=0.7, alpha=0.8)
+            ax.annotate(variant, (mx, my), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.set_xlim(*lims[x])
+        ax.set_ylim(*lims[nr])
         ax.set_xlabel(f"{x} ({'↓' if x == 'stlpips' else '↑'} better)")
         ax.set_ylabel(f"{nr} (↓ better)")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7, ncol=2)
+    extra = f"; off-scale (diverged, X on the edge): {', '.join(notes)}" if notes else ""
     fig.suptitle("Perception-distortion, Set14+Set5 pooled (mean over seeds and images, 95% crossed-bootstrap CI)\n"
-                 "tiny SwinIR on SYNTHETIC multi-GT data from real BSD100 photographs", fontsize=9)
+                 f"tiny SwinIR on SYNTHETIC multi-GT data from real BSD100 photographs{extra}", fontsize=9)
     fig.tight_layout()
     path = out / "pd.png"
     save_figure(fig, path, dpi=110)
@@ -242,29 +300,50 @@ def _plot_pd(t: pd.DataFrame, out: Path) -> Path:
     return path
 
 
-def _plot_lambda(t: pd.DataFrame, out: Path) -> Path | None:
+def lambda_deltas(sc: Scores, base: str = "amo") -> pd.DataFrame:
+    """Per lambda_Q variant and metric: the paired difference to the FT base (same seed and image), 95% CI."""
+    rows = []
+    for v in P.VARIANTS:
+        lam = P.lambda_of(v)
+        if lam is None:
+            continue
+        for m in ("psnr", "stlpips", "niqe"):
+            d = difference(sc, v.name, base, m)
+            if d is None:
+                continue
+            mean, lo, hi = _boot(d, np.random.default_rng(0))
+            rows.append({"variant": v.name, "lambda_q": lam, "metric": m, "lower_better": sc.lower[m],
+                         "delta": mean, "ci_lo": lo, "ci_hi": hi})
+    return pd.DataFrame(rows)
+
+
+def _plot_lambda(sc: Scores, out: Path) -> Path | None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    lam = {v.name: P.lambda_of(v) for v in P.VARIANTS if P.lambda_of(v) is not None}
-    sub = t[t.variant.isin(lam)]
-    if sub.variant.nunique() < 2:
+    d = lambda_deltas(sc)
+    if d.empty or d.variant.nunique() < 2:
         return None
+    atomic_write_text(d.to_csv(index=False), out / "lambda_tradeoff.csv")
+    lams = sorted(d.lambda_q.unique())
     fig, axes = plt.subplots(1, 3, figsize=(13, 4))
     for ax, m in zip(axes, ("psnr", "stlpips", "niqe")):
-        g = sub[sub.metric == m].assign(lam=lambda d: d.variant.map(lam)).sort_values("lam")
-        ax.errorbar(g.lam, g["mean"], yerr=[g["mean"] - g.ci_lo, g.ci_hi - g["mean"]], fmt="o-", capsize=3)
-        base = t[(t.variant == "amo") & (t.metric == m)]
-        if not base.empty:
-            ax.axhline(base["mean"].iloc[0], c="grey", ls=":", label="AMO base (before FT)")
-        ax.set_xscale("symlog", linthresh=10)
+        g = d[d.metric == m].sort_values("lambda_q")
+        if g.empty:
+            continue
+        pos = [lams.index(v) for v in g.lambda_q]
+        ax.errorbar(pos, g.delta, yerr=[g.delta - g.ci_lo, g.ci_hi - g.delta], fmt="o-", capsize=3)
+        ax.axhline(0, c="grey", ls=":", label="AMO base (before FT)")
+        ax.set_xticks(range(len(lams)), [f"{v:g}" for v in lams])
         ax.set_xlabel("λ_Q (on Q / 100)")
+        ax.set_ylabel(f"Δ {m} vs AMO base")
         ax.set_title(f"{m} ({'↓' if g.lower_better.iloc[0] else '↑'} better)")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    fig.suptitle("AMO+FT λ_Q sweep (LoRA, NIQE reward): pixel -> mid-level -> NR trade-off; Set14+Set5", fontsize=9)
+    fig.suptitle("AMO+FT λ_Q sweep (LoRA, NIQE reward), Set14+Set5: difference to the AMO base, paired by seed and "
+                 "image (95% crossed-bootstrap CI); the paper's tiers: PSNR -> LPIPS-ST -> NR", fontsize=9)
     fig.tight_layout()
     path = out / "lambda_tradeoff.png"
     save_figure(fig, path, dpi=110)
@@ -337,7 +416,6 @@ def _crop_grids(store, per: pd.DataFrame, runs: pd.DataFrame, out: Path) -> tupl
 
 def write_report(run_dir: Path, out: Path) -> list[Path]:
     """Tables (CSV + Markdown), figures and an HTML page from ``run_dir`` (an `iqa-study repro` folder)."""
-    from bench.atomic import atomic_write_text
     from bench.report import html_page
     from bench.report.compare import load_per_image
     from bench.store import Store
@@ -361,7 +439,7 @@ def write_report(run_dir: Path, out: Path) -> list[Path]:
                atomic_write_text(timings.to_csv(index=False), out / "timings.csv")]
     if not traj.empty:
         written.append(atomic_write_text(traj.to_csv(index=False), out / "ft_trajectories.csv"))
-    figs = [p for p in (_plot_pd(t, out), _plot_lambda(t, out),
+    figs = [p for p in (_plot_pd(t, out), _plot_lambda(sc, out),
                         _plot_hacking(traj, out, plan["metric"]) if not traj.empty else None) if p]
     grids, grid_notes = _crop_grids(store, per, runs, out)
     notes += [(None, n) for n in grid_notes]
@@ -390,8 +468,12 @@ def write_report(run_dir: Path, out: Path) -> list[Path]:
           *[f"![{p.stem}]({p.name})" for p in figs], ""]
     written.append(atomic_write_text("\n".join(md), out / "README.md"))
     body = [("h1", "The method at small scale"), ("note", label), ("h2", "Claims"), ("table", claims),
-            ("h2", "Main table"), ("table", t.round(4)), ("h2", "Ablations"), ("table", cmp.round(4))]
+            ("h2", "Figures")]
     body += [x for p in figs for x in (("h3", p.stem), ("figure", {"src": p.name, "alt": p.stem}))]
+    body += [("h2", "Main table (Set14 + Set5 pooled; mean [95% CI]; Δ vs UPos, paired by seed and image)"),
+             ("table", main_wide(t)), ("h2", "Ablations (a − b, raw units)"), ("table", cmp.round(4)),
+             ("p", (f"main.csv, ablations.csv, claims.csv, timings.csv: the data; {len(timings)} runs, "
+                   f"{total / 60:.1f} min of training + evaluation."))]
     written.append(atomic_write_text(html_page.render("iqa-study repro", body,
                                                       "body{font-family:sans-serif;max-width:1300px;margin:2em auto}"
                                                       "img{max-width:100%}.note{background:#fff3cd;padding:6px}"),
