@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 import sys
@@ -42,9 +43,10 @@ LABEL = ("SYNTHETIC multi-GT data (real photographs, SYNTHETIC enhanced GTs and 
 # cannot download (a random-weight VGG is no perceptual loss) and the GAN term triples a CPU step; UPos and AMO
 # differ in what the paper is about, the choice of target among the GTs. FT: LoRA rank 4 on the AMO model,
 # L1 - lambda_Q * Q (the reward), checked by the reward-hacking guard every FT_CHECK_EVERY iterations on the
-# SYNTHETIC val set (training photos, never the held-out ones). The merged adapter is the LAST iteration's, as the
-# paper evaluates its FT models and as `iqa-study repro` does; the guard (action keep_best) only logs its checks
-# (guard_log.csv) and keeps checkpoints/guard_best.pt, and its flags are printed beside the result.
+# SYNTHETIC val set (training photos, never the held-out ones); the merged adapter is the guard's best unflagged
+# check (checkpoints/guard_best.pt: highest Q while no watched metric worsened), not the last iteration (the
+# paper's rule, which `iqa-study repro` follows): measured on the held-out photos, the last checkpoint's NIQE was
+# +1.14 [-0.48, +3.20] above AMO's (docs/demo.md, 'FT settings'), and the guard flags it on the val set.
 # NIQE, the offline reward, pools 96-px blocks: on a 96-px patch it is one block and its gradient is noise
 # (measured: pixel-space descent on NIQE diverges there), so FT scores 192-px SR patches (4 blocks) of 256-px
 # groups, and the held-out crops are 192 px. lambda_Q = 100 on Q_norm = NIQE / 100 (the table's 0-100 range)
@@ -122,15 +124,19 @@ def _latest_checkpoint(run_dir: Path) -> Path:
 
 
 def _ft_checkpoint(run_dir: Path) -> tuple[Path, str]:
-    """The FT checkpoint the demo merges: the last one (the paper's rule), and what the guard said of the run."""
-    last = _latest_checkpoint(run_dir)
+    """The FT checkpoint the demo merges: the guard's best unflagged check, else the last one (and why)."""
+    best, meta = run_dir / "checkpoints" / "guard_best.pt", run_dir / "checkpoints" / "guard_best.json"
     log = run_dir / "guard_log.csv"
     rows = list(csv.DictReader(log.read_text().splitlines())) if log.is_file() else []
     flagged = [r["iter"] for r in rows if r.get("flagged") == "1"]
-    guard = (f"the reward-hacking guard flagged check(s) {', '.join(flagged)} (guard_log.csv; its best unflagged "
-             f"check is kept as checkpoints/guard_best.pt)" if flagged else
-             f"the reward-hacking guard flagged none of its {len(rows)} checks (guard_log.csv)")
-    return last, f"the last checkpoint ({last.name}, the paper's rule); {guard}"
+    said = (f"; the guard flagged check(s) {', '.join(flagged)} (guard_log.csv)" if flagged else
+            f"; the guard flagged none of its {len(rows)} checks (guard_log.csv)")
+    if best.is_file() and meta.is_file():
+        info = json.loads(meta.read_text())
+        return best, (f"the guard's best check, iteration {info['iteration']} (highest Q on the SYNTHETIC val set "
+                      f"while no watched metric worsened; checkpoints/guard_best.json){said}")
+    last = _latest_checkpoint(run_dir)
+    return last, f"the last checkpoint ({last.name}): no guard check after the start was unflagged{said}"
 
 
 _STYLE = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto}img{max-width:100%}"
