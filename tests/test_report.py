@@ -215,3 +215,12 @@ def test_report_refuses_a_file_as_output(study, tmp_path):
     target.write_text("x")
     with pytest.raises(StudyError, match="is a file"):
         write_study_report(Store(store, create=False), target)
+
+
+def test_the_report_says_why_the_per_method_figure_is_absent(tmp_path):
+    from bench.report.study_report import _by_method_blocks
+
+    pairs = pd.DataFrame({"dataset": ["d"], "pair_id": ["p1"], "image_a": ["x/a.png"], "image_b": ["y/b.png"]})
+    blocks = _by_method_blocks(pd.DataFrame(), analyses.methods_from_names(pairs), tmp_path, ["piqe"])
+    assert blocks[0] == ("h2", "Accuracy per SR method") and blocks[1][1].startswith("Not drawn: ")
+    assert not list(tmp_path.iterdir())  # no empty figure written

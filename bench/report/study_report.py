@@ -131,7 +131,10 @@ def _ceiling_blocks(ceiling: pd.DataFrame | None) -> list[Block]:
 def _by_method_blocks(long: pd.DataFrame, pairs: pd.DataFrame, out: Path, metrics: list[str]) -> list[Block]:
     t = analyses.accuracy_by_method(long, pairs)
     if t is None:
-        return []
+        return [("h2", "Accuracy per SR method"),
+                ("p", ("Not drawn: the manifests have no method_a/method_b columns and not every pair's file names "
+                       "follow <id>_<method> (bench.report.analyses.methods_from_names); add the columns to the "
+                       "vote CSV to get this figure."))]
     save(grouped_points(t, "method", "Accuracy on pairs involving each SR method", "SR method", metrics=metrics), t, out,
          "accuracy_by_method")
     return [("h2", "Accuracy per SR method"),
