@@ -188,6 +188,10 @@ def test_report_numbers_match_the_store(study):
     gallery = pd.read_csv(report / "failure_gallery.csv")
     assert len(gallery) == min(6, len(wrong)) and set(gallery["pair_id"]) <= wrong
     assert gallery["human"].str.match(r"human: [AB] \(votes \d+-\d+\)").all()
+    for g in gallery.itertuples():  # each row names its files and SR methods, not only dataset / pair id
+        assert g.label.startswith(f"gen / {g.pair_id}: A = {Path(g.image_a).name} (") and \
+            f" vs B = {Path(g.image_b).name} (" in g.label
+        assert any(f"({m})" in g.label for m in METHODS)
     # the ensemble's CI row is its held-out accuracy from the stored CV predictions
     cv = con.execute("SELECT pred, y FROM study_ensemble_cv").df()
     ens = pd.read_csv(report / "ensemble.csv")

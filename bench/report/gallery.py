@@ -56,6 +56,16 @@ def draw_pair(axes, a: np.ndarray, b: np.ndarray, title: str, crop: int | None =
     return box_a, box_b
 
 
+def pair_label(r) -> str:
+    """'dataset / pair_id: A = file (method) vs B = file (method)': what a reader needs to find the pair."""
+    def side(name, method) -> str:
+        m = "" if method is None or (isinstance(method, float) and np.isnan(method)) else f" ({method})"
+        return f"{Path(str(name)).name}{m}"
+
+    return (f"{r.dataset} / {r.pair_id}: A = {side(r.image_a, getattr(r, 'method_a', None))} vs "
+            f"B = {side(r.image_b, getattr(r, 'method_b', None))}")
+
+
 def pair_figure(rows: pd.DataFrame, verdicts: pd.DataFrame, title: str, crop: int | None = None,
                 center: tuple[int, int] | None = None):
     """One row of four panels per pair in ``rows`` (dataset, pair_id, root, image_a, image_b, pref,
@@ -81,14 +91,15 @@ def pair_figure(rows: pd.DataFrame, verdicts: pd.DataFrame, title: str, crop: in
             for ax in axes[i]:
                 ax.set_xticks([])
                 ax.set_yticks([])
-            axes[i][0].text(0, 0.5, f"{r.dataset} / {r.pair_id}: NOT THE SCORED IMAGES\n{problem}"[:400],
+            axes[i][0].text(0, 0.5, f"{pair_label(r)}: NOT THE SCORED IMAGES\n{problem}"[:400],
                             transform=axes[i][0].transAxes, fontsize=6, color="#b2182b", va="center", wrap=True)
             box_a = None
         else:
-            box_a, _ = draw_pair(axes[i], a, b, f"{r.dataset} / {r.pair_id}", crop, center, human)
+            box_a, _ = draw_pair(axes[i], a, b, pair_label(r), crop, center, human)
         axes[i][0].text(0, -0.15, "\n".join([human] + lines), transform=axes[i][0].transAxes, fontsize=6, va="top",
                         family="monospace")
-        shown.append({"dataset": r.dataset, "pair_id": r.pair_id, "image_a": r.image_a, "image_b": r.image_b,
+        shown.append({"dataset": r.dataset, "pair_id": r.pair_id, "label": pair_label(r), "image_a": r.image_a,
+                      "image_b": r.image_b,
                       "human": human, "metrics": " | ".join(lines), "zoom_top": box_a.top if box_a else None,
                       "zoom_left": box_a.left if box_a else None, "zoom_size": box_a.height if box_a else None,
                       "problem": problem or None})
