@@ -250,7 +250,7 @@ def selection_overrides(path: str | Path, overrides: list[str], selection: str |
     sel = Path(selection)
     if not sel.is_file():
         raise StudyError(f"--selection {sel}: no such file (write one with `iqa-study select`)")
-    tree = load_yaml_file(Path(path))
+    tree = load_yaml_file(resolve_config(path))
     for item in overrides:
         _apply_override(tree, item, str(path))
     value = json.dumps(str(sel.resolve()))  # JSON is YAML: any path parses back as this one string
@@ -293,10 +293,30 @@ def _apply_override(tree: dict, item: str, source: str) -> None:
     node[parts[-1]] = load_yaml(raw, f"override {item!r}", mapping=False)
 
 
-def load_config(path: str | Path, overrides: list[str] = ()) -> TrainConfig:
+PACKAGED_CONFIGS = Path(__file__).with_name("configs")
+
+
+def resolve_config(path: str | Path) -> Path:
+    """The config file ``path`` names, by one rule: an existing file wins; else a bare name (no folder) is a
+    config shipped inside the package (sr_training/configs/NAME[.yaml]), so an installed wheel trains without
+    a checkout (`iqa-study train --config smoke_swinir_upos`); else one line with the closest shipped names."""
     path = Path(path)
-    if not path.is_file():
-        raise StudyError(f"{path}: config file does not exist")
+    if path.is_file():
+        return path
+    if path.parent == Path("."):
+        for cand in (PACKAGED_CONFIGS / path.name, PACKAGED_CONFIGS / f"{path.name}.yaml"):
+            if cand.is_file():
+                return cand
+    import difflib
+
+    shipped = sorted(p.stem for p in PACKAGED_CONFIGS.glob("*.yaml"))
+    near = difflib.get_close_matches(path.stem, shipped, n=3)
+    hint = f"; did you mean {', '.join(near)}?" if near else f"; shipped configs: {', '.join(shipped)}"
+    raise StudyError(f"{path}: config file does not exist and is not a shipped config name{hint}")
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> TrainConfig:
+    path = resolve_config(path)
     tree = load_yaml_file(path)  # one line for invalid YAML, a list at the top, an alias bomb
     for item in overrides:
         _apply_override(tree, item, str(path))

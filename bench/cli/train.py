@@ -49,7 +49,8 @@ def cmd_demo(a) -> None:
 
 def register(sub) -> None:
     s = sub.add_parser("train", help="train an SR model (sr_training): --config FILE --out DIR [key=value ...]")
-    s.add_argument("--config", required=True)
+    s.add_argument("--config", required=True,
+                   help="YAML config file, or the name of a config shipped in the package (e.g. smoke_swinir_upos)")
     s.add_argument("--out", required=True)
     s.add_argument("--auto-resume", action="store_true",
                    help="continue from the newest loadable checkpoint in --out (without it, an existing --out is "
