@@ -85,3 +85,23 @@ def test_cli_metrics_list_json(niqe_seeded):
     by_name = {r["name"]: r for r in rows}
     assert by_name["niqe"]["weights_available"] is True
     assert by_name["musiq"]["weights_available"] is False
+
+
+def test_pyiqa_facts_are_derived_not_copied():
+    """metrics.yaml holds no mode / lower_better / score range: the table reads them from pyiqa (without
+    importing the pyiqa package), and an entry that copies one is refused naming it."""
+
+    from bench.metrics import table as t
+
+    text = t.resources.files("bench.metrics").joinpath("metrics.yaml").read_text()
+    assert not any(line.startswith(f"  {k}:") for line in text.splitlines() for k in t.DERIVED)
+    niqe, psnr, musiq = get("niqe"), get("psnr"), get("musiq")
+    assert (niqe.mode, niqe.lower_better, psnr.mode, psnr.lower_better) == ("NR", True, "FR", False)
+    assert (musiq.score_min, musiq.score_max) == (0.0, 100.0)
+    # the lookup does not import pyiqa (3-5 s of torch and every arch)
+    probe = subprocess.run([sys.executable, "-c", ("import sys; from bench.metrics.table import get; get('niqe'); "
+                            "print('pyiqa' in sys.modules)")], capture_output=True, text=True, check=True, timeout=120)
+    assert probe.stdout.strip() == "False"
+    copied = text.replace("- name: niqe\n", "- name: niqe\n  lower_better: true\n", 1)
+    with pytest.raises(ValueError, match=r"niqe: field\(s\) lower_better are derived from pyiqa"):
+        t.parse_table(copied)

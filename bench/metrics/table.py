@@ -65,10 +65,58 @@ class MetricTable(BaseModel):
     metrics: tuple[MetricSpec, ...]
 
 
+DERIVED = ("mode", "lower_better", "score_min", "score_max", "range_approx")  # from pyiqa, never in metrics.yaml
+
+
+@cache
+def pyiqa_defaults() -> dict:
+    """pyiqa's ``DEFAULT_CONFIGS`` (the dict ``pyiqa.create_metric`` reads). Without pyiqa imported yet, its
+    module file is read on its own (it imports only ``collections``): importing the pyiqa package pulls torch
+    and every arch, 3-5 s, for a table lookup."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    if "pyiqa.default_model_configs" in sys.modules:
+        return sys.modules["pyiqa.default_model_configs"].DEFAULT_CONFIGS
+    found = importlib.util.find_spec("pyiqa")
+    if found is None or not found.submodule_search_locations:
+        raise ImportError("pyiqa is not installed: the metric table derives its modes and ranges from it")
+    path = Path(next(iter(found.submodule_search_locations))) / "default_model_configs.py"
+    spec = importlib.util.spec_from_file_location("_iqa_study_pyiqa_default_configs", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.DEFAULT_CONFIGS
+
+
+def derived_fields(name: str) -> dict:
+    """mode, lower_better and the numeric score range of pyiqa metric ``name`` from DEFAULT_CONFIGS."""
+    cfg = pyiqa_defaults().get(name)
+    if cfg is None:
+        raise ValueError(f"bench/metrics/metrics.yaml: '{name}' is not a pyiqa metric (DEFAULT_CONFIGS)")
+    text = str(cfg.get("score_range", ","))
+    lo, _, hi = (t.strip().lstrip("~") for t in text.partition(","))
+    return {"mode": cfg["metric_mode"], "lower_better": bool(cfg.get("lower_better", False)),
+            "score_min": float(lo) if lo else None, "score_max": float(hi) if hi else None,
+            "range_approx": "~" in text or not lo or not hi}
+
+
 @cache
 def load_table() -> MetricTable:
-    text = resources.files("bench.metrics").joinpath("metrics.yaml").read_text()
-    table = MetricTable.model_validate(yaml.safe_load(text))
+    return parse_table(resources.files("bench.metrics").joinpath("metrics.yaml").read_text())
+
+
+def parse_table(text: str) -> MetricTable:
+    """metrics.yaml's text as the typed table, pyiqa's own fields (``DERIVED``) filled in from pyiqa."""
+    raw = yaml.safe_load(text)
+    entries = []
+    for entry in raw.get("metrics") or []:
+        copied = [k for k in DERIVED if k in entry]
+        if copied:
+            raise ValueError(f"bench/metrics/metrics.yaml: {entry.get('name')}: field(s) {', '.join(copied)} are "
+                             f"derived from pyiqa's DEFAULT_CONFIGS; remove them")
+        entries.append({**entry, **derived_fields(entry["name"])})
+    table = MetricTable.model_validate({**raw, "metrics": entries})
     names = [m.name for m in table.metrics]
     dup = {n for n in names if names.count(n) > 1}
     if dup:
