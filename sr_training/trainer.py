@@ -468,13 +468,7 @@ class Trainer:
         from bench.metrics.table import get
         from bench.scoring.protocol import NATIVE_CROP, fr_options
 
-        variant_of = {"psnry": "psnr", "ssimc": "ssim"}  # pyiqa variants: same family, another channel setting
-        try:
-            spec = get(name)
-        except StudyError:
-            if name not in variant_of:
-                raise
-            spec = get(variant_of[name]).model_copy(update={"name": name})
+        spec = get(name)  # psnry / ssimc are table entries of their own (pyiqa's Y-PSNR and RGB-SSIM)
         if spec.mode != "FR":
             raise StudyError(f"val.metrics: '{name}' is not a full-reference metric (NR metrics go in val.nr_metric)")
         kwargs, crop = fr_options(name, "hggt")
@@ -522,7 +516,7 @@ class Trainer:
         from bench.metrics.table import get
 
         name = self.cfg.val.best_metric
-        sign = get({"psnry": "psnr", "ssimc": "ssim"}.get(name, name)).sign
+        sign = get(name).sign
         return sign * value > sign * than
 
     def _keep_best(self, it: int, means: dict[str, float]) -> None:

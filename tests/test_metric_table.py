@@ -98,6 +98,8 @@ def test_pyiqa_facts_are_derived_not_copied():
     niqe, psnr, musiq = get("niqe"), get("psnr"), get("musiq")
     assert (niqe.mode, niqe.lower_better, psnr.mode, psnr.lower_better) == ("NR", True, "FR", False)
     assert (musiq.score_min, musiq.score_max) == (0.0, 100.0)
+    # pyiqa's channel variants are entries of their own (validation used to fake them by renaming psnr/ssim)
+    assert [(get(n).family, get(n).score_max) for n in ("psnry", "ssimc")] == [("PSNR", 60.0), ("SSIM", 1.0)]
     # the lookup does not import pyiqa (3-5 s of torch and every arch)
     probe = subprocess.run([sys.executable, "-c", ("import sys; from bench.metrics.table import get; get('niqe'); "
                             "print('pyiqa' in sys.modules)")], capture_output=True, text=True, check=True, timeout=120)
