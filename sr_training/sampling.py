@@ -34,13 +34,8 @@ def softmax_probs(scores: torch.Tensor, tau: float, mask: torch.Tensor | None = 
 
 
 def normalise(scores: torch.Tensor, spec) -> torch.Tensor:
-    """Oriented scores divided by the metric's score range (metrics.yaml score_max - score_min)."""
-    if spec.score_min is None or spec.score_max is None or spec.score_max <= spec.score_min:
-        from bench.errors import StudyError
-
-        raise StudyError(f"metric {spec.name}: metrics.yaml has no score range (score_min/score_max), "
-                         "so tau cannot be range-normalised for it")
-    return scores / (spec.score_max - spec.score_min)
+    """Oriented scores divided by the metric's score range (``MetricSpec.span``, pyiqa's score_max - score_min)."""
+    return scores / spec.span
 
 
 def tau_warning(scores: torch.Tensor, tau: float, mask: torch.Tensor | None = None) -> str | None:

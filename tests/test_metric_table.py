@@ -107,3 +107,16 @@ def test_pyiqa_facts_are_derived_not_copied():
     copied = text.replace("- name: niqe\n", "- name: niqe\n  lower_better: true\n", 1)
     with pytest.raises(ValueError, match=r"niqe: field\(s\) lower_better are derived from pyiqa"):
         t.parse_table(copied)
+
+
+def test_range_normalisation_is_one_rule_on_the_spec():
+    import torch
+
+    from bench.errors import StudyError
+
+    niqe, musiq = get("niqe"), get("musiq")
+    assert niqe.span == 100.0 and niqe.normalised(7.5) == pytest.approx(-0.075)  # lower is better: negated
+    assert musiq.normalised(torch.tensor([50.0, 70.0])).tolist() == pytest.approx([0.5, 0.7])
+    no_range = niqe.model_copy(update={"name": "x", "score_max": None})
+    with pytest.raises(StudyError, match="metric x: pyiqa gives no finite score range"):
+        no_range.normalised(1.0)

@@ -47,6 +47,22 @@ class MetricSpec(BaseModel):
         """Multiply a raw score by this to get "higher is better"."""
         return -1 if self.lower_better else 1
 
+    @property
+    def span(self) -> float:
+        """score_max - score_min (pyiqa's score range): the unit of every range-normalised quantity (SMA/SMP's
+        tau, FT's Q_norm, the guard's margins); a metric without a finite range is a one-line StudyError."""
+        if self.score_min is None or self.score_max is None or self.score_max <= self.score_min:
+            from bench.errors import StudyError
+
+            raise StudyError(f"metric {self.name}: pyiqa gives no finite score range (score_min/score_max), so its "
+                             "scores cannot be range-normalised")
+        return self.score_max - self.score_min
+
+    def normalised(self, value):
+        """A raw score (or difference of scores; float or tensor) oriented "higher is better" and divided by
+        ``span``: the one range normalisation of the suite."""
+        return self.sign * value / self.span
+
     def size_error(self, height: int, width: int) -> str | None:
         """A one-line reason when an image of ``height`` x ``width`` is below ``min_side`` (else None).
 

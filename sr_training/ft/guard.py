@@ -57,7 +57,7 @@ class GuardRule:
 
     def _delta(self, name: str, now: float, ref: float) -> float:
         spec = self.specs[name]
-        return spec.sign * (now - ref) / (spec.score_max - spec.score_min)
+        return spec.normalised(now - ref)
 
     def update(self, iteration: int, q_norm: float, watched: dict[str, float]) -> Decision:
         row = {"iter": int(iteration), "q_norm": float(q_norm), **{k: float(v) for k, v in watched.items()}}

@@ -96,7 +96,7 @@ class Reward:
 
     @staticmethod
     def normalise(spec: MetricSpec, score: torch.Tensor) -> torch.Tensor:
-        return spec.sign * score / (spec.score_max - spec.score_min)
+        return spec.normalised(score)
 
     def __call__(self, sr: torch.Tensor, input_mode: str = "clamped_ste") -> tuple[torch.Tensor, dict[str, float]]:
         """(Q_norm, raw scores); ``raw['out_of_range']`` = the share of SR values outside [0, 1]. ``input_mode``
