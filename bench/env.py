@@ -8,7 +8,9 @@ called by the CLI before anything imports pyiqa; library users call it themselve
 from __future__ import annotations
 
 import os
+import re
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,3 +90,26 @@ def network_available(timeout: float = 2.0) -> bool:
             return True
     except OSError:
         return False
+
+
+ENV_REF = re.compile(r"\$\{(\w+)\}")  # ${VAR} in configs (training YAMLs, manifest and test-set configs)
+
+
+def expand_vars(obj, on_missing: Callable[[str], Exception]):
+    """``obj`` (a str, or dicts/lists of them) with every ``${VAR}`` replaced by the environment's value: the
+    suite's one expansion. ``on_missing(name)`` builds the one-line error for an unset variable (its caller
+    names the file and what the variable is for)."""
+    if isinstance(obj, dict):
+        return {k: expand_vars(v, on_missing) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [expand_vars(v, on_missing) for v in obj]
+    if not isinstance(obj, str):
+        return obj
+
+    def sub(m: re.Match) -> str:
+        if m.group(1) not in os.environ:
+            raise on_missing(m.group(1))
+        return os.environ[m.group(1)]
+
+    return ENV_REF.sub(sub, obj)
+

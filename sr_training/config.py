@@ -7,8 +7,6 @@ is saved into every experiment folder. Option objects are immutable: nothing mut
 
 from __future__ import annotations
 
-import os
-import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -214,7 +212,6 @@ class TrainConfig(_Strict):
         return bool(self.data.require_positive)
 
 
-_ENV = re.compile(r"\$\{(\w+)\}")
 # what each variable of the shipped configs names, and where it comes from (the README's table)
 ENV_HINTS = {
     "SYNTH_HGGT_ROOT": "a SYNTHETIC multi-GT set: build one with `iqa-study train-data synthetic runs/synthetic_hggt`, "
@@ -267,17 +264,9 @@ def selection_overrides(path: str | Path, overrides: list[str], selection: str |
 
 
 def _expand(obj, source: str):
-    if isinstance(obj, dict):
-        return {k: _expand(v, source) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_expand(v, source) for v in obj]
-    if isinstance(obj, str):
-        def sub(m):
-            if m.group(1) not in os.environ:
-                raise missing_variable(source, m.group(1))
-            return os.environ[m.group(1)]
-        return _ENV.sub(sub, obj)
-    return obj
+    from bench.env import expand_vars
+
+    return expand_vars(obj, lambda name: missing_variable(source, name))
 
 
 def _apply_override(tree: dict, item: str, source: str) -> None:

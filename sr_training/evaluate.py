@@ -27,8 +27,6 @@ rows are content-keyed (bench.store.images) and the engine skips stored score ke
 from __future__ import annotations
 
 import json
-import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -84,17 +82,11 @@ class TestSet:
 
 # --- test sets ------------------------------------------------------------------------------------------------------
 
-_ENV = re.compile(r"\$\{(\w+)\}")
-
-
 def _expand(value: str, source: Path) -> str:
-    def sub(m):
-        if m.group(1) not in os.environ:
-            from sr_training.config import missing_variable
+    from bench.env import expand_vars
+    from sr_training.config import missing_variable
 
-            raise missing_variable(str(source), m.group(1))
-        return os.environ[m.group(1)]
-    return _ENV.sub(sub, str(value))
+    return expand_vars(str(value), lambda name: missing_variable(str(source), name))
 
 
 def _images_in(folder: Path) -> list[Path]:

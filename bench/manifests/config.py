@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import re
 from pathlib import Path
 
 import pandas as pd
@@ -11,17 +9,12 @@ import pandas as pd
 from bench.errors import ManifestError
 from bench.yamlsafe import load_yaml_file
 
-_ENV = re.compile(r"\$\{(\w+)\}")
-
 
 def _expand(value: str, source: Path) -> str:
-    def sub(m: re.Match) -> str:
-        var = m.group(1)
-        if var not in os.environ:
-            raise ManifestError(f"{source}: root uses ${{{var}}}, but environment variable {var} is not set")
-        return os.environ[var]
+    from bench.env import expand_vars
 
-    return _ENV.sub(sub, value)
+    return expand_vars(value, lambda var: ManifestError(
+        f"{source}: root uses ${{{var}}}, but environment variable {var} is not set"))
 
 
 IMPORTERS = ("sr2afc", "pairs-csv", "hggt", "sbs180k", "sample")
