@@ -188,9 +188,11 @@ def _fmt(v: float, metric: str) -> str:
     return "–" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.{d}f}"
 
 
-def main_wide(t: pd.DataFrame, baseline: str = "upos") -> pd.DataFrame:
-    """The main table for a page: one row per model, one column per metric, 'mean [lo, hi]; Δ d [lo, hi]'."""
+def main_wide(t: pd.DataFrame, baseline: str = "upos", sep: str = "; ") -> pd.DataFrame:
+    """The main table: one row per model (and its seed count), one column per metric (named with ↑/↓), each
+    cell 'mean [lo, hi]' then ``sep`` and 'Δ d [lo, hi]' against ``baseline`` where there is one."""
     metrics = [m for m in METRICS if m in set(t.metric)]
+    dcol = f"delta_vs_{baseline}"
     rows = []
     for variant, g in t.groupby("variant", sort=False):
         row = {"model": variant, "seeds": int(g.n_seeds.iloc[0]) or "–"}
@@ -201,9 +203,8 @@ def main_wide(t: pd.DataFrame, baseline: str = "upos") -> pd.DataFrame:
                 continue
             r = r.iloc[0]
             cell = f"{_fmt(r['mean'], m)} [{_fmt(r.ci_lo, m)}, {_fmt(r.ci_hi, m)}]"
-            dcol = f"delta_vs_{baseline}"
             if dcol in r and not pd.isna(r[dcol]):
-                cell += f"; Δ {r[dcol]:+.3g} [{r.d_lo:+.3g}, {r.d_hi:+.3g}]"
+                cell += f"{sep}Δ {r[dcol]:+.3g} [{r.d_lo:+.3g}, {r.d_hi:+.3g}]"
             row[m] = cell
         rows.append(row)
     arrow = {m: "↓" if bool(t[t.metric == m].lower_better.iloc[0]) else "↑" for m in metrics}
@@ -211,24 +212,9 @@ def main_wide(t: pd.DataFrame, baseline: str = "upos") -> pd.DataFrame:
 
 
 def main_markdown(t: pd.DataFrame, baseline: str = "upos") -> str:
-    metrics = [m for m in METRICS if m in set(t["metric"])]
-    head = "| model | seeds | " + " | ".join(f"{m} {'↓' if t[t.metric == m].lower_better.iloc[0] else '↑'}"
-                                             for m in metrics) + " |"
-    lines = [head, "|" + "---|" * (len(metrics) + 2)]
-    for variant, g in t.groupby("variant", sort=False):
-        cells = []
-        for m in metrics:
-            r = g[g.metric == m]
-            if r.empty:
-                cells.append("–")
-                continue
-            r = r.iloc[0]
-            cell = f"{_fmt(r['mean'], m)} [{_fmt(r.ci_lo, m)}, {_fmt(r.ci_hi, m)}]"
-            dcol = f"delta_vs_{baseline}"
-            if dcol in r and not pd.isna(r[dcol]):
-                cell += f"<br>Δ {r[dcol]:+.3g} [{r.d_lo:+.3g}, {r.d_hi:+.3g}]"
-            cells.append(cell)
-        lines.append(f"| {variant} | {int(g.n_seeds.iloc[0]) or '–'} | " + " | ".join(cells) + " |")
+    w = main_wide(t, baseline, sep="<br>")
+    lines = ["| " + " | ".join(w.columns) + " |", "|" + "---|" * len(w.columns)]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in w.itertuples(index=False)]
     return "\n".join(lines)
 
 
