@@ -42,9 +42,9 @@ _MODEL = ("i.run_name, i.run_dir, i.arch, i.sampling, i.ft_variant, i.iteration,
           "i.train_metric, i.base_sha256, i.test_set, i.item, i.image_id, i.path")
 
 
-def register(con: duckdb.DuckDBPyConnection, store: Store) -> None:
-    # through the store's part list: escaped paths, bad parts skipped, read-only prefix under `query`
-    source = store.parquet_source("images")
+def register(con: duckdb.DuckDBPyConnection, store: Store, fs_prefix: str = "") -> None:
+    # through the store's part list: escaped paths, bad parts skipped, the read-only file system under `query`
+    source = store.parquet_source("images", fs_prefix=fs_prefix)
     if source is not None:
         con.execute(f"""
             CREATE OR REPLACE VIEW images AS

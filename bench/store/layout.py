@@ -168,7 +168,6 @@ class Store:
             if not empty.exists():  # lets plain `read_parquet('scores/part-*.parquet')` resolve on a new store
                 atomic_write_table(SCORE_SCHEMA.empty_table(), empty)
         self.parts = PartIndex(self.root)
-        self.sql_prefix = ""  # file-system prefix of paths in view SQL ('iqastore://' for read-only connections)
 
     # --- pairs -------------------------------------------------------------------------
     @staticmethod
@@ -314,16 +313,18 @@ class Store:
     def pair_parts(self) -> PartList:
         return self.parts.list("pairs", expect=FOLDER_KINDS["pairs"])
 
-    def parquet_source(self, sub: str, prefix: str = "", empty: pa.Schema | None = None) -> str | None:
-        """SQL ``read_parquet([...])`` over the readable parts of STORE/<sub> (escaped paths, bad parts
-        skipped and reported), read through ``self.sql_prefix`` (set by ``connect(read_only=True)`` while
-        it defines views); ``empty``'s typed empty relation, or None, when there are none."""
+    def parquet_source(self, sub: str, part_prefix: str = "", empty: pa.Schema | None = None,
+                       fs_prefix: str = "") -> str | None:
+        """SQL ``read_parquet([...])`` over the readable parts of STORE/<sub> whose names start with
+        ``part_prefix`` (escaped paths, bad parts skipped and reported), each path behind ``fs_prefix`` (the
+        confined read-only file system of ``connect(read_only=True)``, passed by the caller: no state on the
+        store); ``empty``'s typed empty relation, or None, when there are none."""
         from bench.store.sql import read_parts
 
-        parts = self.parts.list(sub, prefix=prefix)
+        parts = self.parts.list(sub, prefix=part_prefix)
         if not parts.good and empty is None:
             return None
-        return read_parts(parts.good, self.sql_prefix, empty)
+        return read_parts(parts.good, fs_prefix, empty)
 
     # --- runs and study tables -----------------------------------------------------------
     def write_run(self, record: dict) -> None:

@@ -170,11 +170,7 @@ def connect(store: Store, database: str = ":memory:", *, include_inferred: bool 
         parts = store.parts.list(f"study/{name}")
         if parts.good:
             con.execute(f'CREATE OR REPLACE VIEW "study_{name}" AS SELECT * FROM {read_parts(parts.good, prefix)}')
-    store.sql_prefix = prefix  # views of other modules read through Store.parquet_source
-    try:
-        eval_views.register(con, store)  # images, runs_eval, eval_fr_multigt (evaluated SR models, contract C4)
-    finally:
-        store.sql_prefix = ""
+    eval_views.register(con, store, prefix)  # images, runs_eval, eval_fr_multigt (evaluated SR models, C4)
     store.parts.save()
     if read_only:
         from bench.store.readonly import lock
