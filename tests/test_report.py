@@ -228,3 +228,18 @@ def test_the_report_says_why_the_per_method_figure_is_absent(tmp_path):
     blocks = _by_method_blocks(pd.DataFrame(), analyses.methods_from_names(pairs), tmp_path, ["piqe"])
     assert blocks[0] == ("h2", "Accuracy per SR method") and blocks[1][1].startswith("Not drawn: ")
     assert not list(tmp_path.iterdir())  # no empty figure written
+
+
+def test_a_real_sr_method_without_failures_is_an_empty_selection_not_an_error():
+    from bench.errors import StudyError
+    from bench.report.notebook import select_pairs
+
+    pairs = pd.DataFrame({"dataset": ["d", "d"], "pair_id": ["p1", "p2"], "method_a": ["esrgan", "ldl"],
+                          "method_b": ["swinir", "swinir"], "votes_a": [9, 2], "votes_b": [1, 8]})
+    # piqe is wrong only on p1 (esrgan vs swinir); 'ldl' takes part in p2 only
+    long = pd.DataFrame({"dataset": ["d", "d"], "pair_id": ["p1", "p2"], "metric": ["piqe", "piqe"],
+                         "decided": [True, True], "correct": [0, 1]})
+    assert list(select_pairs(long, pairs, "piqe", sr_method="esrgan")["pair_id"]) == ["p1"]
+    assert select_pairs(long, pairs, "piqe", sr_method="ldl").empty  # a method of these pairs: no failures
+    with pytest.raises(StudyError, match=r"no such SR method in these pairs \(methods: esrgan, ldl, swinir\)"):
+        select_pairs(long, pairs, "piqe", sr_method="ResShift")
