@@ -67,10 +67,11 @@ def atomic_write_text(text: str, target: str | os.PathLike) -> Path:
 
 
 def atomic_save_image(image, target: str | os.PathLike, **save_kwargs) -> Path:
-    """A PIL image saved through the atomic writer (the format from the target's suffix: the temporary
-    name has none)."""
-    fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF"}.get(Path(target).suffix.lower(),
-                                                                               Path(target).suffix[1:].upper())
+    """A PIL image saved through the atomic writer, in the format PIL registers for the target's suffix (the
+    temporary name has none)."""
+    from PIL import Image
+
+    fmt = Image.registered_extensions()[Path(target).suffix.lower()]
     return atomic_write(target, lambda tmp: image.save(tmp, format=fmt, **save_kwargs))
 
 

@@ -112,4 +112,3 @@ def expand_vars(obj, on_missing: Callable[[str], Exception]):
         return os.environ[m.group(1)]
 
     return ENV_REF.sub(sub, obj)
-

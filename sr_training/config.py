@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from bench.env import expand_vars
 from bench.errors import StudyError
 from bench.paths import component_problem
 from bench.yamlsafe import load_yaml, load_yaml_file
@@ -264,8 +265,6 @@ def selection_overrides(path: str | Path, overrides: list[str], selection: str |
 
 
 def _expand(obj, source: str):
-    from bench.env import expand_vars
-
     return expand_vars(obj, lambda name: missing_variable(source, name))
 
 

@@ -36,6 +36,7 @@ from PIL import Image
 
 from bench import provenance
 from bench.atomic import atomic_write_text
+from bench.env import expand_vars
 from bench.errors import StudyError
 from bench.manifests.schema import file_hash
 from bench.paths import inside, safe_component
@@ -83,7 +84,6 @@ class TestSet:
 # --- test sets ------------------------------------------------------------------------------------------------------
 
 def _expand(value: str, source: Path) -> str:
-    from bench.env import expand_vars
     from sr_training.config import missing_variable
 
     return expand_vars(str(value), lambda name: missing_variable(str(source), name))

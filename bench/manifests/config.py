@@ -6,13 +6,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench.env import expand_vars
 from bench.errors import ManifestError
 from bench.yamlsafe import load_yaml_file
 
 
 def _expand(value: str, source: Path) -> str:
-    from bench.env import expand_vars
-
     return expand_vars(value, lambda var: ManifestError(
         f"{source}: root uses ${{{var}}}, but environment variable {var} is not set"))
 

@@ -152,6 +152,7 @@ def accuracy_by_method(long: pd.DataFrame, pairs: pd.DataFrame, n_boot: int = N_
 
 MIN_BIN_PAIRS = 10  # a margin bin with fewer decided pairs is marked in the report (its CI is rough)
 
+
 def margin_bin(votes_a, votes_b) -> pd.Series:
     va, vb = pd.Series(votes_a, dtype=float), pd.Series(votes_b, dtype=float)
     share = np.maximum(va, vb) / (va + vb)

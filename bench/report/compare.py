@@ -418,7 +418,7 @@ def crop_grid(store: Store, per: pd.DataFrame, t: pd.DataFrame, test_set: str, o
                      [test_set, item]).fetchone()
     top, left, size = _crop_box(ref)
     crops: dict[str, np.ndarray] = {}
-    if lr and not (t["run"] == "bicubic").any():  # with the bicubic reference row, its panel is this one
+    if lr and not (t["arch"] == "bicubic").any():  # with the bicubic reference row, its panel is this one
         lr_px, why = load_checked(lr[0], lr[1])
         if lr_px is None:
             changed.append(f"LR ({why})")

@@ -59,7 +59,7 @@ def draw_pair(axes, a: np.ndarray, b: np.ndarray, title: str, crop: int | None =
 def pair_label(r) -> str:
     """'dataset / pair_id: A = file (method) vs B = file (method)': what a reader needs to find the pair."""
     def side(name, method) -> str:
-        m = "" if method is None or (isinstance(method, float) and np.isnan(method)) else f" ({method})"
+        m = "" if pd.isna(method) else f" ({method})"
         return f"{Path(str(name)).name}{m}"
 
     return (f"{r.dataset} / {r.pair_id}: A = {side(r.image_a, getattr(r, 'method_a', None))} vs "
@@ -83,7 +83,7 @@ def pair_figure(rows: pd.DataFrame, verdicts: pd.DataFrame, title: str, crop: in
         # every image is checked against the id its scores are stored under (as scoring does)
         a, why_a = load_checked(Path(r.root) / r.image_a, getattr(r, "image_a_id", None))
         b, why_b = load_checked(Path(r.root) / r.image_b, getattr(r, "image_b_id", None))
-        human = human_line(r.pref, r.votes_a, r.votes_b)
+        human, label = human_line(r.pref, r.votes_a, r.votes_b), pair_label(r)
         v = verdicts[(verdicts["dataset"] == r.dataset) & (verdicts["pair_id"] == r.pair_id)].sort_values("metric")
         lines = metric_lines(v)
         problem = "; ".join(f"{side} not shown: {why}" for side, why in (("A", why_a), ("B", why_b)) if why)
@@ -91,14 +91,14 @@ def pair_figure(rows: pd.DataFrame, verdicts: pd.DataFrame, title: str, crop: in
             for ax in axes[i]:
                 ax.set_xticks([])
                 ax.set_yticks([])
-            axes[i][0].text(0, 0.5, f"{pair_label(r)}: NOT THE SCORED IMAGES\n{problem}"[:400],
+            axes[i][0].text(0, 0.5, f"{label}: NOT THE SCORED IMAGES\n{problem}"[:400],
                             transform=axes[i][0].transAxes, fontsize=6, color="#b2182b", va="center", wrap=True)
             box_a = None
         else:
-            box_a, _ = draw_pair(axes[i], a, b, pair_label(r), crop, center, human)
+            box_a, _ = draw_pair(axes[i], a, b, label, crop, center, human)
         axes[i][0].text(0, -0.15, "\n".join([human] + lines), transform=axes[i][0].transAxes, fontsize=6, va="top",
                         family="monospace")
-        shown.append({"dataset": r.dataset, "pair_id": r.pair_id, "label": pair_label(r), "image_a": r.image_a,
+        shown.append({"dataset": r.dataset, "pair_id": r.pair_id, "label": label, "image_a": r.image_a,
                       "image_b": r.image_b,
                       "human": human, "metrics": " | ".join(lines), "zoom_top": box_a.top if box_a else None,
                       "zoom_left": box_a.left if box_a else None, "zoom_size": box_a.height if box_a else None,

@@ -31,41 +31,43 @@ class _Record(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class BestMetric(_Record):
-    """The top of the ranking that chose (Phase II, else Phase I), with its agreement evidence."""
+class _MetricRecord(_Record):
+    """A metric under one configuration; every role below names one."""
 
     metric: str
     config_hash: str | None = None
+
+
+class _RankedMetric(_MetricRecord):
+    """A metric with its agreement evidence from the ranking that chose it."""
+
     strict_acc: float | None = None
     ci_lo: float | None = None
     ci_hi: float | None = None
-    ci_method: str | None = None
     n_pairs: int | None = None
+
+
+class BestMetric(_RankedMetric):
+    """The top of the ranking that chose (Phase II, else Phase I), with its agreement evidence."""
+
+    ci_method: str | None = None
     n_groups: int | None = None
     source: Literal["phase1", "phase2"] | None = None
 
 
-class ComplementaryMetric(_Record):
+class ComplementaryMetric(_MetricRecord):
     """A metric the greedy complement added to the best one (in its order)."""
 
-    metric: str
-    config_hash: str | None = None
     acc_on_best_wrong: float | None = None
     oracle_gain: float | None = None
 
 
-class ChosenMetric(_Record):
+class ChosenMetric(_RankedMetric):
     """The metric one training role uses (SMA/SMP/AMO sampling or the FT reward) and why."""
 
-    metric: str
     reason: str = "no reason recorded"
-    config_hash: str | None = None
     weights_available: bool | None = None
     differentiable: bool | None = None
-    strict_acc: float | None = None
-    ci_lo: float | None = None
-    ci_hi: float | None = None
-    n_pairs: int | None = None
     ranked_in: Literal["phase1", "phase2"] | None = None
     above_chance: bool | None = None
 
