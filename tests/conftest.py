@@ -116,17 +116,24 @@ def store_dir(tmp_path) -> Path:
 @pytest.fixture(scope="session")
 def sr2afc_scored(tmp_path_factory, sr2afc_root, niqe_params) -> tuple[Path, Path]:
     """(store, manifest): the real sr2afc votes scored with piqe, entropy, niqe through the CLI."""
-    import subprocess
-    import sys
-
     from bench.manifests import schema, votes
+    from tests.cli import cli
 
     tmp = tmp_path_factory.mktemp("sr2afc")
     manifest = schema.write(votes.sr2afc(sr2afc_root), tmp / "sr2afc.parquet")
-    subprocess.run([sys.executable, "-m", "bench.cli", "score", "--manifest", str(manifest), "--metrics",
-                    "piqe,entropy,niqe", "--store", str(tmp / "store"), "--workers", "2"],
-                   check=True, capture_output=True, text=True)
+    cli("score", "--manifest", manifest, "--metrics", "piqe,entropy,niqe", "--store", tmp / "store", "--workers", "2")
     return tmp / "store", manifest
+
+
+@pytest.fixture(scope="session")
+def generated_study(tmp_path_factory) -> dict[str, Path]:
+    """The generated pairs-csv study (tests.test_report.run_study: piqe + entropy, phase1 -> report), built once
+    per session for the report and notebook tests, which only read it: {dir, store, report}."""
+    from tests.test_report import run_study
+
+    tmp = tmp_path_factory.mktemp("generated_study")
+    store, report = run_study(tmp)
+    return {"dir": tmp, "store": store, "report": report}
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -5,8 +5,6 @@ column (contract C2); anonymised observer votes; importer `--help`. All on gener
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +13,7 @@ from PIL import Image
 
 from bench.errors import ManifestError
 from bench.manifests import schema, votes
+from tests.cli import CliResult, cli
 
 HEADER = "image_a,image_b,votes_a,votes_b\n"
 
@@ -42,8 +41,8 @@ def _csv(tmp_path: Path, body: str, name: str = "study.csv", *, raw: bytes | Non
     return f
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bench.cli", *args], capture_output=True, text=True, check=False)
+def _cli(*args: str) -> CliResult:
+    return cli(*args, check=False)
 
 
 # --- paths stay inside the root ----------------------------------------------------------------

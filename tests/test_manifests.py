@@ -223,21 +223,18 @@ def test_sample_is_marked_synthetic(sample_manifest):
 
 
 def test_cli_manifest_build_accepts_output_after_the_importer(tmp_path):
-    import subprocess
-    import sys
+    from tests.cli import cli
 
     base = _sr2afc_folder(tmp_path / "sr2afc")
     out = tmp_path / "m.parquet"
-    done = subprocess.run([sys.executable, "-m", "bench.cli", "manifest", "build", "sr2afc", str(base),
-                           "-o", str(out), "--store", str(tmp_path / "store")], capture_output=True, text=True, check=False)
+    done = cli("manifest", "build", "sr2afc", base, "-o", out, "--store", tmp_path / "store", check=False)
     assert done.returncode == 0, done.stderr
     assert "6 pairs of dataset 'sr2afc'" in done.stdout and "registered in" in done.stdout
     df = schema.read(out)
     assert len(df) == 6 and (df["votes_a"] + df["votes_b"]).eq(3).all()
     # observers 1 and 2 chose the left image, observer 3 the right one; sides are sorted by name
     assert set(zip(df["votes_a"], df["votes_b"])) <= {(2, 1), (1, 2)}
-    bad = subprocess.run([sys.executable, "-m", "bench.cli", "manifest", "build", "sr2afc", str(tmp_path),
-                          "-o", str(out)], capture_output=True, text=True, check=False)
+    bad = cli("manifest", "build", "sr2afc", tmp_path, "-o", out, check=False)
     assert bad.returncode == 2 and "votes.csv: file does not exist" in bad.stderr
 
 

@@ -10,6 +10,7 @@ from pyiqa.default_model_configs import DEFAULT_CONFIGS
 
 from bench.errors import UnknownMetric
 from bench.metrics.table import get, load_table, select
+from tests.cli import cli
 
 
 def test_every_pyiqa_nr_metric_is_in_the_table():
@@ -74,8 +75,7 @@ def test_available_offline_set_is_real_only(niqe_seeded):
 
 
 def test_cli_metrics_list_json(niqe_seeded):
-    out = subprocess.run([sys.executable, "-m", "bench.cli", "metrics", "list", "--json"],
-                         capture_output=True, text=True, check=True).stdout
+    out = cli("metrics", "list", "--json").stdout
     rows = json.loads(out)
     nr = [r for r in rows if r["mode"] == "NR"]
     assert len(nr) == len(pyiqa.list_models(metric_mode="NR"))

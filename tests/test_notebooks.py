@@ -13,7 +13,6 @@ from nbclient import NotebookClient
 
 from bench.errors import StudyError
 from bench.report.notebook import resolve_store
-from tests.test_report import run_study
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
@@ -51,10 +50,8 @@ def test_relative_store_resolves_against_the_launch_dir(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def launch_dir(tmp_path_factory) -> Path:
-    tmp = tmp_path_factory.mktemp("nb_study")
-    run_study(tmp)
-    return tmp
+def launch_dir(generated_study) -> Path:
+    return generated_study["dir"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

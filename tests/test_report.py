@@ -3,9 +3,7 @@ computations, and a full report on a generated study (SR method columns, per-obs
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import io
 import json
 import re
 from pathlib import Path
@@ -19,18 +17,13 @@ from bench.report import analyses
 from bench.report.study_report import FIGURES, write_study_report
 from bench.report.zoom import diff_box, pair_crops
 from bench.store import Store
+from tests.cli import cli
 
 METHODS = ["sharp", "soft", "blurry"]
 
 
 def _cli(*args: str) -> str:
-    from bench.cli import main
-
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        rc = main(list(args))
-    assert rc in (0, None), buf.getvalue()
-    return buf.getvalue()
+    return cli(*args).stdout
 
 
 def make_study_data(root: Path, n_groups: int = 8, size: int = 96) -> Path:
@@ -76,8 +69,8 @@ def run_study(tmp: Path) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory):
-    return run_study(tmp_path_factory.mktemp("report_study"))
+def study(generated_study):
+    return generated_study["store"], generated_study["report"]
 
 
 def test_diff_box_finds_the_changed_region():

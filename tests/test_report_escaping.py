@@ -4,9 +4,7 @@ an empty store or one with a damaged runs part, and `compare` without a UPos run
 
 from __future__ import annotations
 
-import contextlib
 import html
-import io
 import shutil
 from pathlib import Path
 
@@ -21,6 +19,7 @@ from bench.report.compare import load_per_image, pick_baseline, write_compare
 from bench.store import Store
 from bench.store.images import register_images
 from tests.browser import Dom, dump_dom
+from tests.cli import cli
 from tests.test_compare import _row
 from tests.test_report import make_study_data
 
@@ -31,12 +30,8 @@ NAME = f"{XSS_ATTR}{XSS_TAG} {MATH}"
 
 
 def _cli(*args: str) -> tuple[int, str]:
-    from bench.cli import main
-
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        rc = main(list(args))
-    return rc or 0, buf.getvalue()
+    done = cli(*args, check=False)
+    return done.returncode, done.stdout
 
 
 @pytest.fixture(scope="module")
@@ -180,11 +175,9 @@ def test_a_failing_figure_save_leaves_no_partial_file(tmp_path, monkeypatch):
 
 def test_report_on_an_empty_store_is_one_line(tmp_path):
     Store(tmp_path / "empty")
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err):
-        rc, _ = _cli("report", "--store", str(tmp_path / "empty"), "-o", str(tmp_path / "r"))
-    lines = err.getvalue().strip().splitlines()
-    assert rc == 2 and len(lines) == 1, err.getvalue()
+    done = cli("report", "--store", tmp_path / "empty", "-o", tmp_path / "r", check=False)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
     # the report follows one chain of study results (bench/report/chain.py): none yet says which command makes one
     assert str(tmp_path / "empty") in lines[0] and "no phase1/phase2 results; run `iqa-study phase1`" in lines[0]
 

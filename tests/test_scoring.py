@@ -25,12 +25,9 @@ from bench.metrics.table import get, select
 from bench.scoring.engine import Shard, _score_stack, score_manifest
 from bench.store import Store
 from bench.store.views import agreement, connect
+from tests.cli import cli as _cli
 
 CLI = [sys.executable, "-m", "bench.cli"]
-
-
-def _cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, check=check)
 
 
 @pytest.fixture(scope="module")

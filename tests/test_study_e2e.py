@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import nbformat
@@ -19,15 +17,13 @@ from bench.metrics.table import get
 from bench.store import Store
 from bench.study.ensemble import EnsembleScorer
 from bench.study.select import read_selection
+from tests.cli import cli
 
-CLI = [sys.executable, "-m", "bench.cli"]
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _cli(*args: str) -> str:
-    done = subprocess.run([*CLI, *args], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
+    return cli(*args).stdout
 
 
 def _study(store: Path, manifest: Path, tmp: Path, n_pairs: int) -> dict:

@@ -10,7 +10,6 @@ import io
 import json
 import os
 import subprocess
-import sys
 import tarfile
 import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -25,6 +24,7 @@ from bench.env import cache_dirs
 from bench.errors import WeightsMissing
 from bench.metrics import factory, weights
 from bench.metrics.table import get
+from tests.cli import cli
 
 ROOT = "basicsr-fixed-1.4.2"
 
@@ -149,8 +149,7 @@ def test_wrong_npz_hash_is_refused_in_one_line(tmp_path, monkeypatch):
 
 
 def test_seed_niqe_from_a_missing_file_is_one_line(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "bench.cli", "weights", "seed-niqe", "--from",
-                           str(tmp_path / "nope.npz")], capture_output=True, text=True, check=False)
+    done = cli("weights", "seed-niqe", "--from", tmp_path / "nope.npz", check=False)
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "nope.npz: file does not exist" in lines[0] and "Traceback" not in done.stderr
