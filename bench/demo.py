@@ -68,14 +68,14 @@ def _step(n: int, total: int, text: str, t0: float) -> None:
     print(f"[{n}/{total}] {text}  (+{time.perf_counter() - t0:.0f} s)", flush=True)
 
 
-def build_heldout(out: Path, size: int = 192, per_photo: int = 4) -> Path:
-    """hr/ and lr_blind_x4/ from HELDOUT_PHOTOS: ``per_photo`` crops of ``size`` px from each (fixed grid),
-    LR = sr_training.evaluate.fixed_lr (one-stage degradation seeded per image)."""
+def build_heldout(out: Path, size: int = 192, per_photo: int = 4, photos: tuple[str, ...] = HELDOUT_PHOTOS) -> Path:
+    """hr/ and lr_blind_x4/ from ``photos`` (scikit-image's): ``per_photo`` crops of ``size`` px from each (fixed
+    grid), LR = sr_training.evaluate.fixed_lr (one-stage degradation seeded per image)."""
     from bench.manifests.sample import bundled_photo
     from sr_training.evaluate import fixed_lr
     from sr_training.infer import load_rgb, save_png
 
-    expected = {f"{Path(name).stem}_{k}.png" for name in HELDOUT_PHOTOS for k in range(per_photo)}
+    expected = {f"{Path(name).stem}_{k}.png" for name in photos for k in range(per_photo)}
     stale = [p for d in ("hr", "lr_blind_x4") if (out / d).is_dir() for p in (out / d).iterdir() if p.name not in expected]
     if stale and not (out / "HELDOUT.md").is_file():
         raise StudyError(f"{out}: holds {stale[0].name}, which is not a held-out crop, and no HELDOUT.md: "
@@ -85,7 +85,7 @@ def build_heldout(out: Path, size: int = 192, per_photo: int = 4) -> Path:
     (out / "hr").mkdir(parents=True, exist_ok=True)
     (out / "lr_blind_x4").mkdir(parents=True, exist_ok=True)
     index = 0
-    for name in HELDOUT_PHOTOS:
+    for name in photos:
         photo = bundled_photo(name)
         for k in range(per_photo):
             stem = f"{Path(name).stem}_{k}"
@@ -100,7 +100,7 @@ def build_heldout(out: Path, size: int = 192, per_photo: int = 4) -> Path:
             index += 1
     atomic_write_text(
         "# Held-out test images\n\nCrops of scikit-image photographs that are not in the training set "
-        f"({', '.join(HELDOUT_PHOTOS)}; greyscale ones as RGB); LR made by the one-stage training degradation with a fixed seed "
+        f"({', '.join(photos)}; greyscale ones as RGB); LR made by the one-stage training degradation with a fixed seed "
         "(sr_training/evaluate.py fixed_lr).\n", out / "HELDOUT.md")
     return out
 
@@ -156,7 +156,10 @@ def _index_page(out: Path, label: str, sections: list[tuple[str, list[tuple[str,
 
 
 def run_demo(out: Path, metrics: str = "piqe,entropy,niqe", train_iters: int = 150, ft_iters: int = 120,
-             groups_per_photo: int = 4, heldout_per_photo: int = 4) -> Path:
+             groups_per_photo: int = 4, heldout_per_photo: int = 4, test_photos: int | None = None) -> Path:
+    """``make demo``'s job into ``out`` (docs/demo.md). ``test_photos``: how many photographs (the first of each
+    list) give the val crops, the SYNTHETIC test groups and the held-out crops (default: all; the test suite's
+    reduced run takes 2: evaluating every model on every test image is most of a run's time)."""
     from bench.cli.common import _print_table, _summary_lines
     from bench.manifests import sample, schema
     from bench.metrics.table import select
@@ -235,10 +238,10 @@ def run_demo(out: Path, metrics: str = "piqe,entropy,niqe", train_iters: int = 1
 
     synth, synth_test, heldout = out / "synthetic_hggt", out / "synthetic_test", out / "heldout"
     if not (synth / "SYNTHETIC.md").exists():
-        build_synthetic_hggt(synth, groups_per_photo=groups_per_photo, size=GROUP_SIZE)
+        build_synthetic_hggt(synth, groups_per_photo=groups_per_photo, size=GROUP_SIZE, val_photos=test_photos)
     if not (synth_test / "SYNTHETIC.md").exists():
-        build_synthetic_hggt(synth_test, groups_per_photo=1, seed=1, size=GROUP_SIZE)
-    build_heldout(heldout, per_photo=heldout_per_photo)
+        build_synthetic_hggt(synth_test, groups_per_photo=1, seed=1, size=GROUP_SIZE, max_photos=test_photos)
+    build_heldout(heldout, per_photo=heldout_per_photo, photos=HELDOUT_PHOTOS[:test_photos])
     os.environ["SYNTH_HGGT_ROOT"] = str(synth.resolve())
     configs = Path(__file__).resolve().parents[1] / "sr_training" / "configs"
     init = shipped("swinir")

@@ -53,12 +53,14 @@ def _label_doc(stem: str, labels: list[str]) -> dict:
 
 
 def build_synthetic_hggt(out: str | Path, groups_per_photo: int = 4, size: int = 128, seed: int = 0,
-                        photos: str | Path | None = None, val_photos: int | None = None) -> Path:
+                        photos: str | Path | None = None, val_photos: int | None = None,
+                        max_photos: int | None = None) -> Path:
     """Write ``out/images/{original,01..04}``, ``out/labels/{A,B,C}`` and ``out/val/{hr,lr_blind_x4}``.
 
     ``photos``: a folder of real photographs to cut the originals from (default: scikit-image's bundled
     ones); the enhanced GTs and labels stay SYNTHETIC (SYNTHETIC.md and source.json say so).
     ``val_photos``: how many photographs (the first by name) give a val crop (default: every one).
+    ``max_photos``: use only the first this many photographs (default: every one).
 
     ``out`` must be new, empty, or this function's own earlier output (SYNTHETIC.md, or the BUILDING
     marker of an interrupted build): a folder holding anything else (real data) is refused, never overwritten."""
@@ -73,8 +75,10 @@ def build_synthetic_hggt(out: str | Path, groups_per_photo: int = 4, size: int =
                    for p in list_images(photos, "--photos", "expected a folder of real photographs")]
     else:
         sources = [(Path(name), lambda name=name: bundled_photo(name)) for name in PHOTOS]
-    if val_photos is not None and val_photos < 1:
-        raise StudyError(f"val_photos {val_photos}: expected >= 1")
+    for what, n in (("val_photos", val_photos), ("max_photos", max_photos)):
+        if n is not None and n < 1:
+            raise StudyError(f"{what} {n}: expected >= 1")
+    sources = sources[:max_photos]
     check_target(out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text("an interrupted build of sr_training/data/synthetic.py; rebuild into this folder\n", out / BUILDING)
@@ -123,7 +127,8 @@ def build_synthetic_hggt(out: str | Path, groups_per_photo: int = 4, size: int =
         "photos": [str(n) if photos is None else n.name for n, _ in sources],
         "enhanced_gts": "SYNTHETIC (PIL operators, sr_training/data/synthetic.py DESIGNED)",
         "labels": "SYNTHETIC annotators A, B, C (designed label with probability 0.8)",
-        "groups_per_photo": groups_per_photo, "size": size, "seed": seed, "val_photos": val_photos}, indent=1),
+        "groups_per_photo": groups_per_photo, "size": size, "seed": seed, "val_photos": val_photos,
+        "max_photos": max_photos}, indent=1),
         out / "source.json")
     (out / BUILDING).unlink()
     return out
