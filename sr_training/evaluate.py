@@ -294,7 +294,7 @@ def evaluate(checkpoint: str | Path, test: str | Path | TestSet, store: Store, *
     safe_component(ts.name, "test set name")
     for it in ts.items:
         safe_component(it.item, f"test set {ts.name}: item")
-    out_root = Path(out) if out else store.root / "sr"
+    out_root = Path(out) if out else store.folder("sr")
     out_dir = inside(out_root / label / (ts.name + (f"-tile{tile}" if tile else "")), out_root, "SR output folder")
     config = {"checkpoint": (infer.BICUBIC if str(checkpoint) == infer.BICUBIC else str(Path(checkpoint).resolve())),
               "model": info, "test_set": ts.name, "test_kind": ts.kind,

@@ -112,3 +112,45 @@ def test_no_module_writes_a_file_but_through_bench_atomic():
                     appenders.append(rel)
     assert offenders == []
     assert sorted(set(appenders)) == ["sr_training/csvlog.py", "sr_training/repro/run.py"]  # CSV rows; repro.log
+
+
+def test_the_latest_study_result_is_one_rule_and_equal_times_never_pick_an_arbitrary_row(tmp_path):
+    import pandas as pd
+    import pytest
+
+    from bench.errors import StoreError
+    from bench.store import Store
+
+    st = Store(tmp_path / "s")
+    t0, t1 = pd.Timestamp("2026-01-01", tz="UTC"), pd.Timestamp("2026-01-02", tz="UTC")
+    for key, at, best in (("k1", t0, "a"), ("k3", t1, "b"), ("k2", t1, "a"), ("k0", t1, "c")):
+        st.write_study_table("phase2_ranking", key, pd.DataFrame({"phase2_key": [key, key], "metric": ["x", "y"],
+                                                                  "best": best, "created_at": at}))
+    # newest created_at (t1: k3, k2, k0), then the larger key: k3; matching columns narrow it first
+    key, rows = st.latest_study("phase2_ranking", "phase2_key")
+    assert key == "k3" and list(rows["metric"]) == ["x", "y"]
+    assert st.latest_study("phase2_ranking", "phase2_key", best="a")[0] == "k2"
+    assert st.latest_study("phase2_ranking", "phase2_key", best="zz") == (None, None)
+    assert st.latest_study("phase1_ranking", "phase1_key") == (None, None)
+    assert st.has_study("phase2_ranking", "k1") and not st.has_study("phase2_ranking", "k9")
+    with pytest.raises(StoreError, match=r"phase2_ranking/k9\.parquet: no such study result"):
+        st.read_study("phase2_ranking", "k9")
+    for bad in ("../../etc", "a/b", ".hidden", ""):
+        with pytest.raises(StoreError, match="expected letters, digits"):
+            st.study_path("phase2_ranking", bad)
+    # declared folders only; nothing outside bench.store builds a path into a store
+    assert st.folder("models") == st.root / "models" and st.folder("models").is_dir()
+    with pytest.raises(StoreError, match=r"no store folder 'model' \(declared: pairs, scores"):
+        st.folder("model")
+
+
+def test_no_module_outside_the_store_builds_a_store_path():
+    import re
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    pattern = re.compile(r"""store\.root\s*/\s*["'](pairs|scores|runs|study|images|models|sr|cache)["']""")
+    found = [f"{p.relative_to(repo)}:{i}" for pkg in ("bench", "sr_training") for p in (repo / pkg).rglob("*.py")
+             if "bench/store/" not in p.as_posix()
+             for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
+    assert not found, found

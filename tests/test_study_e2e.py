@@ -62,9 +62,9 @@ def test_selection_is_valid_and_names_a_differentiable_metric(which, sample_stud
     assert sel["ensemble"] is not None and Path(sel["ensemble"]["model"]).is_file()
     # the chain: the Phase II result names its Phase I; complement and ensemble were computed on it
     store = Store(tmp / "store") if which == "sample" else Store(sr2afc_study[1])
-    p2 = pd.read_parquet(store.root / "study" / "phase2_ranking" / f"{sel['evidence']['phase2_key']}.parquet")
+    p2 = store.read_study("phase2_ranking", sel["evidence"]["phase2_key"])
     assert sel["evidence"]["phase1_key"] == p2["phase1_key"].iloc[0]
-    greedy = pd.read_parquet(store.root / "study" / "complement_greedy" / f"{sel['evidence']['complement_key']}.parquet")
+    greedy = store.read_study("complement_greedy", sel["evidence"]["complement_key"])
     assert (greedy["phase2_key"] == sel["evidence"]["phase2_key"]).all()
     assert sel["best"]["config_hash"] == p2.loc[p2["is_best"], "config_hash"].iloc[0]
     json.loads((tmp / "selection.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in selection.json"))
@@ -101,8 +101,7 @@ def test_ensemble_scorer_is_the_fitted_pairwise_model(sr2afc_study):
 
     scorer = EnsembleScorer.load(sel["ensemble"]["model"])
     con = connect(Store(store))
-    con.register("p2_pairs", pd.read_parquet(Path(store) / "study" / "phase2_pairs" /
-                                             f"{sel['evidence']['phase2_key']}.parquet"))
+    con.register("p2_pairs", Store(store).read_study("phase2_pairs", sel["evidence"]["phase2_key"]))
     long = con.execute("SELECT pair_id, metric, sign * (score_a - score_b) AS d, (pref = 'a')::INT AS y "
                        "FROM pair_scores JOIN p2_pairs USING (dataset, pair_id) WHERE pref <> 'tie'").df()
     X = long.pivot(index="pair_id", columns="metric", values="d")[scorer.metrics]

@@ -222,7 +222,7 @@ def cmd_agree(a) -> None:
     if a.manifest:  # that manifest's own pairs and votes, registering it first if it is new
         m = schema.read(a.manifest)
         manifest_id = Store.manifest_id(m)
-        if not (store.root / "pairs" / f"{manifest_id}.parquet").exists():
+        if not store.is_registered(manifest_id):
             reg = store.register(m, replace=a.replace)
             if reg.replaced:  # on stderr: stdout stays one table / JSON / CSV document
                 print(reg.summary(), file=sys.stderr)

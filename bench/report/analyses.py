@@ -34,7 +34,6 @@ import pandas as pd
 from bench.store import Store
 from bench.store.views import connect
 from bench.study.outcomes import correctness_matrix, outcomes
-from bench.study.phases import latest_result, read_study
 from bench.study.stats import GROUP_BOOTSTRAP, group_bootstrap_ratio
 
 N_BOOT = 2000
@@ -91,9 +90,9 @@ def study_outcomes(store: Store, key: str | None = "latest") -> tuple[pd.DataFra
     its pairs, with its configurations). Without a Phase II (``key`` None): every scored metric on
     every pair."""
     if key == "latest":
-        key, p2 = latest_result(store, "phase2_ranking", "phase2_key")
+        key, p2 = store.latest_study("phase2_ranking", "phase2_key")
     else:
-        p2 = read_study(store, "phase2_ranking", key) if key else None
+        p2 = store.read_study("phase2_ranking", key) if key else None
     if p2 is None:
         return None, outcomes(store).long
     pairs = connect(store).execute("SELECT dataset, pair_id FROM study_phase2_pairs WHERE phase2_key = ?",
@@ -227,9 +226,9 @@ def ensemble_ci(store: Store, n_boot: int = N_BOOT, key: str | None = None) -> p
     """Held-out accuracy of ensemble ``key`` (default: the latest) and of each single metric on the
     same pairs, with paired group-bootstrap CIs (the ensemble's grouped-CV predictions, ``study_ensemble_cv``)."""
     if key is None:
-        key, summary = latest_result(store, "ensemble_summary", "ensemble_key")
+        key, summary = store.latest_study("ensemble_summary", "ensemble_key")
     else:
-        summary = read_study(store, "ensemble_summary", key)
+        summary = store.read_study("ensemble_summary", key)
     if summary is None:
         return None
     cv = connect(store).execute("SELECT * FROM study_ensemble_cv WHERE ensemble_key = ?", [key]).df()

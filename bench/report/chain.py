@@ -24,55 +24,48 @@ import pandas as pd
 
 from bench.errors import StudyError
 from bench.store import Store
-from bench.study.phases import latest_key, read_study
 
 KEYS = ("phase1_key", "phase2_key", "complement_key", "ensemble_key")
-
-
-def _table_has(store: Store, table: str, key: str | None) -> bool:
-    return bool(key) and (store.root / "study" / table / f"{key}.parquet").is_file()
 
 
 def resolve_chain(store: Store, selection: dict | None = None, selection_path: str | Path | None = None,
                   phase2_key: str | None = None) -> dict:
     """{phase1_key, phase2_key, complement_key, ensemble_key, source}: the one chain a report shows."""
-    from bench.study.select import _latest_where
-
     if selection is not None and phase2_key is not None:
         raise StudyError("report: give --selection or --phase2, not both")
     if selection is not None:
         ev = selection.get("evidence") or {}
         chain = {k: ev.get(k) for k in KEYS}
         for key, table in (("phase2_key", "phase2_ranking"), ("phase1_key", "phase1_ranking")):
-            if chain[key] and not _table_has(store, table, chain[key]):
+            if chain[key] and not store.has_study(table, chain[key]):
                 raise StudyError(f"report --selection {selection_path}: its {key.split('_')[0]} {chain[key]} is not "
                                  f"in {store.root} (was it written from another store, {ev.get('store')}?)")
         chain["source"] = f"selection {selection_path}"
     else:
-        if phase2_key is None and "phase2_ranking" in store.study_tables():
-            phase2_key = latest_key(store, "phase2_ranking", "phase2_key")
+        if phase2_key is None and (latest := store.latest_study("phase2_ranking", "phase2_key")[0]):
+            phase2_key = latest
             source = f"the latest Phase II ({phase2_key})"
         else:
             source = f"Phase II {phase2_key}" if phase2_key else None
         if phase2_key:
-            p2 = read_study(store, "phase2_ranking", phase2_key)
+            p2 = store.read_study("phase2_ranking", phase2_key)
             p1_key = str(p2["phase1_key"].iloc[0])
         else:
-            if "phase1_ranking" not in store.study_tables():
+            p1_key, _ = store.latest_study("phase1_ranking", "phase1_key")
+            if p1_key is None:
                 raise StudyError(f"{store.root}: no phase1/phase2 results; run `iqa-study phase1` (and phase2) first")
-            p1_key = latest_key(store, "phase1_ranking", "phase1_key")
             source = f"the latest Phase I ({p1_key}); no Phase II yet"
         c_key = e_key = None
         if phase2_key:
-            c_key, _ = _latest_where(store, "complement_greedy", "complement_key", phase2_key=phase2_key)
-            e_key, _ = _latest_where(store, "ensemble_summary", "ensemble_key", phase2_key=phase2_key)
+            c_key, _ = store.latest_study("complement_greedy", "complement_key", phase2_key=phase2_key)
+            e_key, _ = store.latest_study("ensemble_summary", "ensemble_key", phase2_key=phase2_key)
         chain = {"phase1_key": p1_key, "phase2_key": phase2_key, "complement_key": c_key, "ensemble_key": e_key,
                  "source": source}
     ranking_table, ranking_key = (("phase2_ranking", chain["phase2_key"]) if chain["phase2_key"]
                                   else ("phase1_ranking", chain["phase1_key"]))
     if not ranking_key:
         raise StudyError(f"report: {chain['source']} names no Phase I or Phase II result")
-    ranking = read_study(store, ranking_table, ranking_key)
+    ranking = store.read_study(ranking_table, ranking_key)
     metrics = sorted(set(ranking["metric"]))
     if len(metrics) < 2:
         raise StudyError(f"report: {ranking_table.split('_')[0]} {ranking_key} ranked {len(metrics)} metric(s) "

@@ -29,7 +29,6 @@ from bench.report.figures import accuracy_bars, greedy_curve, grouped_points, he
 from bench.report.gallery import pair_figure
 from bench.report.sources import provenance
 from bench.store import Store
-from bench.study.phases import read_study
 
 Block = tuple[str, object]
 
@@ -41,9 +40,7 @@ FIGURES = ["phase1_ranking", "phase2_ranking", "accuracy_by_method", "accuracy_b
 
 def _keyed(store: Store, table: str, key: str | None) -> pd.DataFrame | None:
     """The result ``key`` of study table ``table`` (the report's chain, ``bench.report.chain``), or None."""
-    if not key or not (store.root / "study" / table / f"{key}.parquet").is_file():
-        return None
-    return read_study(store, table, key)
+    return store.read_study(table, key) if store.has_study(table, key) else None
 
 
 def _fmt(v) -> str:

@@ -4,7 +4,11 @@
       pairs/<manifest_id>.parquet   manifest rows (+ manifest_id, synthetic, root, registered_at)
       scores/part-*.parquet         one row per (image, reference, metric, metric config) attempt
       runs/<run_id>.parquet         one provenance row per run (+ <run_id>.json, human readable)
-      study/<table>/<key>.parquet   derived study tables (phases, ranks, complement, ...)
+      study/<table>/<key>.parquet   derived study tables (phases, ranks, complement, ...); the latest result of a
+                                    table: newest created_at, then the larger key (``Store.latest_study``)
+      images/                       registered evaluation images (bench.store.images)
+      models/                       fitted study models (ensemble-<key>.json)
+      sr/<run>/<test set>/          SR outputs of evaluated models (``evaluate``'s default --out)
       cache/                        derived, disposable (checked part footers, agreement cache)
       quarantine/                   unreadable parts moved aside by `iqa-study store check --repair`
 
@@ -32,6 +36,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,6 +90,21 @@ FOLDER_KINDS = {
                         "pref": "string", "manifest_id": "string", "kind": "string", "synthetic": "bool",
                         "registered_at": "time"}},
 }
+
+# Every folder of a store, with what it holds (the module docstring draws the tree). Code outside bench.store reaches
+# one only through ``Store.folder`` or the Store's own readers and writers.
+FOLDERS = {
+    "pairs": "registered manifests, one Parquet file per manifest id",
+    "scores": "score parts (SCORE_SCHEMA), one per flush of a run",
+    "runs": "one provenance row (+ JSON) per run",
+    "study": "derived study tables, study/<table>/<key>.parquet",
+    "images": "registered evaluation images (bench.store.images)",
+    "models": "fitted study models (the ensemble scorer, ensemble-<key>.json)",
+    "sr": "SR outputs of evaluated models, sr/<run>/<test set>/ (``evaluate``'s default --out)",
+    "cache": "derived, disposable (checked part footers, agreement sums)",
+    "quarantine": "unreadable parts moved aside by `iqa-study store check --repair`",
+}
+_NAME = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]*")
 
 PAIR_KEY_COLUMNS = ["dataset", "pair_id", "image_a_id", "image_b_id", "votes_a", "votes_b", "pref"]
 # columns the store adds to a registered manifest's rows: never part of a manifest's content
@@ -183,6 +203,10 @@ class Store:
             h.update(f"{col}\0{len(values)}\0".encode())
             h.update(pd.util.hash_pandas_object(values, index=False).values.tobytes())
         return h.hexdigest()[:16]
+
+    def is_registered(self, manifest_id: str) -> bool:
+        """Whether a manifest of this id was ever registered here (current or replaced)."""
+        return (self.root / "pairs" / f"{manifest_id}.parquet").is_file()
 
     def register_manifest(self, manifest: pd.DataFrame, replace: bool = False) -> str:
         """Store the manifest's pairs and return its id (see ``register``)."""
@@ -334,10 +358,65 @@ class Store:
 
     def write_study_table(self, name: str, key: str, df: pd.DataFrame) -> Path:
         """Derived tables (phase subsets, ranks, ...): one file per key, overwritten on re-run."""
-        return atomic_write_table(pa.Table.from_pandas(df, preserve_index=False), self.root / "study" / name / f"{key}.parquet")
+        return atomic_write_table(pa.Table.from_pandas(df, preserve_index=False), self.study_path(name, key))
 
     def study_tables(self) -> list[str]:
         folder = self.root / "study"
         if not folder.is_dir():
             return []
         return sorted(p.name for p in folder.iterdir() if p.is_dir() and any(p.glob("*.parquet")))
+
+    def study_path(self, table: str, key: str) -> Path:
+        """STORE/study/<table>/<key>.parquet; both names are checked (no path may leave the store)."""
+        for what, name in (("study table", table), ("study key", key)):
+            if not isinstance(name, str) or not _NAME.fullmatch(name):
+                raise StoreError(f"{self.root}: {what} {name!r}: expected letters, digits, '_', '-' or '.' "
+                                 "(not starting with '.')")
+        return self.root / "study" / table / f"{key}.parquet"
+
+    def has_study(self, table: str, key: str | None) -> bool:
+        return bool(key) and self.study_path(table, key).is_file()
+
+    def read_study(self, table: str, key: str) -> pd.DataFrame:
+        """The result ``key`` of study table ``table``; one line naming the file when there is none."""
+        path = self.study_path(table, key)
+        if not path.is_file():
+            raise StoreError(f"{path}: no such study result (key {key!r})")
+        return pd.read_parquet(path)
+
+    def study_results(self, table: str) -> pd.DataFrame | None:
+        """Every stored result of study table ``table`` in the one latest-first order (LATEST_STUDY_ORDER:
+        the newest ``created_at``, then the larger key, i.e. file name, so equal times never give an arbitrary
+        row); None when there is none."""
+        folder = self.root / "study" / table
+        self.study_path(table, "x")  # the table name's check
+        files = sorted(folder.glob("*.parquet"), reverse=True) if folder.is_dir() else []
+        if not files:
+            return None
+        df = pd.concat([pd.read_parquet(f).assign(_key=f.stem) for f in files], ignore_index=True)
+        if "created_at" in df:
+            df = df.sort_values("created_at", ascending=False, kind="stable")  # files already in key order, desc
+        return df.drop(columns="_key")
+
+    def latest_study(self, table: str, key_column: str, **match) -> tuple[str | None, pd.DataFrame | None]:
+        """(key, rows) of the latest result of ``table`` (``study_results``' order) whose columns equal ``match``
+        (a missing value counts as ''); (None, None) when there is none."""
+        df = self.study_results(table)
+        if df is None:
+            return None, None
+        for col, value in match.items():
+            if col not in df:
+                return None, None
+            df = df[df[col].fillna("") == value]
+        if df.empty:
+            return None, None
+        key = str(df[key_column].iloc[0])
+        return key, df[df[key_column] == key].reset_index(drop=True)
+
+    def folder(self, name: str) -> Path:
+        """A declared folder of the store (FOLDERS), created on first use: the only way to a path in it."""
+        if name not in FOLDERS:
+            raise StoreError(f"{self.root}: no store folder {name!r} (declared: {', '.join(FOLDERS)})")
+        path = self.root / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path

@@ -34,6 +34,11 @@ from bench.study.phases import key_of
 from bench.study.scope import study_scope
 
 
+def ensemble_model_path(store: Store, key: str) -> Path:
+    """Where ensemble ``key``'s fitted scorer lives: STORE/models/ensemble-<key>.json."""
+    return store.folder("models") / f"ensemble-{key}.json"
+
+
 @dataclass
 class EnsembleScorer:
     metrics: list[str]
@@ -141,5 +146,5 @@ def ensemble(store: Store, *, metrics: list[str] | None = None, datasets: list[s
                                 "group": groups, "fold": fold_of, "y": y, "pred": pred, "ensemble_key": key})
     store.write_study_table("ensemble_summary", key, summary)
     store.write_study_table("ensemble_cv", key, predictions)
-    scorer.save(store.root / "models" / f"ensemble-{key}.json")
+    scorer.save(ensemble_model_path(store, key))
     return key, summary, scorer

@@ -160,30 +160,6 @@ def phase1(manifest: pd.DataFrame, store: Store, metrics: list[MetricSpec], *, n
     return key, ranked, summaries
 
 
-def latest_key(store: Store, table: str, key_column: str) -> str:
-    """The key of the most recently written result in study table ``table``."""
-    from bench.store.views import connect
-
-    if table not in store.study_tables():
-        raise StudyError(f"{store.root}: no study table '{table}' yet (run the earlier study step first)")
-    return connect(store).execute(f"SELECT {key_column} FROM study_{table} ORDER BY created_at DESC LIMIT 1").fetchall()[0][0]
-
-
-def latest_result(store: Store, table: str, key_column: str) -> tuple[str | None, pd.DataFrame | None]:
-    """(key, table) of the most recent result in study table ``table``; (None, None) if there is none."""
-    if table not in store.study_tables():
-        return None, None
-    key = latest_key(store, table, key_column)
-    return key, read_study(store, table, key)
-
-
-def read_study(store: Store, table: str, key: str) -> pd.DataFrame:
-    path = store.root / "study" / table / f"{key}.parquet"
-    if not path.is_file():
-        raise StudyError(f"{path}: no such study result (key {key!r})")
-    return pd.read_parquet(path)
-
-
 def phase2_pairs(manifest: pd.DataFrame, split: str | None = None) -> tuple[pd.DataFrame, dict[str, str]]:
     """The manifest rows Phase II evaluates and the split used per dataset.
 
@@ -247,8 +223,10 @@ def evaluate_phase2(store: Store, pairs: pd.DataFrame, p1_key: str, metrics: lis
 def phase2(manifest: pd.DataFrame, store: Store, *, from_phase1: str | None = None, split: str | None = None,
            n_boot: int = 2000, seed: int = 0, alpha: float = 0.05, include_inferred: bool = False,
            pins: dict[str, str] | None = None, **score_kwargs) -> tuple[str, pd.DataFrame]:
-    p1_key = from_phase1 or latest_key(store, "phase1_ranking", "phase1_key")
-    p1 = read_study(store, "phase1_ranking", p1_key)
+    p1_key = from_phase1 or store.latest_study("phase1_ranking", "phase1_key")[0]
+    if p1_key is None:
+        raise StudyError(f"{store.root}: no study table 'phase1_ranking' yet (run `iqa-study phase1` first)")
+    p1 = store.read_study("phase1_ranking", p1_key)
     top = [get(m) for m in p1.loc[p1["top_k"], "metric"]]
     manifest_id = store.register_manifest(manifest)
     pairs, used = phase2_pairs(human_pairs(manifest, include_inferred), split)

@@ -23,7 +23,6 @@ import pandas as pd
 from bench.errors import StudyError
 from bench.store import Store
 from bench.study.outcomes import Outcomes, outcomes, require_metrics
-from bench.study.phases import latest_result, read_study
 
 
 @dataclass
@@ -55,18 +54,17 @@ def study_scope(store: Store, *, metrics: list[str] | None = None, datasets: lis
                 pins: dict[str, str] | None = None) -> Scope:
     pins = dict(pins or {})
     if phase2_key is None and not datasets and not split:
-        phase2_key, _ = latest_result(store, "phase2_ranking", "phase2_key")
+        phase2_key, _ = store.latest_study("phase2_ranking", "phase2_key")
         if phase2_key is None:
             print("note: no Phase II result in this store; using every scored pair and metric", file=sys.stderr)
     if phase2_key is None:
         return Scope(metrics=metrics, datasets=datasets, split=split, include_inferred=bool(include_inferred), pins=pins)
     if datasets or split:
         raise StudyError("--from-phase2 and --dataset/--split are exclusive (the Phase II result fixes the pairs)")
-    ranking = read_study(store, "phase2_ranking", phase2_key)
-    if "phase2_pairs" not in store.study_tables() or not (store.root / "study" / "phase2_pairs" /
-                                                          f"{phase2_key}.parquet").is_file():
+    ranking = store.read_study("phase2_ranking", phase2_key)
+    if not store.has_study("phase2_pairs", phase2_key):
         raise StudyError(f"{store.root}: phase2 {phase2_key} predates recorded Phase II pairs; re-run `iqa-study phase2`")
-    pairs = read_study(store, "phase2_pairs", phase2_key)
+    pairs = store.read_study("phase2_pairs", phase2_key)
     chosen = metrics or list(ranking["metric"])
     used = dict(zip(ranking["metric"], ranking["config_hash"])) if "config_hash" in ranking else {}
     pins = {**{m: h for m, h in used.items() if m in chosen}, **pins}

@@ -40,36 +40,12 @@ from bench.metrics.table import get
 from bench.metrics.weights import is_available
 from bench.store import Store
 from bench.store.views import connect
-from bench.study.phases import latest_key, read_study
+from bench.study.ensemble import ensemble_model_path
 from bench.study.selection_model import SCHEMA, load, validate
 
 CHANCE = 0.5
 MIN_PAIRS = 300   # below this many decided pairs (or MIN_GROUPS source groups) the evidence is called small;
 MIN_GROUPS = 30   # the paper's Phase I subset alone has 1,212 pairs
-
-
-def _results(store: Store, table: str) -> pd.DataFrame | None:
-    """Every stored result of a study table, newest first (None when there is none)."""
-    folder = store.root / "study" / table
-    files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
-    if not files:
-        return None
-    df = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
-    return df.sort_values("created_at", ascending=False, kind="stable")
-
-
-def _latest_where(store: Store, table: str, key_column: str, **match) -> tuple[str | None, pd.DataFrame | None]:
-    df = _results(store, table)
-    if df is None:
-        return None, None
-    for col, value in match.items():
-        if col not in df:
-            return None, None
-        df = df[df[col].fillna("") == value]
-    if df.empty:
-        return None, None
-    key = df[key_column].iloc[0]
-    return key, df[df[key_column] == key]
 
 
 def _ci_text(row) -> str:
@@ -82,10 +58,10 @@ def build_selection(store: Store, n_complementary: int = 2, phase2_key: str | No
     excludes chance from below (``ci_lo`` > 0.5): weaker candidates are skipped, each with a warning,
     unless ``allow_weak`` (CLI ``--allow-weak-metric``), which selects them and says so."""
     warnings: list[str] = []
-    p1_latest = latest_key(store, "phase1_ranking", "phase1_key") if "phase1_ranking" in store.study_tables() else None
-    if phase2_key is None and "phase2_ranking" in store.study_tables():
-        phase2_key = latest_key(store, "phase2_ranking", "phase2_key")
-    p2 = read_study(store, "phase2_ranking", phase2_key) if phase2_key else None
+    p1_latest, _ = store.latest_study("phase1_ranking", "phase1_key")
+    if phase2_key is None:
+        phase2_key, _ = store.latest_study("phase2_ranking", "phase2_key")
+    p2 = store.read_study("phase2_ranking", phase2_key) if phase2_key else None
     if p2 is not None:
         p1_key = str(p2["phase1_key"].iloc[0])
         if p1_latest and p1_latest != p1_key:
@@ -93,7 +69,7 @@ def build_selection(store: Store, n_complementary: int = 2, phase2_key: str | No
                             f"this selection follows phase2 (re-run `iqa-study phase2` to use the newer Phase I)")
     else:
         p1_key = p1_latest
-    p1 = read_study(store, "phase1_ranking", p1_key) if p1_key else None
+    p1 = store.read_study("phase1_ranking", p1_key) if p1_key else None
     ranking = p2 if p2 is not None else p1
     if ranking is None:
         raise StudyError(f"{store.root}: no phase1/phase2 results; run `iqa-study phase1` (and phase2) first")
@@ -105,18 +81,18 @@ def build_selection(store: Store, n_complementary: int = 2, phase2_key: str | No
             "n_pairs": int(top["n"]), "n_groups": n_groups, "source": "phase2" if p2 is not None else "phase1"}
 
     link = phase2_key or ""
-    c_key, greedy = _latest_where(store, "complement_greedy", "complement_key", phase2_key=link, best=best["metric"])
+    c_key, greedy = store.latest_study("complement_greedy", "complement_key", phase2_key=link, best=best["metric"])
     complementary = []
     if greedy is None:
         warnings.append(f"no complement result computed on {'phase2 ' + link if link else 'this ranking'} with best "
                         f"{best['metric']}; run `iqa-study complement` (complementary left empty)")
     else:
-        _, conditional = _latest_where(store, "complement_conditional", "complement_key", complement_key=c_key)
+        _, conditional = store.latest_study("complement_conditional", "complement_key", complement_key=c_key)
         cond = conditional.set_index("metric")["acc_on_best_wrong"] if conditional is not None else pd.Series(dtype=float)
         for r in greedy[greedy["step"] > 0].sort_values("step").head(n_complementary).itertuples():
             complementary.append({"metric": r.metric, "config_hash": getattr(r, "config_hash", None),
                                   "acc_on_best_wrong": cond.get(r.metric, float("nan")), "oracle_gain": float(r.gain)})
-    e_key, ens = _latest_where(store, "ensemble_summary", "ensemble_key", phase2_key=link)
+    e_key, ens = store.latest_study("ensemble_summary", "ensemble_key", phase2_key=link)
     if ens is None and link:
         warnings.append(f"no ensemble computed on phase2 {link} (ensemble: null)")
 
@@ -190,8 +166,8 @@ def build_selection(store: Store, n_complementary: int = 2, phase2_key: str | No
                         f">= {MIN_GROUPS} groups)")
 
     con = connect(store)
-    pairs_ds = (read_study(store, "phase2_pairs", phase2_key)["dataset"].unique() if phase2_key and
-                (store.root / "study" / "phase2_pairs" / f"{phase2_key}.parquet").is_file() else None)
+    pairs_ds = (store.read_study("phase2_pairs", phase2_key)["dataset"].unique()
+                if store.has_study("phase2_pairs", phase2_key) else None)
     datasets = con.execute("SELECT dataset, bool_or(synthetic) AS synthetic FROM pairs GROUP BY dataset").df()
     if pairs_ds is not None:
         datasets = datasets[datasets["dataset"].isin(set(pairs_ds))]
@@ -209,7 +185,7 @@ def build_selection(store: Store, n_complementary: int = 2, phase2_key: str | No
         "warnings": warnings,
         "allow_weak_metric": bool(allow_weak),
         "ensemble": None if ens is None else {"key": e_key, "cv_strict_acc": float(ens["strict_acc"].iloc[0]),
-                                              "model": str(store.root / "models" / f"ensemble-{e_key}.json")},
+                                              "model": str(ensemble_model_path(store, e_key))},
         "evidence": {"phase1_key": p1_key, "phase2_key": phase2_key, "complement_key": c_key, "ensemble_key": e_key,
                      "store": str(store.root.resolve()), "datasets": sorted(datasets["dataset"]),
                      "synthetic": bool(datasets["synthetic"].any()),
