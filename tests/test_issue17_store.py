@@ -154,3 +154,43 @@ def test_no_module_outside_the_store_builds_a_store_path():
              if "bench/store/" not in p.as_posix()
              for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
     assert not found, found
+
+
+def test_connections_are_built_once_per_store_state_and_read_only_is_a_constructor_argument(tmp_path):
+    import duckdb
+    import pandas as pd
+    import pytest
+
+    from bench.errors import StoreError
+    from bench.store import Store, views
+    from tests.test_store import _store_with
+
+    st = _store_with(tmp_path)
+    a = st.connect()
+    a.register("mine", pd.DataFrame({"x": [1]}))
+    built = views._BUILT[(str(st.root.resolve()), False, False)][1]
+    b = Store(st.root).connect()  # another Store object on the same folder, unchanged files: the same views
+    assert views._BUILT[(str(st.root.resolve()), False, False)][1] is built
+    with pytest.raises(duckdb.CatalogException):
+        b.execute("SELECT * FROM mine")  # a caller's registration stays on its own cursor
+    n = b.execute("SELECT count(*) FROM scores").fetchone()[0]
+    st.write_scores([{**r, "image_id": "new-image"} for r in b.execute("SELECT * FROM scores_raw LIMIT 1").df()
+                     .to_dict("records")], "r2", 0, 0)
+    c = st.connect()  # a new part: rebuilt, and the new row is there
+    assert views._BUILT[(str(st.root.resolve()), False, False)][1] is not built
+    assert c.execute("SELECT count(*) FROM scores").fetchone()[0] == n + 1
+    assert len(st.current_scores()) == n + 1 and set(st.current_scores("piqe")["metric"]) <= {"piqe"}
+
+    ro = Store(st.root, read_only=True)
+    with pytest.raises(StoreError, match="opened read-only; writing scores refused"):
+        ro.write_scores([{"image_id": "x"}], "r3", 0, 0)
+    with pytest.raises(StoreError, match="opened read-only; writing study table t refused"):
+        ro.write_study_table("t", "k", pd.DataFrame({"x": [1]}))
+    q = ro.connect()
+    assert q.execute("SELECT count(*) FROM scores").fetchone()[0] == n + 1
+    with pytest.raises(duckdb.Error):
+        q.execute(f"SELECT * FROM read_csv('{tmp_path / 'outside.csv'}')")
+    q.execute("CREATE OR REPLACE VIEW scores AS SELECT 1 AS forged")  # untrusted SQL replacing a view ...
+    assert ro.connect().execute("SELECT count(*) FROM scores").fetchone()[0] == n + 1  # ... is never shared
+    with pytest.raises(StoreError, match="store does not exist"):
+        Store(tmp_path / "missing", read_only=True)

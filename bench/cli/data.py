@@ -187,10 +187,9 @@ def cmd_query(a) -> None:
     import duckdb
 
     from bench.store import Store
-    from bench.store.views import connect
 
     # read-only: the SQL can read the store's views and nothing else (no COPY/ATTACH/file access)
-    con = connect(Store(a.store, create=False), read_only=True, include_inferred=a.include_inferred)
+    con = Store(a.store, create=False, read_only=True).connect(include_inferred=a.include_inferred)
     try:
         df = con.execute(a.sql).df()
     except duckdb.Error as exc:

@@ -173,8 +173,13 @@ class Registration:
 
 
 class Store:
-    def __init__(self, root: str | os.PathLike, create: bool = True):
+    """The one door to stored data. ``read_only``: nothing is created or written (every writer refuses in one
+    line) and ``connect`` gives the confined, locked connection for untrusted SQL (``iqa-study query``)."""
+
+    def __init__(self, root: str | os.PathLike, create: bool = True, *, read_only: bool = False):
         self.root = Path(root)
+        self.read_only = bool(read_only)
+        create = create and not self.read_only
         if not self.root.exists():
             if not create:
                 raise StoreError(f"{self.root}: store does not exist (create it with `iqa-study score --store {self.root}`)")
@@ -188,6 +193,43 @@ class Store:
             if not empty.exists():  # lets plain `read_parquet('scores/part-*.parquet')` resolve on a new store
                 atomic_write_table(SCORE_SCHEMA.empty_table(), empty)
         self.parts = PartIndex(self.root)
+
+    def _writable(self, what: str) -> None:
+        if self.read_only:
+            raise StoreError(f"{self.root}: opened read-only; {what} refused")
+
+    def connect(self, *, include_inferred: bool = False):
+        """A DuckDB connection with the store's views (bench.store.views: ``scores`` is the one current-row rule,
+        ``pairs``, ``pair_scores``, ``agreement``, ``runs``, ``study_<table>``, ``images``, ``eval_*``), built once
+        per state of the store's files."""
+        from bench.store.views import connect
+
+        return connect(self, include_inferred=include_inferred)
+
+    def current_scores(self, metric: str | None = None) -> pd.DataFrame:
+        """The current score row of every key (image_id, ref_id, metric, config_hash) (CURRENT_SCORE_ORDER), as the
+        ``scores`` view gives it; ``metric``: only that metric's rows."""
+        con = self.connect()
+        if metric is None:
+            return con.execute("SELECT * FROM scores ORDER BY ALL").df()
+        return con.execute("SELECT * FROM scores WHERE metric = ? ORDER BY ALL", [metric]).df()
+
+    def state(self) -> tuple:
+        """A fingerprint of every file the views read ((path, size, mtime_ns) of the Parquet parts of pairs, scores,
+        runs, images and study tables, and the agreement cache): equal states give equal views."""
+        out = []
+        for sub in ("pairs", "scores", "runs", "images", "study", "cache"):
+            top = self.root / sub
+            if not top.is_dir():
+                continue
+            for dirpath, dirnames, filenames in os.walk(top):
+                dirnames.sort()
+                for name in sorted(filenames):
+                    if name.startswith(".") or not name.endswith((".parquet", ".json")) or name == "parts.json":
+                        continue  # hidden: an atomic write in flight; parts.json: the footer memo the views write
+                    st = os.stat(os.path.join(dirpath, name))
+                    out.append((os.path.relpath(os.path.join(dirpath, name), self.root), st.st_size, st.st_mtime_ns))
+        return tuple(out)
 
     # --- pairs -------------------------------------------------------------------------
     @staticmethod
@@ -223,6 +265,7 @@ class Store:
 
         from bench.manifests.schema import reserved_problem
 
+        self._writable("registering a manifest")
         meta = manifest.attrs.get("iqa_study", {})
         if (why := reserved_problem(manifest.columns, f"manifest {meta.get('path') or meta.get('source', '')}")):
             raise StoreError(why)
@@ -322,6 +365,7 @@ class Store:
 
     # --- scores ------------------------------------------------------------------------
     def write_scores(self, rows: list[dict], run_id: str, rank: int, seq: int) -> Path | None:
+        self._writable("writing scores")
         if not rows:
             return None
         table = pa.Table.from_pylist(rows, schema=SCORE_SCHEMA)
@@ -352,12 +396,14 @@ class Store:
 
     # --- runs and study tables -----------------------------------------------------------
     def write_run(self, record: dict) -> None:
+        self._writable("writing a run record")
         flat = {k: (json.dumps(v, default=str) if isinstance(v, (dict, list)) else v) for k, v in record.items()}
         atomic_write_table(pa.Table.from_pylist([flat]), self.root / "runs" / f"{record['run_id']}.parquet")
         atomic_write_text(json.dumps(record, indent=2, default=str), self.root / "runs" / f"{record['run_id']}.json")
 
     def write_study_table(self, name: str, key: str, df: pd.DataFrame) -> Path:
         """Derived tables (phase subsets, ranks, ...): one file per key, overwritten on re-run."""
+        self._writable(f"writing study table {name}")
         return atomic_write_table(pa.Table.from_pandas(df, preserve_index=False), self.study_path(name, key))
 
     def study_tables(self) -> list[str]:
@@ -418,5 +464,6 @@ class Store:
         if name not in FOLDERS:
             raise StoreError(f"{self.root}: no store folder {name!r} (declared: {', '.join(FOLDERS)})")
         path = self.root / name
-        path.mkdir(parents=True, exist_ok=True)
+        if not self.read_only:
+            path.mkdir(parents=True, exist_ok=True)
         return path
