@@ -50,12 +50,13 @@ def _bare(metric, refs) -> float:
 def _harness(refs, specs, root: Path, workers) -> float:
     from bench import provenance
     from bench.scoring.engine import score_refs
+    from bench.scoring.options import ScoreOptions
     from bench.store import Store
 
     store = Store(root)  # a fresh, empty store: no resume skips
     run = provenance.new_run("bench", {})
     t0 = time.perf_counter()
-    score_refs(refs, specs, store, run=run, workers=workers, progress=False)
+    score_refs(refs, specs, store, run=run, options=ScoreOptions.resolve(workers=workers, progress=False))
     return time.perf_counter() - t0
 
 
@@ -66,13 +67,14 @@ def _interleaved(bare_metric, spec, refs, root: Path, rounds: int) -> tuple[floa
     writing the rows as one Parquet part. Both sides see the same machine state within
     milliseconds, so this ratio is not moved by the slow swings of a shared or virtual machine."""
     from bench.metrics import factory
-    from bench.scoring.engine import Shard, _plan, _run_batch
+    from bench.scoring.engine import _run_batch
     from bench.scoring.images import ImageDataset
+    from bench.scoring.options import ScoreOptions
+    from bench.scoring.plan import plan
     from bench.store import Store
 
     store = Store(root)
-    (job,), _ = _plan(refs, [spec], store, shard=Shard(), max_pixels=None, retry_failed=False, metric_kwargs=None,
-                      fr_protocol="hggt", batch_size=None, device="cpu", run_id="bench")
+    (job,), _ = plan(refs, [spec], store, ScoreOptions.resolve(device="cpu", workers=0), run_id="bench")
     metric = factory.create(job.spec, "cpu", kwargs=job.kwargs, cache=False)
     paths = {r.image_id: r.path for r in refs}
     bare = harness = 0.0

@@ -276,6 +276,9 @@ def evaluate(checkpoint: str | Path, test: str | Path | TestSet, store: Store, *
     """Evaluate one model on one test set into ``store``; returns the evaluate run record (with summaries)."""
     from bench.scoring.engine import score_refs
     from bench.scoring.images import ImageRef
+    from bench.scoring.options import ScoreOptions
+
+    options = ScoreOptions.resolve(device=device, workers=workers, progress=progress, fr_protocol=FR_PROTOCOL)
 
     model = infer.load_model(checkpoint, which, device)
     info = model.info
@@ -301,7 +304,7 @@ def evaluate(checkpoint: str | Path, test: str | Path | TestSet, store: Store, *
               "test_root": str(ts.root.resolve()), "synthetic": ts.synthetic, "tile": tile, "overlap": overlap,
               "out_dir": str(out_dir), "nr_metrics": [s.name for s in nr], "nr_metrics_why": nr_why,
               "fr_metrics": [s.name for s in fr], "fr_metrics_why": fr_why,
-              "fr_protocol": FR_PROTOCOL if fr else None}
+              "fr_protocol": FR_PROTOCOL if fr else None, "scoring": options.record()}
     run = provenance.new_run("evaluate", config, device=device, seed=None)
     store.write_run(run)
     print(f"evaluate {label} on {ts.name} ({ts.kind}, {len(ts.items)} images{', SYNTHETIC' if ts.synthetic else ''})")
@@ -350,9 +353,7 @@ def evaluate(checkpoint: str | Path, test: str | Path | TestSet, store: Store, *
     if fr:  # one engine call (one writer per run): NR metrics score each image, FR metrics each (image, ref)
         jobs += [ImageRef(iid, str(p), w, h, ref_id=file_hash(g.path), ref_path=str(g.path))
                  for iid, p, w, h, it in sr_refs for g in it.gts if g.label in REFERENCE_LABELS]
-    extra = {"fr_protocol": FR_PROTOCOL} if fr else {}
-    summaries = (score_refs(jobs, nr + fr, store, run=run, device=device, workers=workers, progress=progress, **extra)
-                 if nr or fr else [])
+    summaries = score_refs(jobs, nr + fr, store, run=run, options=options) if nr or fr else []
     run["finished_at"] = provenance.now().isoformat(timespec="seconds")
     run["summary"] = [s.__dict__ for s in summaries]
     store.write_run(run)

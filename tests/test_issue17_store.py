@@ -29,12 +29,12 @@ def test_eval_scores_breaks_a_written_at_tie_by_run_id_like_scores(store):  # no
 
 def test_folder_table_and_scoring_plan_use_the_same_current_row(store):  # noqa: F811
     """The folder-scoring table (bench.scoring.report.score_table) and the engine's plan
-    (engine._stored_status) read raw parts; they follow ``scores``' rule through one SQL fragment.
+    (plan.stored_status) read raw parts; they follow ``scores``' rule through one SQL fragment.
 
     Old behaviour: score_table ordered by (ok, written_at) only, so the written_at tie below gave an arbitrary
-    one of 9.25 / 1.5 / 5.0 (measured: 5.0, the fixture run's); _stored_status took the newest failure by written_at alone."""
-    from bench.scoring.engine import MetricSummary, _stored_status
+    one of 9.25 / 1.5 / 5.0 (measured: 5.0, the fixture run's); stored_status took the newest failure by written_at alone."""
     from bench.scoring.images import TRANSIENT, ImageRef
+    from bench.scoring.plan import MetricSummary, stored_status
     from bench.scoring.report import score_table
 
     img = IDS["g0upos"]
@@ -51,7 +51,7 @@ def test_folder_table_and_scoring_plan_use_the_same_current_row(store):  # noqa:
              for error, run in ((TRANSIENT + "OSError: busy", "zz-run"), ("ValueError: bad", "aa-run"))]  # zz first
     for row in fails:
         store.write_scores([row], row["run_id"], 0, 0)
-    status = _stored_status(store, ["c1"])
+    status = stored_status(store, ["c1"])
     assert status[(img, "", "entropy", "c1")] == "ok"
     assert status[(other, "", "piqe", "c1")] == "transient"  # zz-run's failure, not aa-run's
 
@@ -194,3 +194,47 @@ def test_connections_are_built_once_per_store_state_and_read_only_is_a_construct
     assert ro.connect().execute("SELECT count(*) FROM scores").fetchone()[0] == n + 1  # ... is never shared
     with pytest.raises(StoreError, match="store does not exist"):
         Store(tmp_path / "missing", read_only=True)
+
+
+def test_scoring_options_are_resolved_and_checked_once_per_run_and_recorded_whole(tmp_path, sample_manifest,
+                                                                                 monkeypatch):
+    import dataclasses
+    import json
+
+    import pytest
+
+    from bench.errors import StudyError
+    from bench.manifests import schema
+    from bench.metrics.table import select
+    from bench.scoring import options as options_mod
+    from bench.scoring.engine import score_manifest
+    from bench.scoring.options import CPU_PIXEL_CAP, ScoreOptions
+    from bench.store import Store
+
+    o = ScoreOptions.resolve(device="cpu", metric_kwargs={"piqe": {"x": 1}})
+    assert (o.device, o.workers, o.pixel_cap) == ("cpu", 0, CPU_PIXEL_CAP)  # auto device, workers and cap resolved
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        o.workers = 3
+    with pytest.raises(TypeError):
+        o.metric_kwargs["piqe"]["x"] = 2  # read-only all the way down
+    assert ScoreOptions.resolve(pixel_cap=0).pixel_cap is None  # 0 = no cap
+    for kw, flag in (({"batch_size": 0}, "--batch-size 0: expected an integer >= 1"),
+                     ({"workers": -1}, "--workers -1: expected an integer >= 0"),
+                     ({"flush_rows": 0}, "--flush-rows 0: expected an integer >= 1")):
+        with pytest.raises(StudyError, match=flag):
+            ScoreOptions.resolve(**kw)
+    with pytest.raises(StudyError, match=r"unknown scoring option\(s\): batchsize \(known: device, workers"):
+        ScoreOptions.resolve(batchsize=2)
+
+    calls = []
+    real = options_mod.validate_options
+    monkeypatch.setattr(options_mod, "validate_options", lambda **kw: (calls.append(kw), real(**kw)))
+    m = schema.read(sample_manifest).head(4)
+    run, (summary,) = score_manifest(m, select("entropy"), Store(tmp_path / "s"), workers=0, progress=False,
+                                     flush_rows=7)
+    assert len(calls) == 1 and summary.ok > 0  # once per run (it was four times: CLI, manifest, folder, refs)
+    recorded = json.loads(json.dumps(run["config"]))
+    assert recorded["flush_rows"] == 7 and recorded["shard"] == "0/1" and recorded["pixel_cap"] == CPU_PIXEL_CAP
+    assert set(recorded) >= {f.name for f in dataclasses.fields(ScoreOptions)}  # the whole object is the config
+    with pytest.raises(StudyError, match="give ScoreOptions or keywords, not both"):
+        score_manifest(m, select("entropy"), Store(tmp_path / "s"), options=o, workers=0)

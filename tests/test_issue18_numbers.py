@@ -159,9 +159,9 @@ def test_store_path_with_glob_characters_reads_only_that_store(tmp_path, capsys,
     rc, rows = _cli_json(capsys, "query", "--store", str(mine.root), "--json",
                          "SELECT count(*) AS n, count(DISTINCT image_id) AS i FROM scores")
     assert rc == 0 and rows == [{"n": 8, "i": 8}]
-    from bench.scoring.engine import _stored_status
+    from bench.scoring.plan import stored_status
 
-    assert len(_stored_status(mine, ["cfg-m"])) == 8
+    assert len(stored_status(mine, ["cfg-m"])) == 8
 
 
 # --- item 5: readers of pixels check the image id; a changed file is marked, never shown as evidence -

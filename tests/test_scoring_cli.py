@@ -126,6 +126,7 @@ def test_a_fully_cached_rerun_writes_nothing_and_two_calls_of_one_run_keep_their
     from bench.metrics.table import get
     from bench.scoring.engine import score_refs
     from bench.scoring.folder import score_folder
+    from bench.scoring.options import ScoreOptions
     from bench.store import Store
 
     rng = np.random.default_rng(3)
@@ -147,8 +148,8 @@ def test_a_fully_cached_rerun_writes_nothing_and_two_calls_of_one_run_keep_their
     refs, _, _ = refs_from_folder(imgs, None)
     run = {"run_id": "same-run"}
     other = Store(tmp_path / "other")
-    score_refs(refs[:2], [get("entropy")], other, run=run, workers=0, progress=False)
-    score_refs(refs[2:], [get("entropy")], other, run=run, workers=0, progress=False)
+    score_refs(refs[:2], [get("entropy")], other, run=run, options=ScoreOptions.resolve(workers=0, progress=False))
+    score_refs(refs[2:], [get("entropy")], other, run=run, options=ScoreOptions.resolve(workers=0, progress=False))
     from bench.store.views import connect
 
     assert connect(other).execute("SELECT count(*) FROM scores WHERE metric = 'entropy'").fetchone()[0] == 3

@@ -16,9 +16,10 @@ from bench import provenance
 from bench.manifests.schema import file_hash
 from bench.metrics import factory
 from bench.metrics.table import get
-from bench.scoring import engine, images
+from bench.scoring import engine, images, options
 from bench.scoring.engine import score_refs
 from bench.scoring.images import DecodeError, ImageRef, content_hash, decode, to_float
+from bench.scoring.options import ScoreOptions
 from bench.store import Store
 
 
@@ -82,7 +83,8 @@ def test_decode_16bit_float_and_alpha_against_numpy_references(tmp_path):
 
 def _run(refs, metrics, store, **kw):
     kw.setdefault("workers", 0)
-    return score_refs(refs, [get(m) for m in metrics], store, run=provenance.new_run("test", {}), progress=False, **kw)
+    return score_refs(refs, [get(m) for m in metrics], store, run=provenance.new_run("test", {}),
+                      options=ScoreOptions.resolve(progress=False, **kw))
 
 
 def _iref(path: Path, iid: str | None = None) -> ImageRef:
@@ -225,14 +227,14 @@ def test_pixel_cap_and_decompression_bomb_are_error_rows(tmp_path, monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 12000 px > 2 x 1000: PIL's bomb guard
     (s,) = _run([ImageRef(content_hash(big.read_bytes()), str(big), 120, 100)], ["piqe"], Store(tmp_path / "s2"))
     assert s.error == 1 and "decode: DecompressionBombError" in s.first_errors[0]
-    assert engine.CPU_PIXEL_CAP == 16_000_000
+    assert options.CPU_PIXEL_CAP == 16_000_000
 
 
 def test_default_cpu_pixel_cap_applies_without_an_option(tmp_path, monkeypatch):
     """pixel_cap='auto' (the default) caps CPU runs at CPU_PIXEL_CAP; a GPU run has no default cap."""
     big = _save(tmp_path / "big.png", Image.fromarray(np.zeros((100, 120, 3), np.uint8)))
     ref = ImageRef(content_hash(big.read_bytes()), str(big), 120, 100)
-    monkeypatch.setattr(engine, "CPU_PIXEL_CAP", 5000)
+    monkeypatch.setattr(options, "CPU_PIXEL_CAP", 5000)  # where ScoreOptions.resolve reads it
     (s,) = _run([ref], ["entropy"], Store(tmp_path / "s"), device="cpu")
     assert s.error == 1 and "exceeds the pixel cap of 5000" in s.first_errors[0]
     (s,) = _run([ref], ["entropy"], Store(tmp_path / "s2"), device="cpu", pixel_cap=0)

@@ -16,6 +16,7 @@ from bench import provenance
 from bench.metrics.table import get
 from bench.scoring.engine import score_refs
 from bench.scoring.images import ImageRef, content_hash
+from bench.scoring.options import ScoreOptions
 from bench.scoring.protocol import NATIVE_CROP
 from bench.store import Store
 
@@ -52,8 +53,8 @@ def _pair(tmp: Path, size=(96, 80), seed=0) -> tuple[Path, Path]:
 
 
 def _run(refs, metrics, store, **kw):
-    return score_refs(refs, [get(m) for m in metrics], store, run=provenance.new_run("test", {}), workers=0,
-                      progress=False, **kw)
+    return score_refs(refs, [get(m) for m in metrics], store, run=provenance.new_run("test", {}),
+                      options=ScoreOptions.resolve(workers=0, progress=False, **kw))
 
 
 def _stlpips_package(img: Path, ref: Path, crop: int) -> float:

@@ -55,10 +55,11 @@ def _summary_lines(summaries) -> list[str]:
 
 
 def _score_opts(a) -> dict:
-    from bench.scoring.engine import Shard
+    """{"options": ScoreOptions}: the study commands' scoring flags, resolved and checked once before any work."""
+    from bench.scoring.options import ScoreOptions, Shard
 
-    return {"device": a.device, "batch_size": a.batch_size, "workers": a.workers, "shard": Shard.parse(a.shard),
-            "max_pixels": a.max_pixels}
+    return {"options": ScoreOptions.resolve(device=a.device, batch_size=a.batch_size, workers=a.workers,
+                                            shard=Shard.parse(a.shard), max_pixels=a.max_pixels)}
 
 
 def positive_int(text: str) -> int:

@@ -92,7 +92,7 @@ def cmd_manifest_build(a) -> None:
 
 def cmd_score(a) -> None:
     from bench.metrics.table import select
-    from bench.scoring.engine import Shard, pick_device, validate_options
+    from bench.scoring.options import ScoreOptions, Shard
     from bench.scoring.report import summary_lines
     from bench.store import Store
 
@@ -112,17 +112,15 @@ def cmd_score(a) -> None:
             cap = int(cap)
         except ValueError:
             raise StudyError(f"--pixel-cap {cap!r}: expected an integer >= 0 or 'auto'") from None
-    validate_options(batch_size=a.batch_size, workers=a.workers, max_pixels=a.max_pixels,
-                     pixel_cap=None if cap == "auto" else cap, retries=a.retries,
-                     max_consecutive_errors=a.max_consecutive_errors)
-    device = pick_device(a.device)
+    # every value resolved and checked once, before any work; the same object is the run's recorded config
+    opts = ScoreOptions.resolve(device=a.device, batch_size=a.batch_size, workers=a.workers,
+                                shard=Shard.parse(a.shard), max_pixels=a.max_pixels, pixel_cap=cap,
+                                retry_failed=a.retry_failed, retries=a.retries,
+                                max_consecutive_errors=a.max_consecutive_errors, flush_rows=a.flush_rows,
+                                fr_protocol=a.fr_protocol)
     metrics = select(a.metrics)
     if not metrics:
         raise StudyError(f"score: --metrics {a.metrics!r} selects no metric")
-    opts = dict(device=device, batch_size=a.batch_size, workers=a.workers, shard=Shard.parse(a.shard),
-                max_pixels=a.max_pixels, pixel_cap=cap,
-                retry_failed=a.retry_failed, retries=a.retries, max_consecutive_errors=a.max_consecutive_errors,
-                flush_rows=a.flush_rows, fr_protocol=a.fr_protocol)
     if a.images:
         _score_images(a, metrics, opts)
     else:
@@ -132,7 +130,7 @@ def cmd_score(a) -> None:
         if not a.store or a.no_store:
             raise StudyError("score --manifest: give --store DIR (the pairs' scores are what `agree` and the study read)")
         manifest = schema.read(a.manifest, root=a.root)
-        run, summaries = score_manifest(manifest, metrics, Store(a.store), **opts)
+        run, summaries = score_manifest(manifest, metrics, Store(a.store), options=opts)
         print(f"run {run['run_id']} on {run['device_name']}: {len(manifest)} pairs, store {a.store}")
         print("\n".join(summary_lines(summaries)))
         _failures_line(summaries, a.format)
@@ -160,7 +158,7 @@ def _score_images(a, metrics, opts) -> None:
         raise StudyError("score: --no-store and --store exclude each other")
     with tempfile.TemporaryDirectory(prefix="iqa-study-score-") as tmp:
         store = Path(tmp) if a.no_store else Path(a.store) if a.store else env.cache_dirs().study / "scratch-store"
-        run, summaries, table, unmatched = score_folder(a.images, metrics, Store(store), ref_dir=a.ref, **opts)
+        run, summaries, table, unmatched = score_folder(a.images, metrics, Store(store), ref_dir=a.ref, options=opts)
     where = "none (--no-store)" if a.no_store else str(store) + ("" if a.store else " (scratch; --store DIR to keep)")
     if a.format == "table":
         print(f"run {run['run_id']} on {run['device_name']}: {len(table)} images, store {where}")

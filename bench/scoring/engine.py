@@ -26,109 +26,38 @@
 from __future__ import annotations
 
 import math
-import os
 import re
 import time
 import uuid
-from dataclasses import dataclass, field
 
 import torch
 from torch.utils.data import DataLoader
 
 from bench import provenance
-from bench.errors import StoreError, StudyError, WeightsMissing, WeightsRefused
+from bench.errors import StudyError, WeightsMissing, WeightsRefused
 from bench.metrics import factory
 from bench.metrics.table import MetricSpec
 from bench.progress import progress_bar
-from bench.scoring import protocol
 from bench.scoring.images import (
     TRANSIENT,
     ImageDataset,
     ImageRef,
     check_paths,
     collate,
-    policy_size,
     refs_from_manifest,
     to_float,
 )
-from bench.store.layout import Store, current_scores_sql
-
-CPU_PIXEL_CAP = 16_000_000  # default cap on CPU (NIQE reached 17.8 GB RSS at 64 MP); none on GPU
-DEFAULT_CACHE_BYTES = 1 << 30
-
-
-@dataclass(frozen=True)
-class Shard:
-    index: int = 0
-    count: int = 1
-
-    @classmethod
-    def parse(cls, text: str | None) -> Shard:
-        """'i/n' from the CLI, else RANK/WORLD_SIZE from a launcher, else 0/1."""
-        if text:
-            try:
-                i, n = (int(v) for v in text.split("/"))
-            except ValueError:
-                raise StudyError(f"--shard {text!r}: expected i/n, e.g. 0/4") from None
-            if not 0 <= i < n:
-                raise StudyError(f"--shard {text!r}: need 0 <= i < n")
-            return cls(i, n)
-        return cls(int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")))
-
-    def owns(self, image_id: str) -> bool:
-        return int(image_id[:8], 16) % self.count == self.index
-
-
-def pick_device(requested: str | None) -> str:
-    """'auto' -> cuda:LOCAL_RANK when CUDA is available, else cpu; refuses (one line) a device that is not
-    cpu, cuda or cuda:N, CUDA where there is none, and a CUDA index beyond the devices here."""
-    if requested and requested != "auto":
-        try:
-            dev = torch.device(requested)
-        except (RuntimeError, ValueError, TypeError):
-            dev = None
-        if dev is None or dev.type not in ("cpu", "cuda"):
-            raise StudyError(f"--device {requested}: not a device this suite runs on; expected auto, cpu, cuda or "
-                             f"cuda:N")
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise StudyError(f"--device {requested}: CUDA is not available here (torch {torch.__version__}); "
-                             f"use --device cpu or auto")
-        if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise StudyError(f"--device {requested}: this machine has {torch.cuda.device_count()} CUDA device(s) "
-                             f"(cuda:0 .. cuda:{torch.cuda.device_count() - 1})")
-        return requested
-    if torch.cuda.is_available():
-        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
-    return "cpu"
-
-
-def validate_options(*, batch_size=None, workers=0, max_pixels=None, pixel_cap=None, retries=0,
-                     max_consecutive_errors=None, cache_bytes=None) -> None:
-    """One-line errors for impossible option values (the CLI and the API share them)."""
-    checks = [("--batch-size", batch_size, 1), ("--workers", workers, 0), ("--max-pixels", max_pixels, 1),
-              ("--pixel-cap", pixel_cap, 0), ("--retries", retries, 0),
-              ("--max-consecutive-errors", max_consecutive_errors, 1), ("--cache-bytes", cache_bytes, 1)]
-    for flag, value, low in checks:
-        if value is not None and (not isinstance(value, int) or value < low):
-            raise StudyError(f"{flag} {value}: expected an integer >= {low}")
-
-
-@dataclass
-class MetricSummary:
-    metric: str
-    config_hash: str = ""
-    skipped_existing: int = 0
-    stored_failures_skipped: int = 0
-    skipped_no_ref: int = 0
-    scored: int = 0
-    ok: int = 0
-    error: int = 0
-    nan: int = 0
-    unavailable: str | None = None
-    refused: bool = False  # unavailable because a present weight file is not proven safe (verify.WeightsRefused)
-    stopped: str | None = None
-    seconds: float = 0.0
-    first_errors: list[str] = field(default_factory=list)
+from bench.scoring.options import (  # noqa: F401  (Shard, pick_device, auto_workers: the engine's public names)
+    CPU_PIXEL_CAP,
+    DEFAULT_CACHE_BYTES,
+    ScoreOptions,
+    Shard,
+    auto_batch_size,
+    auto_workers,
+    pick_device,
+)
+from bench.scoring.plan import Job, MetricSummary, chunks, plan, score_files, stored_status  # noqa: F401
+from bench.store.layout import Store
 
 
 class _Writer:
@@ -221,164 +150,8 @@ def _score_stack(metric, xs: list[torch.Tensor], refs: list[torch.Tensor] | None
     return out
 
 
-def auto_batch_size(device: str) -> int:
-    """Batch 8 on GPUs; 1 on CPU, where batching large images is slower per image (reports/perf)."""
-    return 8 if str(device).startswith("cuda") else 1
-
-
-def auto_workers(device: str) -> int:
-    """Decoding worker processes when none are asked for: 0 on CPU, where workers compete with torch's
-    intra-op threads for the same cores (2-core machine, 256^2 images: PIQE at 0.62-0.84 of a bare
-    loop with 2 workers against 0.93-1.01 with none; reports/perf/README.md); on a GPU, where the
-    forward is cheap and decoding is the bottleneck, min(4, usable CPUs per local rank)."""
-    if not str(device).startswith("cuda"):
-        return 0
-    try:
-        ranks = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    except ValueError:
-        raise StudyError(f"LOCAL_WORLD_SIZE={os.environ['LOCAL_WORLD_SIZE']!r}: expected an integer") from None
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(4, cpus // ranks))
-
-
-def score_files(store: Store) -> list[str]:
-    """The store's readable score parts that hold rows (bad parts are skipped and reported by the
-    store; the empty-schema part of a fresh store is left out, so a fresh store needs no query), as
-    glob-escaped paths for DuckDB's ``read_parquet`` (``bench.store.sql.glob_escape``)."""
-    from bench.store.sql import glob_escape
-
-    return [glob_escape(p.path) for p in store.score_parts().good if p.rows != 0]
-
-
-def _stored_status(store: Store, hashes: list[str]) -> dict[tuple, str]:
-    """{(image_id, ref_id or '', metric, config_hash): 'ok' | 'transient' | 'failed'} for the given configs:
-    the status of the key's current row (``bench.store.layout.current_scores_sql``: ok when any stored row is
-    ok, else the newest failure, transient or not)."""
-    import duckdb
-
-    files = score_files(store)
-    if not hashes or not files:
-        return {}
-    con = duckdb.connect()
-    try:
-        cols = {r[0] for r in con.execute("DESCRIBE SELECT * FROM read_parquet(?, union_by_name=true)",
-                                          [files]).fetchall()}
-        ref = "" if "ref_id" in cols else ", NULL::VARCHAR AS ref_id"  # parts from before FR scores
-        source = f"(SELECT *{ref} FROM read_parquet(?, union_by_name=true) WHERE list_contains(?, config_hash))"
-        rows = con.execute(f"SELECT image_id, coalesce(ref_id, ''), metric, config_hash, status = 'ok', "
-                           f"coalesce(error, '') FROM ({current_scores_sql(source)})", [files, hashes]).fetchall()
-    except duckdb.Error as exc:
-        raise StoreError(f"{store.root}/scores: cannot read stored scores ({str(exc).splitlines()[0]})") from None
-    finally:
-        con.close()
-    return {(i, r, m, c): "ok" if ok else "transient" if err.startswith(TRANSIENT) else "failed"
-            for i, r, m, c, ok, err in rows}
-
-
-@dataclass
-class _Job:
-    spec: MetricSpec
-    kwargs: dict
-    crop: int
-    chash: str
-    base: dict
-    summary: MetricSummary
-    units: list[tuple[str, str | None]]  # (image_id, ref_id) to score, in decode order
-    bs: int
-    last_error: str | None = None
-    repeats: int = 0
-
-
 def _normalise_error(text: str) -> str:
     return re.sub(r"\d+", "#", text)[:200]
-
-
-def _plan(refs: list[ImageRef], metrics, store, *, shard, max_pixels, retry_failed, metric_kwargs, fr_protocol,
-          batch_size, device, run_id) -> tuple[list[_Job], dict[str, tuple[str, tuple[int, int]]]]:
-    """Jobs with their still-to-score units, and {id: (path, policy size, root)} for everything to decode."""
-    import pyiqa
-
-    mine = [r for r in refs if shard.owns(r.image_id)]
-    mine.sort(key=lambda r: (policy_size(r.width, r.height, max_pixels), r.image_id, r.ref_id or ""))
-    paths: dict[str, tuple[str, tuple[int, int], str | None]] = {}
-    for r in mine:
-        size = policy_size(r.width, r.height, max_pixels)
-        paths.setdefault(r.image_id, (r.path, size, r.root))
-        if r.ref_id and r.ref_path:
-            paths.setdefault(r.ref_id, (r.ref_path, size, r.root))
-    prepared = []
-    for spec in metrics:
-        user = (metric_kwargs or {}).get(spec.name, {})
-        if spec.mode == "FR":
-            kwargs, crop = protocol.fr_options(spec.name, fr_protocol, user)
-        else:
-            kwargs, crop = dict(user), 0
-        config = {**factory.config_of(spec, kwargs), "max_pixels": max_pixels, "pyiqa": pyiqa.__version__}
-        if spec.mode == "FR":
-            config.update({"protocol": fr_protocol, "engine_crop_border": crop})
-        prepared.append((spec, kwargs, crop, config, factory.config_hash(config)))
-    status = _stored_status(store, [p[4] for p in prepared])
-    jobs = []
-    for spec, kwargs, crop, config, chash in prepared:
-        summary = MetricSummary(spec.name, chash)
-        if spec.mode == "FR":
-            units = list(dict.fromkeys((r.image_id, r.ref_id) for r in mine if r.ref_id and r.ref_path))
-            summary.skipped_no_ref = len({r.image_id for r in mine if not (r.ref_id and r.ref_path)})
-        else:
-            units = list(dict.fromkeys((r.image_id, None) for r in mine))
-        todo = []
-        for iid, rid in units:
-            st = status.get((iid, rid or "", spec.name, chash))
-            if st == "ok":
-                summary.skipped_existing += 1
-            elif st == "failed" and not retry_failed:
-                summary.stored_failures_skipped += 1
-            else:
-                todo.append((iid, rid))
-        bs = (batch_size or auto_batch_size(device)) if spec.batchable else 1
-        policy = f"max_pixels={max_pixels}" if max_pixels else "native"
-        base = {"metric": spec.name, "config_hash": chash, "metric_config": factory.json_config(config),
-                "lower_better": spec.lower_better, "random_init": False, "input_policy": policy, "batch_size": bs,
-                "device": device, "dtype": "float32", "pyiqa_version": pyiqa.__version__,
-                "torch_version": torch.__version__, "run_id": run_id}
-        jobs.append(_Job(spec, kwargs, crop, chash, base, summary, todo, bs))
-    return jobs, paths
-
-
-def _nbytes(size: tuple[int, int]) -> int:
-    return max(size[0], 1) * max(size[1], 1) * 3
-
-
-def _chunks(jobs: list[_Job], paths: dict, cache_bytes: int) -> list[tuple[list[str], set[str]]]:
-    """(ids to decode, primary image ids) per chunk; decoded sizes fit ``cache_bytes`` (at least one
-    image per chunk). Each image's units are scored in exactly one chunk (where it is primary); its
-    references are decoded in that chunk too (a reference shared across chunks is decoded again)."""
-    refs_of: dict[str, list[str]] = {}
-    for job in jobs:
-        for iid, rid in job.units:
-            lst = refs_of.setdefault(iid, [])
-            if rid and rid not in lst:
-                lst.append(rid)
-    chunks: list[tuple[list[str], set[str]]] = []
-    ids: dict[str, None] = {}
-    primary: set[str] = set()
-    size = 0
-    for iid in paths:  # size-sorted decode order
-        if iid not in refs_of:
-            continue
-        need = [x for x in (iid, *refs_of[iid]) if x not in ids]
-        nbytes = sum(_nbytes(paths[x][1]) for x in need)
-        if primary and size + nbytes > cache_bytes:
-            chunks.append((list(ids), primary))
-            ids, primary, size = {}, set(), 0
-            need = [iid, *(r for r in refs_of[iid] if r != iid)]
-            nbytes = sum(_nbytes(paths[x][1]) for x in need)
-        ids.update(dict.fromkeys(need))
-        primary.add(iid)
-        size += nbytes
-    if primary:
-        chunks.append((list(ids), primary))
-    return chunks
 
 
 class _Resident:
@@ -387,7 +160,7 @@ class _Resident:
     def __init__(self, device: str):
         self.device, self.name, self.metric = device, None, None
 
-    def get(self, job: _Job):
+    def get(self, job: Job):
         if self.name == job.spec.name and self.metric is not None:
             return self.metric
         self.drop()
@@ -402,7 +175,7 @@ class _Resident:
             factory.release(self.device)
 
 
-def _run_batch(job: _Job, metric, units, decoded, device, retries, max_consecutive_errors) -> list[dict]:
+def _run_batch(job: Job, metric, units, decoded, device, retries, max_consecutive_errors) -> list[dict]:
     """Score one batch of units of equal size; returns store rows (updates the summary)."""
     rows, good = [], []
     for iid, rid in units:
@@ -443,7 +216,7 @@ def _run_batch(job: _Job, metric, units, decoded, device, retries, max_consecuti
     return rows
 
 
-def _row(job: _Job, iid: str, rid: str | None, img: dict, result) -> dict:
+def _row(job: Job, iid: str, rid: str | None, img: dict, result) -> dict:
     value, status, error, secs = result
     h, w = tuple(img["tensor"].shape[1:]) if img["tensor"] is not None else (-1, -1)
     return {**job.base, "image_id": iid, "ref_id": rid, "score": value, "status": status, "error": error,
@@ -500,40 +273,28 @@ def _decoded_items(dataset: ImageDataset, workers: int):
         yield item
 
 
-def score_refs(refs: list[ImageRef], metrics: list[MetricSpec], store: Store, *, run: dict, device: str = "cpu",
-               batch_size: int | None = None, workers: int | None = None, shard: Shard = Shard(), max_pixels: int | None = None,
-               pixel_cap: int | None | str = "auto", retry_failed: bool = False, retries: int = 2,
-               max_consecutive_errors: int | None = 20, cache_bytes: int = DEFAULT_CACHE_BYTES,
-               verify_hashes: bool = True, flush_rows: int = 1000, flush_seconds: float = 30.0,
-               metric_kwargs: dict[str, dict] | None = None, fr_protocol: str = "hggt",
-               progress: bool = True, announce=None) -> list[MetricSummary]:
-    """Score ``refs`` with ``metrics`` into ``store``; returns one summary per metric.
+def score_refs(refs: list[ImageRef], metrics: list[MetricSpec], store: Store, *, run: dict,
+               options: ScoreOptions, announce=None) -> list[MetricSummary]:
+    """Score ``refs`` with ``metrics`` into ``store`` under ``options`` (ScoreOptions: resolved and validated once
+    per run); returns one summary per metric.
 
     NR metrics score each distinct ``image_id``; FR metrics score each (image_id, ref_id) pair of
     the refs that carry ``ref_id``/``ref_path`` (an image may appear once per reference, e.g. an SR
-    output against each of its GTs). ``pixel_cap='auto'`` = 16 MP on CPU, none on GPU; ``0``/None =
-    no cap. ``verify_hashes`` checks that the decoded bytes still hash to ``image_id`` (and ``ref_id``).
-    ``workers=None``: ``auto_workers(device)``.
+    output against each of its GTs). ``options.verify_hashes`` checks that the decoded bytes still hash to
+    ``image_id`` (and ``ref_id``). The plan (what is left to score) comes first, then the execution.
     """
-    if pixel_cap == "auto":
-        pixel_cap = None if str(device).startswith("cuda") else CPU_PIXEL_CAP
-    if workers is None:
-        workers = auto_workers(device)
-    validate_options(batch_size=batch_size, workers=workers, max_pixels=max_pixels, pixel_cap=pixel_cap,
-                     retries=retries, max_consecutive_errors=max_consecutive_errors, cache_bytes=cache_bytes)
+    o = options
     if not metrics:
         raise StudyError("no metrics to score (--metrics selected none)")
-    jobs, paths = _plan(refs, metrics, store, shard=shard, max_pixels=max_pixels, retry_failed=retry_failed,
-                        metric_kwargs=metric_kwargs, fr_protocol=fr_protocol, batch_size=batch_size, device=device,
-                        run_id=run["run_id"])
-    writer = _Writer(store, run["run_id"], shard.index, flush_rows, flush_seconds, announce)
-    resident = _Resident(device)
+    jobs, paths = plan(refs, metrics, store, o, run_id=run["run_id"])
+    writer = _Writer(store, run["run_id"], o.shard.index, o.flush_rows, o.flush_seconds, announce)
+    resident = _Resident(o.device)
     total = sum(len(j.units) for j in jobs)
-    chunks = _chunks(jobs, paths, cache_bytes)
-    with progress_bar(total=total, desc=f"score (shard {shard.index}/{shard.count})", unit="img", disable=not progress,
-              position=shard.index, dynamic_ncols=True) as bar:
+    decode_chunks = chunks(jobs, paths, o.cache_bytes)
+    with progress_bar(total=total, desc=f"score (shard {o.shard.index}/{o.shard.count})", unit="img",
+                      disable=not o.progress, position=o.shard.index, dynamic_ncols=True) as bar:
         try:
-            for k, (chunk, members) in enumerate(chunks):
+            for k, (chunk, members) in enumerate(decode_chunks):
                 order = jobs if k % 2 == 0 else jobs[::-1]
                 decoded: dict[str, dict] = {}
                 loader = None
@@ -549,10 +310,11 @@ def score_refs(refs: list[ImageRef], metrics: list[MetricSpec], store: Store, *,
                         bar.update(len(job.units) - job.summary.scored)
                         continue
                     bar.set_postfix_str(job.spec.name)
-                    batcher = _Batcher(job, metric, units, decoded, device, retries, max_consecutive_errors, writer, bar)
+                    batcher = _Batcher(job, metric, units, decoded, o.device, o.retries, o.max_consecutive_errors,
+                                       writer, bar)
                     if loader is None:  # the first metric of the chunk scores while the images decode
-                        items = [(x, paths[x][0], verify_hashes, paths[x][2]) for x in chunk]
-                        loader = _decoded_items(ImageDataset(items, max_pixels, pixel_cap), workers)
+                        items = [(x, paths[x][0], o.verify_hashes, paths[x][2]) for x in chunk]
+                        loader = _decoded_items(ImageDataset(items, o.max_pixels, o.pixel_cap), o.workers)
                         for item in loader:
                             decoded[item["image_id"]] = item
                             batcher.feed()
@@ -566,31 +328,33 @@ def score_refs(refs: list[ImageRef], metrics: list[MetricSpec], store: Store, *,
 
 
 def score_manifest(manifest, metrics: list[MetricSpec], store: Store, register: bool = True,
-                   **kwargs) -> tuple[dict, list[MetricSummary]]:
+                   options: ScoreOptions | None = None, **kwargs) -> tuple[dict, list[MetricSummary]]:
     """Check the image root, register the manifest's pairs (unless ``register=False``: e.g. a subset
-    of a registered manifest), score its images, record the run. Returns (run, summaries)."""
-    device = pick_device(kwargs.pop("device", None))
-    shard = kwargs.pop("shard", Shard())
-    if kwargs.get("workers") is None:  # recorded in the run config as the value used
-        kwargs["workers"] = auto_workers(device)
+    of a registered manifest), score its images, record the run. ``options``, or the keywords of
+    ``ScoreOptions.resolve``. Returns (run, summaries)."""
+    o = _options(options, kwargs)
     refs = refs_from_manifest(manifest)
-    check_paths([r for r in refs if shard.owns(r.image_id)], manifest.attrs["iqa_study"].get("root"))
-    validate_options(batch_size=kwargs.get("batch_size"), workers=kwargs["workers"])
+    check_paths([r for r in refs if o.shard.owns(r.image_id)], manifest.attrs["iqa_study"].get("root"))
     manifest_id = store.register_manifest(manifest) if register else "subset"
     config = {"metrics": [m.name for m in metrics], "manifest": manifest.attrs["iqa_study"].get("path", ""),
-              "manifest_id": manifest_id, "shard": f"{shard.index}/{shard.count}",
-              **{k: v for k, v in kwargs.items() if k in ("batch_size", "workers", "max_pixels", "retry_failed", "flush_rows")}}
-    run = provenance.new_run("score", config, device=device, seed=None)
-    return run, score_and_record(refs, metrics, store, run, device=device, shard=shard, **kwargs)
+              "manifest_id": manifest_id, **o.record()}
+    run = provenance.new_run("score", config, device=o.device, seed=None)
+    return run, score_and_record(refs, metrics, store, run, o)
 
 
-def score_and_record(refs, metrics, store: Store, run: dict, **kwargs) -> list[MetricSummary]:
+def _options(options: ScoreOptions | None, kwargs: dict) -> ScoreOptions:
+    if options is not None and kwargs:
+        raise StudyError(f"give ScoreOptions or keywords, not both (got options and {', '.join(sorted(kwargs))})")
+    return options if options is not None else ScoreOptions.resolve(**kwargs)
+
+
+def score_and_record(refs, metrics, store: Store, run: dict, options: ScoreOptions) -> list[MetricSummary]:
     """``score_refs`` with the run's provenance record written next to its results: before the first
     part, and again with the summary when it ends. A run that scores nothing (a fully cached rerun)
     writes nothing, so it also works on a read-only store."""
     wrote = []
-    summaries = score_refs(refs, metrics, store, run=run,
-                           announce=lambda: (store.write_run(run), wrote.append(True)), **kwargs)
+    summaries = score_refs(refs, metrics, store, run=run, options=options,
+                           announce=lambda: (store.write_run(run), wrote.append(True)))
     run["finished_at"] = provenance.now().isoformat(timespec="seconds")
     run["summary"] = [s.__dict__ for s in summaries]
     if wrote:

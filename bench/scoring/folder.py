@@ -86,23 +86,17 @@ def refs_from_folder(images: str | Path, ref_dir: str | Path | None = None) -> t
     return out, names, unmatched
 
 
-def score_folder(images: str | Path, metrics, store, ref_dir: str | Path | None = None, **kwargs):
-    """Score a folder/file into ``store`` and record the run. Returns (run, summaries, table, unmatched)."""
+def score_folder(images: str | Path, metrics, store, ref_dir: str | Path | None = None, options=None, **kwargs):
+    """Score a folder/file into ``store`` and record the run. ``options`` (ScoreOptions), or the keywords of
+    ``ScoreOptions.resolve``. Returns (run, summaries, table, unmatched)."""
     from bench import provenance
-    from bench.scoring.engine import Shard, auto_workers, pick_device, score_and_record, validate_options
+    from bench.scoring.engine import _options, score_and_record
     from bench.scoring.report import score_table
 
-    device = pick_device(kwargs.pop("device", None))
-    if kwargs.get("workers") is None:
-        kwargs["workers"] = auto_workers(device)
-    validate_options(batch_size=kwargs.get("batch_size"), workers=kwargs["workers"],
-                     max_pixels=kwargs.get("max_pixels"))
+    o = _options(options, kwargs)
     refs, names, unmatched = refs_from_folder(images, ref_dir)
-    shard = kwargs.get("shard", Shard())
     config = {"metrics": [m.name for m in metrics], "images": str(Path(images).resolve()),
-              "ref": str(Path(ref_dir).resolve()) if ref_dir else None, "shard": f"{shard.index}/{shard.count}",
-              **{k: v for k, v in kwargs.items() if k in ("batch_size", "workers", "max_pixels", "retry_failed",
-                                                         "fr_protocol")}}
-    run = provenance.new_run("score", config, device=device, seed=None)
-    summaries = score_and_record(refs, metrics, store, run, device=device, **kwargs)
+              "ref": str(Path(ref_dir).resolve()) if ref_dir else None, **o.record()}
+    run = provenance.new_run("score", config, device=o.device, seed=None)
+    summaries = score_and_record(refs, metrics, store, run, o)
     return run, summaries, score_table(store, refs, summaries, names), unmatched
