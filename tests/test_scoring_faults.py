@@ -16,7 +16,7 @@ from bench import provenance
 from bench.manifests.schema import file_hash
 from bench.metrics import factory
 from bench.metrics.table import get
-from bench.scoring import engine, images, options
+from bench.scoring import images, options
 from bench.scoring.engine import score_refs
 from bench.scoring.images import DecodeError, ImageRef, content_hash, decode, to_float
 from bench.scoring.options import ScoreOptions
