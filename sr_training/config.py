@@ -190,14 +190,18 @@ class TrainConfig(_Strict):
             if d.gt_size > (d.load_size or 400):
                 raise ValueError(f"data.gt_size {d.gt_size} is larger than data.load_size {d.load_size or 400}")
             return self
+        from sr_training.sampling import SAMPLERS  # the strategies' facts, one class each
+
         s = self.sampling.strategy
-        if not self.sampling.include_original and s not in ("sma", "amo"):
-            raise ValueError(f"sampling.include_original=false: only for sma and amo (not {s})")
-        if s in ("upos", "smp") and d.require_positive is False:
+        sampler = SAMPLERS[s]
+        if not self.sampling.include_original and not sampler.may_drop_original:
+            raise ValueError(f"sampling.include_original=false: only for "
+                             f"{' and '.join(n for n, c in SAMPLERS.items() if c.may_drop_original)} (not {s})")
+        if sampler.positives_only and d.require_positive is False:
             raise ValueError(f"data.require_positive=false is impossible with {s} (it samples among Positives)")
         if d.gt_size % self.arch.scale:
             raise ValueError(f"data.gt_size {d.gt_size} is not a multiple of arch.scale {self.arch.scale}")
-        if s in ("sma", "smp", "amo") and bool(self.sampling.iqa.metric) == bool(self.sampling.iqa.selection):
+        if sampler.needs is not None and bool(self.sampling.iqa.metric) == bool(self.sampling.iqa.selection):
             raise ValueError(f"{s} needs exactly one of sampling.iqa.metric (e.g. musiq, the paper's) and "
                              "sampling.iqa.selection (selection.json from `iqa-study select`)")
         return self
@@ -209,7 +213,9 @@ class TrainConfig(_Strict):
     def require_positive(self) -> bool:
         """The resolved group filter (see data.require_positive)."""
         if self.data.require_positive == "auto":
-            return self.strategy() in ("upos", "smp")
+            from sr_training.sampling import SAMPLERS
+
+            return SAMPLERS[self.strategy()].positives_only
         return bool(self.data.require_positive)
 
 
@@ -237,6 +243,13 @@ def missing_variable(source: str, name: str) -> StudyError:
                       + (f"; it names {hint}" if hint else ""))
 
 
+def _uses_metric(strategy) -> bool:
+    """Whether the sampling strategy ``strategy`` (a name from a raw config tree) scores GTs with an IQA metric."""
+    from sr_training.sampling import SAMPLERS
+
+    return strategy in SAMPLERS and SAMPLERS[strategy].needs is not None
+
+
 def selection_overrides(path: str | Path, overrides: list[str], selection: str | Path) -> list[str]:
     """``train --selection F``: the overrides that make config ``path`` (after ``overrides``) take its
     metrics from selection.json ``F``: ``sampling.iqa.metric=null sampling.iqa.selection=F`` for a
@@ -254,7 +267,7 @@ def selection_overrides(path: str | Path, overrides: list[str], selection: str |
     value = json.dumps(str(sel.resolve()))  # JSON is YAML: any path parses back as this one string
     out = []
     sampling = tree.get("sampling") if isinstance(tree.get("sampling"), dict) else {}
-    if sampling.get("strategy") in ("sma", "smp", "amo"):
+    if _uses_metric(sampling.get("strategy")):
         out += ["sampling.iqa.metric=null", f"sampling.iqa.selection={value}"]
     if isinstance(tree.get("ft"), dict):
         out += ["ft.reward.metric=null", "ft.reward.terms=[]", f"ft.reward.selection={value}", "ft.guard.metrics=null"]

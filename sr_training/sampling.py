@@ -22,8 +22,6 @@ import torch
 
 from sr_training.data.multigt import POSITIVE
 
-STRATEGIES = ("original", "uniform_all", "upos", "sma", "smp", "amo")
-
 
 def softmax_probs(scores: torch.Tensor, tau: float, mask: torch.Tensor | None = None) -> torch.Tensor:
     """p_k = exp(Q_k / tau) / sum_j exp(Q_j / tau) over the allowed (mask) candidates."""
@@ -91,35 +89,117 @@ def amo_scores(iqa, patches: torch.Tensor, sign: int) -> torch.Tensor:
     return sign * out.reshape(b, k).float()
 
 
-def choose(strategy: str, labels: torch.Tensor, gen: torch.Generator, *, image_scores: torch.Tensor | None = None,
-           tau: float = 1.0, patch_scores: torch.Tensor | None = None, include_original: bool = True) -> torch.Tensor:
-    """Index (B,) of the GT to train on, for a batch with ``labels`` (B,K) coded as HGGT. ``include_original``
-    False (sampling.include_original) removes the original (index 0) from the candidates of sma and amo."""
-    b, k = labels.shape
-    if not include_original and strategy in ("sma", "amo"):
-        if strategy == "amo" and patch_scores is not None:
-            patch_scores = patch_scores.clone().float()
-            patch_scores[:, 0] = float("-inf")
-        if strategy == "sma":
+class Sampler:
+    """One GT-sampling strategy (the registry ``SAMPLERS`` holds one subclass per name; ``build_sampler``).
+
+    Class facts the trainer and the config read instead of comparing strategy names:
+    ``needs``: None, 'image' (stored image-level IQA scores, ``image_scores``) or 'patch' (online IQA scores of
+    the co-located GT patches of each step, ``patch_scores``); ``positives_only``: samples among the effective
+    Positives (groups without one are dropped); ``may_drop_original``: ``include_original=False`` applies."""
+
+    name: str = ""
+    needs: str | None = None
+    positives_only: bool = False
+    may_drop_original: bool = False
+
+    def __init__(self, tau: float = 1.0, include_original: bool = True):
+        if not include_original and not self.may_drop_original:
+            raise ValueError(f"sampling.include_original=false: only for "
+                             f"{' and '.join(n for n, c in SAMPLERS.items() if c.may_drop_original)} (not {self.name})")
+        self.tau, self.include_original = tau, include_original
+
+    def candidates(self, labels: torch.Tensor) -> torch.Tensor | None:
+        """(B,K) bool mask of the GTs this strategy may pick (None: all of them)."""
+        if self.positives_only:
+            return positives(labels)
+        if not self.include_original:
             mask = torch.ones_like(labels, dtype=torch.bool)
             mask[:, 0] = False
-            if image_scores is None:
-                raise ValueError("sma needs image-level IQA scores")
-            return torch.multinomial(softmax_probs(image_scores.cpu(), tau, mask), 1, generator=gen).squeeze(1)
-    if strategy == "original":
-        return torch.zeros(b, dtype=torch.long)
-    if strategy == "uniform_all":
-        return torch.randint(k, (b,), generator=gen)
-    if strategy == "upos":
-        probs = positives(labels).double()
+            return mask
+        return None
+
+    def choose(self, labels: torch.Tensor, gen: torch.Generator, *, image_scores: torch.Tensor | None = None,
+               patch_scores: torch.Tensor | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+
+SAMPLERS: dict[str, type[Sampler]] = {}
+
+
+def register(cls: type[Sampler]) -> type[Sampler]:
+    SAMPLERS[cls.name] = cls
+    return cls
+
+
+@register
+class Original(Sampler):
+    name = "original"
+
+    def choose(self, labels, gen, *, image_scores=None, patch_scores=None):
+        return torch.zeros(labels.shape[0], dtype=torch.long)
+
+
+@register
+class UniformAll(Sampler):
+    name = "uniform_all"
+
+    def choose(self, labels, gen, *, image_scores=None, patch_scores=None):
+        return torch.randint(labels.shape[1], (labels.shape[0],), generator=gen)
+
+
+@register
+class UPos(Sampler):
+    name, positives_only = "upos", True
+
+    def choose(self, labels, gen, *, image_scores=None, patch_scores=None):
+        probs = self.candidates(labels).double()
         return torch.multinomial(probs / probs.sum(1, keepdim=True), 1, generator=gen).squeeze(1)
-    if strategy in ("sma", "smp"):
+
+
+class _Softmax(Sampler):
+    needs = "image"
+
+    def choose(self, labels, gen, *, image_scores=None, patch_scores=None):
         if image_scores is None:
-            raise ValueError(f"{strategy} needs image-level IQA scores")
-        mask = positives(labels) if strategy == "smp" else None
-        return torch.multinomial(softmax_probs(image_scores.cpu(), tau, mask), 1, generator=gen).squeeze(1)
-    if strategy == "amo":
+            raise ValueError(f"{self.name} needs image-level IQA scores")
+        probs = softmax_probs(image_scores.cpu(), self.tau, self.candidates(labels))
+        return torch.multinomial(probs, 1, generator=gen).squeeze(1)
+
+
+@register
+class SMA(_Softmax):
+    name, may_drop_original = "sma", True
+
+
+@register
+class SMP(_Softmax):
+    name, positives_only = "smp", True
+
+
+@register
+class AMO(Sampler):
+    name, needs, may_drop_original = "amo", "patch", True
+
+    def choose(self, labels, gen, *, image_scores=None, patch_scores=None):
         if patch_scores is None:
             raise ValueError("amo needs online patch scores")
+        if not self.include_original:
+            patch_scores = patch_scores.clone().float()
+            patch_scores[:, 0] = float("-inf")
         return argmax_random_ties(patch_scores, gen)
-    raise ValueError(f"sampling strategy {strategy!r}: expected one of {STRATEGIES}")
+
+
+def build_sampler(strategy: str, tau: float = 1.0, include_original: bool = True) -> Sampler:
+    """The sampler registered under ``strategy`` (one-line error listing the registered ones)."""
+    if strategy not in SAMPLERS:
+        raise ValueError(f"sampling strategy {strategy!r}: expected one of {', '.join(SAMPLERS)}")
+    return SAMPLERS[strategy](tau, include_original)
+
+
+def choose(strategy: str, labels: torch.Tensor, gen: torch.Generator, *, image_scores: torch.Tensor | None = None,
+           tau: float = 1.0, patch_scores: torch.Tensor | None = None, include_original: bool = True) -> torch.Tensor:
+    """Index (B,) of the GT to train on, for a batch with ``labels`` (B,K) coded as HGGT: ``build_sampler``'s
+    choice. ``include_original`` False (sampling.include_original) removes the original (index 0) from the
+    candidates of sma and amo."""
+    return build_sampler(strategy, tau, include_original).choose(labels, gen, image_scores=image_scores,
+                                                                 patch_scores=patch_scores)

@@ -54,7 +54,7 @@ from sr_training.csvlog import append_row
 from sr_training.data.multigt import IterationBatchSampler, MultiGTDataset, collate
 from sr_training.data.pipeline import DataPipeline
 from sr_training.losses import PerceptualLoss, UNetDiscriminatorSN, gan_loss
-from sr_training.sampling import amo_scores, choose, normalise, tau_warning
+from sr_training.sampling import amo_scores, build_sampler, normalise, tau_warning
 
 # Config sections that may change on resume without --allow-config-change: they decide how long the
 # run goes and what is logged/validated, never the arithmetic of an iteration.
@@ -216,6 +216,9 @@ class Trainer:
             self.opt_d = torch.optim.Adam(self.net_d.parameters(), lr=o.lr_d, betas=o.betas)
             self.sched_d = torch.optim.lr_scheduler.MultiStepLR(self.opt_d, list(o.milestones), o.gamma)
         strategy = cfg.strategy()
+        # the strategy's one object (sr_training.sampling.SAMPLERS): what it needs and how it chooses
+        self.sampler = build_sampler(strategy, cfg.sampling.tau if cfg.sampling is not None else 1.0,
+                                     cfg.sampling.include_original if cfg.sampling is not None else True)
         self.dataset = build_dataset(cfg)
         self.pipeline = DataPipeline.from_config(cfg, self.device, self.rank)  # degrade, crop, pair queue (C6)
         if cfg.data.source == "folder":
@@ -236,7 +239,7 @@ class Trainer:
         self.image_scores = None
         self.iqa = self.iqa_spec = None
         self.sampling_metric: dict | None = None
-        if strategy in ("sma", "smp", "amo"):
+        if self.sampler.needs is not None:
             from sr_training.iqa import resolve_metric
 
             self.iqa_spec, why = resolve_metric(cfg.sampling.iqa, "sampling")
@@ -244,14 +247,14 @@ class Trainer:
                                     "random_init": cfg.sampling.iqa.random_init}
             self.note(f"SAMPLING METRIC ({strategy}): {self.iqa_spec.name} - {why}"
                       + (" [RANDOM-INIT: plumbing only, not a quality]" if cfg.sampling.iqa.random_init else ""))
-        if strategy in ("sma", "smp"):
+        if self.sampler.needs == "image":
             from sr_training.iqa import image_scores_for
 
             self.image_scores = normalise(image_scores_for(self.dataset, cfg.sampling.iqa), self.iqa_spec)
-            mask = (self.dataset.labels == 1) if strategy == "smp" else None
+            mask = self.sampler.candidates(self.dataset.labels)
             if (warn := tau_warning(self.image_scores, cfg.sampling.tau, mask)) is not None:
                 self.note(f"WARNING: {warn}")
-        elif strategy == "amo":
+        elif self.sampler.needs == "patch":
             from sr_training.iqa import build_online_metric
 
             if (err := self.iqa_spec.size_error(cfg.data.gt_size, cfg.data.gt_size)) is not None:
@@ -309,14 +312,11 @@ class Trainer:
         data = self.pipeline.next_batch(batch, it)
         lr, gts, labels, index = data["lr"], data["gts"], data["labels"], data["index"]
         patch_scores = image_scores = None
-        if cfg.strategy() == "amo":
+        if self.sampler.needs == "patch":
             patch_scores = amo_scores(self.iqa, gts, self.iqa_spec.sign)
-        elif self.image_scores is not None:
+        elif self.sampler.needs == "image":
             image_scores = self.image_scores[index]
-        idx = choose(cfg.strategy(), labels, gen, image_scores=image_scores,
-                     tau=cfg.sampling.tau if cfg.sampling is not None else 1.0,
-                     include_original=cfg.sampling.include_original if cfg.sampling is not None else True,
-                     patch_scores=patch_scores)
+        idx = self.sampler.choose(labels, gen, image_scores=image_scores, patch_scores=patch_scores)
         self.count_choices(idx)
         target = gts[torch.arange(gts.shape[0]), idx.to(self.device)]
 

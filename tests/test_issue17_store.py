@@ -238,3 +238,39 @@ def test_scoring_options_are_resolved_and_checked_once_per_run_and_recorded_whol
     assert set(recorded) >= {f.name for f in dataclasses.fields(ScoreOptions)}  # the whole object is the config
     with pytest.raises(StudyError, match="give ScoreOptions or keywords, not both"):
         score_manifest(m, select("entropy"), Store(tmp_path / "s"), options=o, workers=0)
+
+
+def test_one_sampler_class_per_strategy_and_the_config_reads_their_facts():
+    import typing
+
+    import torch
+
+    from sr_training.config import TrainConfig
+    from sr_training.repro.plan import VARIANTS
+    from sr_training.sampling import SAMPLERS, build_sampler, choose
+
+    strategies = typing.get_args(TrainConfig.model_fields["sampling"].annotation.__args__[0]
+                                 .model_fields["strategy"].annotation)
+    assert set(strategies) == set(SAMPLERS)  # the config's schema and the registry name the same strategies
+    assert {n for n, c in SAMPLERS.items() if c.needs == "image"} == {"sma", "smp"}
+    assert {n for n, c in SAMPLERS.items() if c.needs == "patch"} == {"amo"}
+    assert {n for n, c in SAMPLERS.items() if c.positives_only} == {"upos", "smp"}
+    # repro scores a training store for exactly the variants whose sampler reads stored image scores
+    assert {v.name for v in VARIANTS if v.needs_image_scores()} == {"sma", "smp"}
+    labels = torch.tensor([[0, 1, 2, 1, 0], [0, 2, 2, 1, 1]])  # HGGT codes; 1 = Positive
+    scores = torch.tensor([[5.0, 1, 1, 1, 1], [5.0, 1, 1, 1, 1]])
+    for name in SAMPLERS:
+        kw = {"image_scores": scores} if SAMPLERS[name].needs == "image" else (
+            {"patch_scores": scores} if SAMPLERS[name].needs == "patch" else {})
+        a = choose(name, labels, torch.Generator().manual_seed(3), tau=0.05, **kw)
+        b = build_sampler(name, tau=0.05).choose(labels, torch.Generator().manual_seed(3), **kw)
+        assert torch.equal(a, b)
+        if SAMPLERS[name].positives_only:
+            assert bool((labels.gather(1, a[:, None]) == 1).all())
+    # without the original (index 0, the best-scored here) AMO and SMA never pick it; others refuse the option
+    assert (build_sampler("amo", include_original=False).choose(labels, torch.Generator(), patch_scores=scores) != 0).all()
+    assert (build_sampler("sma", 0.05, False).choose(labels, torch.Generator(), image_scores=scores) != 0).all()
+    import pytest
+
+    with pytest.raises(ValueError, match="include_original=false: only for sma and amo"):
+        build_sampler("upos", include_original=False)

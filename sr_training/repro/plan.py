@@ -49,6 +49,19 @@ class Variant:
     base: str | None = None         # FT: the sampling variant whose model it fine-tunes (same seed)
     needs: str | None = None        # 'perceptual' | 'second_reward': checked by skipped()
 
+    def strategy(self) -> str | None:
+        """The sampling strategy its overrides set (None: the base config's)."""
+        found = [o.split("=", 1)[1] for o in self.overrides if o.startswith("sampling.strategy=")]
+        return found[-1] if found else None
+
+    def needs_image_scores(self) -> bool:
+        """Whether its sampler reads stored image-level scores (sr_training.sampling: sma, smp), which
+        ``iqa-study repro`` scores into a training store first."""
+        from sr_training.sampling import SAMPLERS
+
+        sampler = SAMPLERS.get(self.strategy() or "")
+        return sampler is not None and sampler.needs == "image"
+
 
 VARIANTS: tuple[Variant, ...] = (
     Variant("original", "sampling", "HR original only (no enhanced GT)", ("sampling.strategy=original",)),

@@ -78,7 +78,7 @@ def base_overrides(plan: P.Plan, run: P.Run, selection: Path | None) -> list[str
     it = plan.base_iters
     metric = (["sampling.iqa.metric=null", f"sampling.iqa.selection={selection}"] if selection else
               [f"sampling.iqa.metric={plan.metric}"])
-    if run.variant.name in ("sma", "smp"):  # image-level scores from a store (execute scores them first)
+    if run.variant.needs_image_scores():  # image-level scores from a store (execute scores them first)
         metric += [f"sampling.iqa.store={plan.extra['train_store']}",
                    f"sampling.iqa.manifest={plan.extra['train_manifest']}"]
     return [f"name={run.name}", f"seed={run.seed}", f"schedule.total_iters={it}", f"schedule.val_every={it}",
@@ -177,7 +177,7 @@ def execute(plan: P.Plan, out: Path, photos: Path, tests: dict[str, Path], selec
                  "selection": str(selection) if selection else None, "photos": str(photos),
                  "tests": {k: str(v) for k, v in tests.items()}, "init": str(init)}, out / "plan.json")
     os.environ["SYNTH_HGGT_ROOT"] = str(train_root.resolve())
-    if any(r.variant.name in ("sma", "smp") for r in plan.runs):
+    if any(r.variant.needs_image_scores() for r in plan.runs):
         ts, tm = train_image_scores(out, train_root, plan.metric)
         plan.extra.update(train_store=str(ts.resolve()), train_manifest=str(tm.resolve()))
     store = Store(out / "store")
