@@ -231,6 +231,6 @@ def test_decode_workers_default_to_none_on_cpu_and_scale_with_cpus_per_rank_on_g
     with pytest.raises(StudyError, match="LOCAL_WORLD_SIZE='eight': expected an integer"):
         auto_workers("cuda:0")
     monkeypatch.undo()
-    m = schema.read(sample_manifest)
+    m = schema.read(sample_manifest).head(4)  # a few pairs: the recorded value is what is checked
     run, (summary,) = score_manifest(m, [get("entropy")], Store(tmp_path / "store"), device="cpu")
     assert run["config"]["workers"] == 0 and summary.ok > 0
