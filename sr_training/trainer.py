@@ -27,7 +27,6 @@ Overridable methods (FT subclasses them): :meth:`build_generator`, :meth:`build_
 from __future__ import annotations
 
 import copy
-import csv
 import datetime as dt
 import json
 import os
@@ -44,13 +43,13 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from bench import provenance
-from bench.atomic import atomic_copy, atomic_save_image, atomic_write, atomic_write_text
+from bench.atomic import atomic_copy, atomic_save_image, atomic_write_text
 from bench.errors import StudyError
 from bench.progress import progress_bar
 from sr_training.archs import build_generator
 from sr_training.checkpoint import checkpoint_path, latest_loadable, list_checkpoints, save_checkpoint
 from sr_training.config import TrainConfig, save_config
-from sr_training.csvlog import append_row
+from sr_training.csvlog import append_row, has_row, truncate_rows
 from sr_training.data.multigt import IterationBatchSampler, MultiGTDataset, collate
 from sr_training.data.pipeline import DataPipeline
 from sr_training.losses import PerceptualLoss, UNetDiscriminatorSN, gan_loss
@@ -145,34 +144,6 @@ def archive_output(out: Path) -> Path | None:
         target, n = out.with_name(f"{out.name}_archived_{stamp}_{n}"), n + 1
     out.rename(target)
     return target
-
-
-def _truncate_csv(path: Path, last_iter: int) -> int:
-    """Drop rows whose 'iter' is beyond ``last_iter`` (they belong to the run after the checkpoint)."""
-    if not path.is_file():
-        return 0
-    with open(path, newline="") as fh:
-        rows = list(csv.reader(fh))
-    if not rows:
-        return 0
-    header, body = rows[0], rows[1:]
-    col = header.index("iter")
-    keep = [r for r in body if r and int(r[col]) <= last_iter]
-    if len(keep) != len(body):
-        def write(tmp: Path) -> None:
-            with open(tmp, "w", newline="") as fh:
-                csv.writer(fh).writerows([header, *keep])
-
-        atomic_write(path, write)
-    return len(body) - len(keep)
-
-
-def _csv_has_iter(path: Path, it: int) -> bool:
-    """Whether the log at ``path`` has a row for iteration ``it``."""
-    if not path.is_file():
-        return False
-    with open(path, newline="") as fh:
-        return any(r.get("iter") == str(it) for r in csv.DictReader(fh))
 
 
 class Trainer:
@@ -357,10 +328,17 @@ class Trainer:
         return out
 
     # --- checkpoints ----------------------------------------------------------------------------
+    def weights_state(self) -> dict:
+        """The trained weights a checkpoint holds: the generator and its EMA (FT: the adapter instead)."""
+        return {"net_g": self.net_g.state_dict(), "ema": self.ema.state_dict()}
+
+    def load_weights_state(self, s: dict) -> None:
+        self.net_g.load_state_dict(s["net_g"])
+        self.ema.load_state_dict(s["ema"])
+
     def checkpoint_state(self, it: int) -> dict:
         """C5: plain tensors / numbers / strings / containers only (``weights_only=True`` loads it)."""
-        s = {"iteration": it, "net_g": self.net_g.state_dict(), "ema": self.ema.state_dict(),
-             "opt_g": self.opt_g.state_dict(), "sched_g": self.sched_g.state_dict(), "chosen": self.chosen.clone(),
+        s = {"iteration": it, **self.weights_state(), "opt_g": self.opt_g.state_dict(), "sched_g": self.sched_g.state_dict(), "chosen": self.chosen.clone(),
              "config": self.cfg.model_dump_json(), "val_due": self._val_due_at == it}
         if self.net_d is not None:
             s |= {"net_d": self.net_d.state_dict(), "opt_d": self.opt_d.state_dict(), "sched_d": self.sched_d.state_dict()}
@@ -370,8 +348,7 @@ class Trainer:
         return s
 
     def load_checkpoint_state(self, s: dict) -> None:
-        self.net_g.load_state_dict(s["net_g"])
-        self.ema.load_state_dict(s["ema"])
+        self.load_weights_state(s)
         self.opt_g.load_state_dict(s["opt_g"])
         self.sched_g.load_state_dict(s["sched_g"])
         if self.net_d is not None:
@@ -383,10 +360,6 @@ class Trainer:
             pipeline.load_state_dict(s["pipeline"])
         self.chosen = s["chosen"].clone().cpu()
         self._chosen_at_log = self.chosen.clone()
-
-    # kept for callers of the old names
-    def state(self, it: int) -> dict:
-        return self.checkpoint_state(it)
 
     def save(self, it: int) -> Path:
         path = save_checkpoint(self.checkpoint_state(it), checkpoint_path(self.out / "checkpoints", it))
@@ -552,7 +525,7 @@ class Trainer:
             if self.resumed_from is not None:
                 r = self.resumed_from
                 print(f"resumed from iteration {r['iteration']} (checkpoint {r['checkpoint']})", flush=True)
-                dropped = {n: _truncate_csv(self.out / n, self.start_iter)
+                dropped = {n: truncate_rows(self.out / n, self.start_iter)
                            for n in ("train_log.csv", "val_log.csv", "val_images.csv")}
                 if any(dropped.values()):
                     self.note(f"dropped log rows after iteration {self.start_iter}: {dropped}")
@@ -581,8 +554,13 @@ class Trainer:
         t0, last = time.perf_counter(), {}
         if main and self._redo_val is not None:
             self._redo_validation(writer, self._redo_val)
+        self.on_train_start()
         bar = progress_bar(total=sch.total_iters, initial=self.start_iter, desc=cfg.name, unit="it", disable=not main)
+        stopped, done = None, self.start_iter
         for it, batch in enumerate(loader, start=self.start_iter):
+            if (stop := self.should_stop(it)) is not None:  # every rank gets the same answer (the hook's job)
+                stopped = {"iteration": stop[0], "message": stop[1]}
+                break
             last = self.step(batch, it)
             done = it + 1
             bar.update(1)
@@ -595,7 +573,7 @@ class Trainer:
             if main and (val_due or done % sch.checkpoint_every == 0 or done == sch.total_iters):
                 self.save(done)  # before validation: a failing validation never costs a checkpoint
             if main and val_due:
-                self._log_val(writer, done, self.validate(done))
+                self._validated(writer, done)
         bar.close()
         if writer is not None:
             writer.close()
@@ -603,10 +581,30 @@ class Trainer:
             dist.barrier()
         if main:
             self.provenance["finished_at"] = provenance.now().isoformat(timespec="seconds")
-            self.provenance["final"] = {"iteration": sch.total_iters, "chosen": self.chosen.tolist(), "best": self.best}
+            self.provenance["final"] = {"iteration": done, "chosen": self.chosen.tolist(), "best": self.best}
+            if stopped is not None:
+                self.provenance["stopped"] = stopped
             self._write_provenance(self.provenance)
-        return {"last": last, "chosen": self.chosen.tolist(),
-                "sec_per_iter": (time.perf_counter() - t0) / max(1, sch.total_iters - self.start_iter)}
+        return {"last": last, "chosen": self.chosen.tolist(), "stopped": stopped,
+                "sec_per_iter": (time.perf_counter() - t0) / max(1, done - self.start_iter)}
+
+    # --- hooks of the loop (a subclass overrides these instead of the loop) ---------------------
+    def on_train_start(self) -> None:
+        """Before the first iteration of this session (after a resume's redone validation)."""
+
+    def should_stop(self, it: int) -> tuple[int, str] | None:
+        """(iteration, message) to end the run before iteration ``it``; None to go on. Called on every rank, which
+        must all answer the same (a DDP override broadcasts rank 0's answer)."""
+        return None
+
+    def on_validation(self, it: int, scores: dict) -> None:
+        """After the validation of iteration ``it`` on rank 0 (``scores``: per image, per metric), before it is
+        logged: e.g. the FT reward-hacking guard."""
+
+    def _validated(self, writer, it: int) -> None:
+        scores = self.validate(it)
+        self.on_validation(it, scores)
+        self._log_val(writer, it, scores)
 
     def _log_train(self, writer, done: int, last: dict, t0: float) -> None:
         lr_g = self.sched_g.get_last_lr()[0]
@@ -631,13 +629,13 @@ class Trainer:
     def _redo_validation(self, writer, it: int) -> None:
         """The checkpoint at ``it`` promised a validation that never reached val_log.csv (the run was killed
         between the save and the end of validation): drop its partial rows and validate now."""
-        if not self.cfg.val.dir or _csv_has_iter(self.out / "val_log.csv", it):
+        if not self.cfg.val.dir or has_row(self.out / "val_log.csv", it):
             return
-        _truncate_csv(self.out / "val_images.csv", it - 1)
+        truncate_rows(self.out / "val_images.csv", it - 1)
         self.note(f"the validation of iteration {it} was interrupted (its checkpoint was saved, val_log.csv has "
                   f"no row): validating it again before training on")
         self._val_due_at = it
-        self._log_val(writer, it, self.validate(it))
+        self._validated(writer, it)
 
     def _log_val(self, writer, done: int, scores: dict | None) -> None:
         """val_images.csv rows, best.pt, then the val_log.csv row last: that row marks the validation done."""

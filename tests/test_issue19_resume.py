@@ -144,15 +144,15 @@ def test_ft_run_killed_during_validation_keeps_every_log_row(kill, synth, base_s
     assert list(logs["guard_log.csv"]["iter"]) == [0, 2, 4]
 
     out = tmp_path / "killed"
-    if kill == "before_guard":  # between the first save and the guard's check
-        real = FTTrainer._validate_scores
+    if kill == "before_guard":  # between the first save and the guard's check (on_validation)
+        real = FTTrainer.validate
 
         def patched(self, it):
             if it == 2:
                 raise Killed
             return real(self, it)
 
-        monkeypatch.setattr(FTTrainer, "_validate_scores", patched)
+        monkeypatch.setattr(FTTrainer, "validate", patched)
     else:  # the guard checked and re-saved, val_log.csv never got its row
         real = trainer_mod.append_row
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -344,3 +345,26 @@ def test_perceptual_loss_from_a_local_vgg19_file(tmp_path):
         PerceptualLoss(str(tmp_path / "bad.pth"))
     with pytest.raises(StudyError, match="ImageNet VGG19 weights 'vgg19-dcbb9e9d.pth' missing"):
         PerceptualLoss("imagenet")
+
+
+def test_a_variant_changes_the_loop_through_its_hooks_only(synth_root, tmp_path):
+    """should_stop ends the run before an iteration (logs, checkpoints and provenance end there);
+    on_validation sees each validation's scores before its row is logged."""
+    seen = []
+
+    class Stopping(Trainer):
+        def on_validation(self, it, scores):
+            seen.append((it, sorted(next(iter(scores.values()))), (self.out / "val_log.csv").is_file()))
+
+        def should_stop(self, it):
+            return (it, "constructed stop") if it == 3 else None
+
+    cfg = _cfg(synth_root, "smoke_rrdb_upos.yaml", "schedule.total_iters=6", "schedule.log_every=1",
+               "schedule.val_every=2", "schedule.checkpoint_every=6")
+    result = Stopping(cfg, tmp_path, "cpu").fit()
+    assert result["stopped"] == {"iteration": 3, "message": "constructed stop"}
+    assert list(pd.read_csv(tmp_path / "train_log.csv")["iter"]) == [1, 2, 3]  # no step at iteration 3
+    assert [s[0] for s in seen] == [2] and seen[0][2] is False  # the hook ran before the row was logged
+    assert list(pd.read_csv(tmp_path / "val_log.csv")["iter"]) == [2]
+    prov = json.loads((tmp_path / "provenance.json").read_text())
+    assert prov["final"]["iteration"] == 3 and prov["stopped"]["message"] == "constructed stop"

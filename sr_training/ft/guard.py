@@ -27,14 +27,6 @@ from bench.errors import StudyError
 from bench.metrics.table import MetricSpec, get
 
 
-class GuardStop(Exception):
-    """Raised by the FT trainer after a tripped guard with ``action: stop`` (checkpoint already saved)."""
-
-    def __init__(self, iteration: int, message: str):
-        super().__init__(message)
-        self.iteration, self.message = iteration, message
-
-
 @dataclass
 class Decision:
     iteration: int

@@ -27,11 +27,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench import provenance
 from bench.atomic import atomic_copy, atomic_write_text
 from bench.errors import StudyError
-from sr_training.csvlog import append_row
-from sr_training.ft.guard import GuardRule, GuardStop, watched_metrics
+from sr_training.csvlog import append_row, truncate_rows
+from sr_training.ft.guard import GuardRule, watched_metrics
 from sr_training.ft.lora import (
     DEFAULT_TARGETS,
     adapter_hash,
@@ -41,7 +40,7 @@ from sr_training.ft.lora import (
     set_adapter_state,
 )
 from sr_training.ft.reward import Reward, resolve_terms
-from sr_training.trainer import Trainer, _truncate_csv
+from sr_training.trainer import Trainer
 
 
 class FTTrainer(Trainer):
@@ -138,6 +137,15 @@ class FTTrainer(Trainer):
         return losses
 
     def step(self, batch: dict, it: int) -> dict[str, float]:
+        out = super().step(batch, it)
+        return out | {f"Q_{k}": v for k, v in self._q_raw.items()}
+
+    # --- the loop's hooks (sr_training.trainer.Trainer) -----------------------------------------------
+    def on_train_start(self) -> None:
+        if self.start_iter == 0 and self.guard is not None and not self.guard.history and self.rank == 0:
+            self._guard_check(0, self.validate(0))  # the reference: the base model (adapter B = 0)
+
+    def should_stop(self, it: int) -> tuple[int, str] | None:
         stop = self._stop is not None
         if self.world > 1:  # rank 0 runs the guard: every rank stops together
             import torch.distributed as dist
@@ -145,12 +153,14 @@ class FTTrainer(Trainer):
             flag = torch.tensor([int(stop)], device=self.device)
             dist.broadcast(flag, 0)
             stop = bool(flag.item())
-        if stop:
-            raise GuardStop(*(self._stop or (it, "stopped by the guard on rank 0")))
-        if it == 0 and self.guard is not None and not self.guard.history and self.rank == 0:
-            self._guard_check(0, self._validate_scores(0))  # the reference: the base model (adapter B = 0)
-        out = super().step(batch, it)
-        return out | {f"Q_{k}": v for k, v in self._q_raw.items()}
+        return (self._stop or (it, "stopped by the guard on rank 0")) if stop else None
+
+    def on_validation(self, it: int, scores: dict) -> None:
+        if scores and self.guard is not None:
+            if self.guard.history and self.guard.history[-1]["iter"] == it:
+                self._guard_done(it)  # a redone validation (resume): the checkpoint already holds this check
+            else:
+                self._guard_check(it, scores)
 
     # --- validation and guard ---------------------------------------------------------------------
     def validation_network(self) -> torch.nn.Module:
@@ -172,18 +182,6 @@ class FTTrainer(Trainer):
             out.append(self.fr_val_metric(name) if spec.mode == "FR" else (name, spec, create(spec, str(self.device)), 0))
         self._val_metrics = out
         return out
-
-    def _validate_scores(self, it: int):
-        return Trainer.validate(self, it)
-
-    def validate(self, it: int):
-        scores = self._validate_scores(it)
-        if scores and self.guard is not None:
-            if self.guard.history and self.guard.history[-1]["iter"] == it:
-                self._guard_done(it)  # a redone validation (resume): the checkpoint already holds this check
-            else:
-                self._guard_check(it, scores)
-        return scores
 
     def _guard_done(self, it: int) -> None:
         """The guard checked ``it`` before the run was killed (its row is in guard_log.csv, its state in the
@@ -228,22 +226,23 @@ class FTTrainer(Trainer):
             self.note(msg)
 
     # --- checkpoints --------------------------------------------------------------------------
-    def checkpoint_state(self, it: int) -> dict:
-        s = super().checkpoint_state(it)
-        s.pop("net_g")
-        s.pop("ema")
+    def weights_state(self) -> dict:
+        """The adapter (LoRA: only its weights; full: every parameter) and what it was trained on; no EMA."""
         adapter = self.trained_state()
         lora = self.cfg.ft.lora
-        s["adapter"] = adapter
-        s["ft"] = {"base": dict(self.ft_base), "adapter_sha256": adapter_hash(adapter), "params": self.cfg.ft.params,
-                   "lora": {"rank": lora.rank, "alpha": float(lora.alpha or lora.rank),
-                            "targets": lora.targets or "", "dropout": lora.dropout},
-                   "reward": json.dumps(self.reward.describe())}
+        return {"adapter": adapter,
+                "ft": {"base": dict(self.ft_base), "adapter_sha256": adapter_hash(adapter), "params": self.cfg.ft.params,
+                       "lora": {"rank": lora.rank, "alpha": float(lora.alpha or lora.rank),
+                                "targets": lora.targets or "", "dropout": lora.dropout},
+                       "reward": json.dumps(self.reward.describe())}}
+
+    def checkpoint_state(self, it: int) -> dict:
+        s = super().checkpoint_state(it)
         if self.guard is not None:
             s["guard"] = self.guard.state()
         return s
 
-    def load_checkpoint_state(self, s: dict) -> None:
+    def load_weights_state(self, s: dict) -> None:
         if "adapter" not in s:
             raise StudyError("FT resume: the checkpoint holds no 'adapter' (not an FT checkpoint)")
         base = s["ft"]["base"]
@@ -255,16 +254,18 @@ class FTTrainer(Trainer):
             self.net_g.load_state_dict({k: v.to(self.device) for k, v in s["adapter"].items()}, strict=True)
         else:
             set_adapter_state(self.net_g, {k: v.to(self.device) for k, v in s["adapter"].items()})
+
+    def load_checkpoint_state(self, s: dict) -> None:
         if self.guard is not None and "guard" in s:
             self.guard.load_state(s["guard"])
-        super().load_checkpoint_state(s | {"net_g": self.net_g.state_dict(), "ema": self.ema.state_dict()})
+        super().load_checkpoint_state(s)
 
     def resume(self, allow_config_change: bool = False) -> int:
         it = super().resume(allow_config_change)
         if self.resumed_from is not None and self.rank == 0:
             # rows after the last check the checkpoint's guard state holds belong to the lost interval
             last = self.guard.history[-1]["iter"] if self.guard is not None and self.guard.history else -1
-            _truncate_csv(self.out / "guard_log.csv", min(it, last) if self.guard is not None else it)
+            truncate_rows(self.out / "guard_log.csv", min(it, last) if self.guard is not None else it)
         return it
 
     # --- the loop -------------------------------------------------------------------------------
@@ -284,18 +285,13 @@ class FTTrainer(Trainer):
         super()._write_provenance(record | {"ft": self.ft_record()})
 
     def fit(self, auto_resume: bool = False, allow_config_change: bool = False) -> dict:
-        try:
-            result = super().fit(auto_resume=auto_resume, allow_config_change=allow_config_change)
-            result["stopped_by_guard"] = self._stop[0] if self._stop else None  # tripped at the last check
-        except GuardStop as stop:
-            if self.rank == 0 and getattr(self, "provenance", None) is not None:
-                self.provenance |= {"finished_at": provenance.now().isoformat(timespec="seconds"),
-                                    "stopped_by_guard": {"iteration": stop.iteration, "message": stop.message}}
-                self._write_provenance(self.provenance)
-            result = {"last": {}, "chosen": self.chosen.tolist(), "sec_per_iter": float("nan"),
-                      "stopped_by_guard": stop.iteration}
+        result = super().fit(auto_resume=auto_resume, allow_config_change=allow_config_change)
+        stopped = result["stopped"]  # the guard's stop (should_stop), or a trip at the last check
+        result["stopped_by_guard"] = stopped["iteration"] if stopped else (self._stop[0] if self._stop else None)
         result["adapter_sha256"] = adapter_hash(self.trained_state())
         if self.rank == 0 and getattr(self, "provenance", None) is not None:
+            if stopped:
+                self.provenance["stopped_by_guard"] = stopped
             self.provenance["final_adapter_sha256"] = result["adapter_sha256"]
             self._write_provenance(self.provenance)
         return result
