@@ -120,11 +120,12 @@ class FTTrainer(Trainer):
         net_d = super().build_discriminator()
         if net_d is None or not self.cfg.ft.load_discriminator:
             return net_d
-        from sr_training.ft.lora import _read_checkpoint, resolve_init
+        from sr_training.checkpoint import TRAINING, checkpoint_kind, read_weights
+        from sr_training.ft.lora import resolve_init
 
         path = resolve_init(self.cfg.ft.init)
-        state, is_ckpt = _read_checkpoint(path)
-        if not is_ckpt or "net_d" not in state:
+        state = read_weights(path, "ft.init")  # weights_only / safetensors: a pickle payload never runs
+        if checkpoint_kind(state) != TRAINING or "net_d" not in state:
             raise StudyError(f"ft.init {path}: has no discriminator (net_d) for loss.gan > 0; train D from scratch "
                              f"with ft.load_discriminator: false")
         net_d.load_state_dict(state["net_d"])
