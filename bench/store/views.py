@@ -142,8 +142,10 @@ def _kind_filter(include_inferred: bool) -> str:
 
 # Built connections, one per (store, include_inferred, read_only), valid while the store's files are unchanged
 # (``Store.state``): rebuilding the ~20 views reads every part's footer list and took ~0.1 s at each of ~30 calls
-# of a demo run. Callers get a cursor (``DuckDBPyConnection.cursor``): the views are shared, while what a caller
-# registers (``con.register``, temporary views) stays on its own cursor.
+# of a demo run. The views name the parts (their rows are read at query time), so only which parts exist and how
+# they look matters: a part added, removed, rewritten or damaged changes the state. Callers get a cursor
+# (``DuckDBPyConnection.cursor``): the views are shared, while what a caller registers (``con.register``,
+# temporary views) stays on its own cursor.
 _BUILT: OrderedDict[tuple, tuple[tuple, duckdb.DuckDBPyConnection]] = OrderedDict()
 _BUILT_MAX = 8
 _LOCK = threading.Lock()
