@@ -437,20 +437,14 @@ class Trainer:
         """(column, MetricSpec, pyiqa metric, border crop) of one FR validation metric under evaluate's FR protocol
         (bench.scoring.protocol.fr_options 'hggt' with val.crop_border): pyiqa's own crop_border where the metric
         has one, else the crop is applied by validate()."""
-        from bench.metrics.factory import create
         from bench.metrics.table import get
-        from bench.scoring.protocol import NATIVE_CROP, fr_options
+        from bench.scoring.protocol import configured
 
         spec = get(name)  # psnry / ssimc are table entries of their own (pyiqa's Y-PSNR and RGB-SSIM)
         if spec.mode != "FR":
             raise StudyError(f"val.metrics: '{name}' is not a full-reference metric (NR metrics go in val.nr_metric)")
-        kwargs, crop = fr_options(name, "hggt")
-        c = self.cfg.val.crop_border
-        if name in NATIVE_CROP:
-            kwargs["crop_border"] = c
-        else:
-            crop = c
-        return name, spec, create(spec, str(self.device), kwargs=kwargs), crop
+        cm = configured(spec, "hggt", crop_border=self.cfg.val.crop_border)
+        return name, spec, cm.create(str(self.device)), cm.crop
 
     @torch.no_grad()
     def validate(self, it: int) -> dict[str, dict[str, float]] | None:

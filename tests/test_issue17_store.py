@@ -274,3 +274,45 @@ def test_one_sampler_class_per_strategy_and_the_config_reads_their_facts():
 
     with pytest.raises(ValueError, match="include_original=false: only for sma and amo"):
         build_sampler("upos", include_original=False)
+
+
+def test_the_crop_grid_scores_a_crop_as_the_engine_does(tmp_path):
+    """One metric name, one number: the crop grid's PSNR of a crop is the engine's (FR protocol 'hggt': RGB, border 4
+    removed), not pyiqa's default. Measured on this constructed crop (damage only in the border): the old grid's
+    value (pyiqa defaults, border included) 16.89 dB; the table's protocol, now also the grid's, 45.10 dB."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from bench import provenance
+    from bench.metrics import factory
+    from bench.metrics.table import get
+    from bench.report.compare import _crop_scores
+    from bench.scoring.engine import score_refs
+    from bench.scoring.images import ImageRef, content_hash
+    from bench.scoring.options import ScoreOptions
+    from bench.store import Store
+
+    rng = np.random.default_rng(0)
+    ref = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    sr = np.clip(ref.astype(int) + rng.integers(-2, 3, ref.shape), 0, 255).astype(np.uint8)
+    sr[:4] = 0  # damage only inside the 4-pixel border the protocol removes
+    text, notes = _crop_scores({"model": sr}, ref, [])
+    paths = {}
+    for name, a in (("sr", sr), ("ref", ref)):
+        paths[name] = tmp_path / f"{name}.png"
+        Image.fromarray(a).save(paths[name])
+    img = ImageRef(content_hash(paths["sr"].read_bytes()), str(paths["sr"]), 64, 64,
+                   ref_id=content_hash(paths["ref"].read_bytes()), ref_path=str(paths["ref"]))
+    st = Store(tmp_path / "s")
+    score_refs([img], [get("psnr")], st, run=provenance.new_run("test", {}),
+               options=ScoreOptions.resolve(workers=0, progress=False))
+    engine_psnr = float(st.current_scores("psnr")["score"].iloc[0])
+    assert f"PSNR {engine_psnr:.2f}" in text["model"], (text, notes)
+
+    def t(a):
+        return torch.from_numpy(a.astype(np.float32) / 255).permute(2, 0, 1)[None]
+
+    old = float(factory.create(get("psnr"), "cpu")(t(sr), t(ref)))  # what the grid printed before
+    print(f"crop-grid PSNR: old (pyiqa defaults) {old:.2f} dB, now (the table's protocol) {engine_psnr:.2f} dB")
+    assert old < engine_psnr - 10  # the old number counted the border the table's number leaves out

@@ -357,12 +357,13 @@ def _crop_box(ref: np.ndarray, scale_hint: int = 4) -> tuple[int, int, int]:
 
 
 def _crop_scores(crops: dict[str, np.ndarray], ref: np.ndarray, nr: list[str]) -> tuple[dict[str, str], list[str]]:
-    """Per panel a text line with pyiqa scores of the crop; notes for metrics that failed on a crop."""
+    """Per panel a text line with pyiqa scores of the crop, FR metrics under the evaluation's FR protocol
+    (bench.scoring.protocol.configured 'hggt', as the table's numbers); notes for metrics that failed on a crop."""
     import torch
 
-    from bench.metrics import factory
     from bench.metrics.table import get
     from bench.metrics.weights import is_available
+    from bench.scoring.protocol import configured
 
     def tensor(a):
         return torch.from_numpy(a.astype(np.float32) / 255).permute(2, 0, 1)[None]
@@ -370,19 +371,21 @@ def _crop_scores(crops: dict[str, np.ndarray], ref: np.ndarray, nr: list[str]) -
     wanted = [m for m in ("psnr", "stlpips") if is_available(get(m))] + nr[:2]
     created, notes = {}, []
     for m in wanted:
+        cm = configured(m, "hggt")
         try:
-            created[m] = factory.create(get(m), "cpu")
+            created[m] = (cm, cm.create("cpu"))
         except (StudyError, ImportError, OSError) as exc:
             notes.append(f"crop {_name(m)} not shown: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
     text = {}
     ref_t = tensor(ref)
     for label, crop in crops.items():
         parts = []
-        for m, metric in created.items():
-            spec = get(m)
+        for m, (cm, metric) in created.items():
+            spec = cm.spec
             try:
                 with torch.no_grad():
-                    v = float(metric(tensor(crop), ref_t) if spec.mode == "FR" else metric(tensor(crop)))
+                    v = float(metric(cm.border(tensor(crop)), cm.border(ref_t)) if spec.mode == "FR"
+                              else metric(tensor(crop)))
             except (RuntimeError, ValueError, IndexError, np.linalg.LinAlgError) as exc:
                 notes.append(f"crop {_name(m)} not shown for some panels: {type(exc).__name__}: "
                              f"{str(exc).splitlines()[0][:100]}")
@@ -448,7 +451,7 @@ def crop_grid(store: Store, per: pd.DataFrame, t: pd.DataFrame, test_set: str, o
     for ax, (label, crop) in zip(axes.ravel(), crops.items()):
         ax.imshow(crop, interpolation="nearest")
         ax.set_title((ref_label if label == "reference" else label) + "\n" + text.get(label, ""), fontsize=7)
-    fig.suptitle(f"{test_set} / {item}: crop {size}x{size} at (top {top}, left {left}); scores computed on the crop",
+    fig.suptitle(f"{test_set} / {item}: crop {size}x{size} at (top {top}, left {left}); scores computed on the crop (FR: the table's protocol)",
                  fontsize=8)
     fig.tight_layout(rect=(0, 0, 1, 0.9 if nrows == 1 else 0.95))
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -106,11 +106,8 @@ def plan(refs: list[ImageRef], metrics, store, options: ScoreOptions, *,
             paths.setdefault(r.ref_id, (r.ref_path, size, r.root))
     prepared = []
     for spec in metrics:
-        user = (metric_kwargs or {}).get(spec.name, {})
-        if spec.mode == "FR":
-            kwargs, crop = protocol.fr_options(spec.name, fr_protocol, user)
-        else:
-            kwargs, crop = dict(user), 0
+        cm = protocol.configured(spec, fr_protocol, (metric_kwargs or {}).get(spec.name, {}))
+        kwargs, crop = cm.kwargs, cm.crop
         config = {**factory.config_of(spec, kwargs), "max_pixels": max_pixels, "pyiqa": pyiqa.__version__}
         if spec.mode == "FR":
             config.update({"protocol": fr_protocol, "engine_crop_border": crop})

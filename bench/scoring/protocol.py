@@ -18,6 +18,8 @@ mix. User kwargs override the protocol's.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from bench.errors import StudyError
 
 HGGT_CROP = 4
@@ -41,3 +43,42 @@ def fr_options(name: str, protocol: str = "hggt", user_kwargs: dict | None = Non
             kwargs["test_y_channel"] = _CHANNEL[name]
         return {**kwargs, **user}, 0
     return user, HGGT_CROP
+
+
+@dataclass(frozen=True)
+class ConfiguredMetric:
+    """A metric as every part of the suite computes it: the table's spec, its pyiqa options and the border the
+    caller removes from both images first (``crop``; pyiqa's own ``crop_border`` is in ``kwargs`` where the arch
+    has one). The engine's plan, validation and the crop grids build it with ``configured``, so one metric name
+    gives one number everywhere."""
+    spec: object  # bench.metrics.table.MetricSpec
+    kwargs: dict
+    crop: int
+    protocol: str | None  # the FR protocol; None for NR metrics
+
+    def create(self, device: str = "cpu"):
+        from bench.metrics import factory
+
+        return factory.create(self.spec, device, kwargs=dict(self.kwargs))
+
+    def border(self, x):
+        """``x`` (..., H, W) without the ``crop``-pixel border."""
+        return x[..., self.crop:-self.crop, self.crop:-self.crop] if self.crop else x
+
+
+def configured(metric, protocol: str = "hggt", user_kwargs: dict | None = None,
+               crop_border: int | None = None) -> ConfiguredMetric:
+    """``metric`` (a name or a MetricSpec) under the FR ``protocol`` (FR metrics; NR ones take ``user_kwargs``
+    only). ``crop_border``: another border than the protocol's (validation's ``val.crop_border``)."""
+    from bench.metrics.table import get
+
+    spec = get(metric) if isinstance(metric, str) else metric
+    if spec.mode != "FR":
+        return ConfiguredMetric(spec, dict(user_kwargs or {}), 0, None)
+    kwargs, crop = fr_options(spec.name, protocol, user_kwargs)
+    if crop_border is not None:
+        if spec.name in NATIVE_CROP:
+            kwargs["crop_border"] = crop_border
+        else:
+            crop = crop_border
+    return ConfiguredMetric(spec, kwargs, crop, protocol)
