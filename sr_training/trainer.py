@@ -153,6 +153,7 @@ class Trainer:
     _redo_val: int | None = None
 
     def __init__(self, cfg: TrainConfig, out: Path, device: str | None = None):
+        self.check_config(cfg)  # a variant's own refusals, before any work
         self.cfg, self.out = cfg, Path(out)
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
@@ -242,6 +243,9 @@ class Trainer:
                          else nullcontext())
 
     # --- overridable pieces ---------------------------------------------------------------------
+    def check_config(self, cfg: TrainConfig) -> None:
+        """Refuse (one line) a config this trainer cannot run, before anything is built or read."""
+
     def build_generator(self) -> torch.nn.Module:
         return build_generator(self.cfg.arch)
 

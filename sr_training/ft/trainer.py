@@ -44,17 +44,20 @@ from sr_training.trainer import Trainer
 
 
 class FTTrainer(Trainer):
-    def __init__(self, cfg, out: Path, device: str | None = None):
+    ft_base: dict | None = None  # the base the adapter trains on (build_generator loads it)
+
+    def check_config(self, cfg) -> None:
         if cfg.ft is None:
             raise StudyError("FT: the config has no 'ft:' section (use the base trainer)")
         if cfg.arch.pretrained:
             raise StudyError("FT: arch.pretrained and ft.init are both set; the FT base is ft.init (drop arch.pretrained)")
-        self._terms = resolve_terms(cfg.ft.reward, cfg.sampling.iqa.selection if cfg.sampling else None)  # refuse a bad Q before any work
+        self._terms = resolve_terms(cfg.ft.reward, cfg.sampling.iqa.selection if cfg.sampling else None)  # a bad Q
         for spec, _, _ in self._terms:  # Q scores SR outputs of GT-patch size
             if (err := spec.size_error(cfg.data.gt_size, cfg.data.gt_size)) is not None:
                 raise StudyError(f"data.gt_size {cfg.data.gt_size}: the FT reward scores SR patches of this size, and "
                                  f"the {err} (raise data.gt_size or choose another ft.reward metric)")
-        self.ft_base: dict | None = None
+
+    def __init__(self, cfg, out: Path, device: str | None = None):
         super().__init__(cfg, out, device)
         self.ema = torch.nn.Module()  # EMA off in FT (see module docstring)
         self.reward = Reward(self._terms, self.device, cfg.ft.reward.random_init)
