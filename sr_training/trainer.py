@@ -46,6 +46,7 @@ from bench import provenance
 from bench.atomic import atomic_copy, atomic_save_image, atomic_write_text
 from bench.errors import StudyError
 from bench.progress import progress_bar
+from bench.scoring.protocol import strip_border
 from sr_training.archs import build_generator
 from sr_training.checkpoint import checkpoint_path, latest_loadable, list_checkpoints, save_checkpoint
 from sr_training.config import TrainConfig, save_config
@@ -62,13 +63,6 @@ RESUME_SAFE = ("name", "schedule", "val", "data.workers")
 
 def _seed(*parts: int) -> int:
     return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor, crop: int) -> float:
-    if crop:
-        a, b = a[..., crop:-crop, crop:-crop], b[..., crop:-crop, crop:-crop]
-    mse = F.mse_loss(a.double(), b.double()).item()
-    return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
 
 
 def _load_rgb(path: Path) -> torch.Tensor:
@@ -477,8 +471,7 @@ class Trainer:
                 if spec.mode == "NR":
                     value = metric(sr.to(self.device))
                 else:
-                    x, y = (a[..., crop:-crop, crop:-crop], b[..., crop:-crop, crop:-crop]) if crop else (a, b)
-                    value = metric(x.to(self.device), y.to(self.device))
+                    value = metric(strip_border(a, crop).to(self.device), strip_border(b, crop).to(self.device))
                 row[name] = float(value.reshape(-1)[0])
             scores[lr_path.stem] = row
         return scores

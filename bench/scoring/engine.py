@@ -57,6 +57,7 @@ from bench.scoring.options import (  # noqa: F401  (Shard, pick_device, auto_wor
     pick_device,
 )
 from bench.scoring.plan import Job, MetricSummary, chunks, plan, score_files, stored_status  # noqa: F401
+from bench.scoring.protocol import strip_border
 from bench.store.layout import Store
 
 
@@ -117,11 +118,8 @@ def _score_stack(metric, xs: list[torch.Tensor], refs: list[torch.Tensor] | None
     def batch(ts):  # a single image needs no stacking copy
         return (to_float(ts[0]).unsqueeze(0) if len(ts) == 1 else torch.stack([to_float(t) for t in ts])).to(device)
 
-    x = batch(xs)
-    r = batch(refs) if refs is not None else None
-    if crop:
-        x = x[..., crop:-crop, crop:-crop]
-        r = r[..., crop:-crop, crop:-crop] if r is not None else None
+    x = strip_border(batch(xs), crop)
+    r = strip_border(batch(refs), crop) if refs is not None else None
     error = None
     for attempt in range(retries + 1):
         t0 = time.perf_counter()

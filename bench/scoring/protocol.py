@@ -45,6 +45,11 @@ def fr_options(name: str, protocol: str = "hggt", user_kwargs: dict | None = Non
     return user, HGGT_CROP
 
 
+def strip_border(x, crop: int):
+    """``x`` (..., H, W) without its ``crop``-pixel border (the engine's border crop; 0: unchanged)."""
+    return x[..., crop:-crop, crop:-crop] if crop else x
+
+
 @dataclass(frozen=True)
 class ConfiguredMetric:
     """A metric as every part of the suite computes it: the table's spec, its pyiqa options and the border the
@@ -54,7 +59,6 @@ class ConfiguredMetric:
     spec: object  # bench.metrics.table.MetricSpec
     kwargs: dict
     crop: int
-    protocol: str | None  # the FR protocol; None for NR metrics
 
     def create(self, device: str = "cpu"):
         from bench.metrics import factory
@@ -63,7 +67,7 @@ class ConfiguredMetric:
 
     def border(self, x):
         """``x`` (..., H, W) without the ``crop``-pixel border."""
-        return x[..., self.crop:-self.crop, self.crop:-self.crop] if self.crop else x
+        return strip_border(x, self.crop)
 
 
 def configured(metric, protocol: str = "hggt", user_kwargs: dict | None = None,
@@ -74,11 +78,11 @@ def configured(metric, protocol: str = "hggt", user_kwargs: dict | None = None,
 
     spec = get(metric) if isinstance(metric, str) else metric
     if spec.mode != "FR":
-        return ConfiguredMetric(spec, dict(user_kwargs or {}), 0, None)
+        return ConfiguredMetric(spec, dict(user_kwargs or {}), 0)
     kwargs, crop = fr_options(spec.name, protocol, user_kwargs)
     if crop_border is not None:
         if spec.name in NATIVE_CROP:
             kwargs["crop_border"] = crop_border
         else:
             crop = crop_border
-    return ConfiguredMetric(spec, kwargs, crop, protocol)
+    return ConfiguredMetric(spec, kwargs, crop)
