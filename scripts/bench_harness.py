@@ -120,8 +120,8 @@ def main() -> None:
     from bench.metrics.factory import create
     from bench.metrics.table import select
     from bench.metrics.weights import missing, seed_niqe
-    from bench.scoring.engine import auto_batch_size, auto_workers
     from bench.scoring.images import refs_from_manifest
+    from bench.scoring.options import auto_batch_size, auto_workers
 
     specs = select(a.metrics)
     if any(s.name == "niqe" and missing(s) for s in specs):

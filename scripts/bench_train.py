@@ -46,8 +46,8 @@ def main() -> None:
     ap.add_argument("--bf16", action="store_true", help="also time bf16 autocast (CUDA only; fp32 is HGGT's default)")
     a = ap.parse_args()
     from bench import provenance
-    from bench.metrics.weights import missing, seed_niqe
     from bench.metrics.table import get
+    from bench.metrics.weights import missing, seed_niqe
     from sr_training.config import load_config
     from sr_training.data.synthetic import build_synthetic_hggt
 

@@ -30,8 +30,8 @@ os.environ["TORCH_HOME"] = tmp
 os.environ["HF_HOME"] = os.path.join(tmp, "hf")
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-import torch  # noqa: E402
-import torchvision.models._api as tv_api  # noqa: E402
+import torch
+import torchvision.models._api as tv_api
 
 MAGIC = b"IQA-STUDY-DISCOVERY-PLACEHOLDER"
 RECORD: list[dict] = []
@@ -46,7 +46,7 @@ def _record(kind: str, where: str, name: str) -> None:
     RECORD.append({"kind": kind, "dir": where, "file": name})
 
 
-import pyiqa.utils.download_util as du  # noqa: E402
+import pyiqa.utils.download_util as du
 
 
 def _fake_download(url, dst, hash_prefix=None, progress=True):
@@ -79,7 +79,7 @@ def _fake_get_state_dict(self, *args, **kwargs):
 tv_api.WeightsEnum.get_state_dict = _fake_get_state_dict
 torch.nn.Module.load_state_dict = lambda self, *a, **k: None  # discovery only: weights are irrelevant
 
-import timm  # noqa: E402
+import timm
 
 _orig_create = timm.create_model
 
@@ -101,7 +101,7 @@ def _fake_urlopen(url, *args, **kwargs):
 
 urllib.request.urlopen = _fake_urlopen
 
-import pyiqa  # noqa: E402
+import pyiqa
 
 out = {}
 names = sys.argv[1:] or pyiqa.list_models(metric_mode="NR")

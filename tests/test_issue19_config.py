@@ -117,7 +117,7 @@ def test_an_unknown_device_is_one_line(tmp_path, smoke, capsys):
         assert rc == 2 and err == "iqa-study: error: --device tpu: not a device this suite runs on; expected auto, " \
                                   "cpu, cuda or cuda:N"
     assert not (tmp_path / "o").exists()
-    from bench.scoring.engine import pick_device
+    from bench.scoring.options import pick_device
 
     assert pick_device("cpu") == "cpu"
     with pytest.raises(StudyError, match="--device meta: not a device"):

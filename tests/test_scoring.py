@@ -22,7 +22,8 @@ from bench.errors import StudyError, WeightsMissing
 from bench.manifests import schema
 from bench.metrics.factory import create
 from bench.metrics.table import get, select
-from bench.scoring.engine import Shard, _score_stack, score_manifest
+from bench.scoring.engine import _score_stack, score_manifest
+from bench.scoring.options import Shard
 from bench.store import Store
 from bench.store.views import agreement, connect
 from tests.cli import cli as _cli
@@ -217,7 +218,7 @@ def test_decode_workers_default_to_none_on_cpu_and_scale_with_cpus_per_rank_on_g
                                                                                     monkeypatch):
     """On CPU, decoding workers compete with torch's threads for the same cores (reports/perf), so the
     default is in-process decoding; the value used is recorded in the run's config."""
-    from bench.scoring.engine import auto_workers
+    from bench.scoring.options import auto_workers
 
     assert auto_workers("cpu") == 0
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))  # CPUs this process may use

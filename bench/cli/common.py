@@ -54,12 +54,13 @@ def _summary_lines(summaries) -> list[str]:
     return summary_lines(summaries)
 
 
-def _score_opts(a) -> dict:
-    """{"options": ScoreOptions}: the study commands' scoring flags, resolved and checked once before any work."""
+def _score_opts(a, **more) -> dict:
+    """{"options": ScoreOptions}: the scoring flags every scoring command has (and ``more`` of its own), resolved
+    and checked once before any work."""
     from bench.scoring.options import ScoreOptions, Shard
 
     return {"options": ScoreOptions.resolve(device=a.device, batch_size=a.batch_size, workers=a.workers,
-                                            shard=Shard.parse(a.shard), max_pixels=a.max_pixels)}
+                                            shard=Shard.parse(a.shard), max_pixels=a.max_pixels, **more)}
 
 
 def positive_int(text: str) -> int:

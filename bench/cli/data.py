@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from bench.cli.common import _print_table, agreement_text, nonneg_int, positive_int
+from bench.cli.common import _print_table, _score_opts, agreement_text, nonneg_int, positive_int
 from bench.errors import StudyError
 
 
@@ -92,7 +92,6 @@ def cmd_manifest_build(a) -> None:
 
 def cmd_score(a) -> None:
     from bench.metrics.table import select
-    from bench.scoring.options import ScoreOptions, Shard
     from bench.scoring.report import summary_lines
     from bench.store import Store
 
@@ -113,11 +112,9 @@ def cmd_score(a) -> None:
         except ValueError:
             raise StudyError(f"--pixel-cap {cap!r}: expected an integer >= 0 or 'auto'") from None
     # every value resolved and checked once, before any work; the same object is the run's recorded config
-    opts = ScoreOptions.resolve(device=a.device, batch_size=a.batch_size, workers=a.workers,
-                                shard=Shard.parse(a.shard), max_pixels=a.max_pixels, pixel_cap=cap,
-                                retry_failed=a.retry_failed, retries=a.retries,
-                                max_consecutive_errors=a.max_consecutive_errors, flush_rows=a.flush_rows,
-                                fr_protocol=a.fr_protocol)
+    opts = _score_opts(a, pixel_cap=cap, retry_failed=a.retry_failed, retries=a.retries,
+                       max_consecutive_errors=a.max_consecutive_errors, flush_rows=a.flush_rows,
+                       fr_protocol=a.fr_protocol)["options"]
     metrics = select(a.metrics)
     if not metrics:
         raise StudyError(f"score: --metrics {a.metrics!r} selects no metric")

@@ -10,7 +10,7 @@ from bench.cli.common import positive_int
 def cmd_evaluate(a) -> None:
     from bench.cli.common import _summary_lines
     from bench.errors import StudyError
-    from bench.scoring.engine import pick_device
+    from bench.scoring.options import pick_device
     from bench.store import Store
     from sr_training.evaluate import evaluate, lr_hr_test_set
 

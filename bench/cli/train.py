@@ -9,7 +9,7 @@ from bench.cli.common import nonneg_int, positive_int
 
 
 def cmd_train(a) -> None:
-    from bench.scoring.engine import pick_device
+    from bench.scoring.options import pick_device
     from sr_training.config import load_config
     from sr_training.trainer import Trainer
 

@@ -47,16 +47,8 @@ from bench.scoring.images import (
     refs_from_manifest,
     to_float,
 )
-from bench.scoring.options import (  # noqa: F401  (Shard, pick_device, auto_workers: the engine's public names)
-    CPU_PIXEL_CAP,
-    DEFAULT_CACHE_BYTES,
-    ScoreOptions,
-    Shard,
-    auto_batch_size,
-    auto_workers,
-    pick_device,
-)
-from bench.scoring.plan import Job, MetricSummary, chunks, plan, score_files, stored_status  # noqa: F401
+from bench.scoring.options import ScoreOptions, options_from
+from bench.scoring.plan import Job, MetricSummary, chunks, plan
 from bench.scoring.protocol import strip_border
 from bench.store.layout import Store
 
@@ -330,7 +322,7 @@ def score_manifest(manifest, metrics: list[MetricSpec], store: Store, register: 
     """Check the image root, register the manifest's pairs (unless ``register=False``: e.g. a subset
     of a registered manifest), score its images, record the run. ``options``, or the keywords of
     ``ScoreOptions.resolve``. Returns (run, summaries)."""
-    o = _options(options, kwargs)
+    o = options_from(options, kwargs)
     refs = refs_from_manifest(manifest)
     check_paths([r for r in refs if o.shard.owns(r.image_id)], manifest.attrs["iqa_study"].get("root"))
     manifest_id = store.register_manifest(manifest) if register else "subset"
@@ -338,12 +330,6 @@ def score_manifest(manifest, metrics: list[MetricSpec], store: Store, register: 
               "manifest_id": manifest_id, **o.record()}
     run = provenance.new_run("score", config, device=o.device, seed=None)
     return run, score_and_record(refs, metrics, store, run, o)
-
-
-def _options(options: ScoreOptions | None, kwargs: dict) -> ScoreOptions:
-    if options is not None and kwargs:
-        raise StudyError(f"give ScoreOptions or keywords, not both (got options and {', '.join(sorted(kwargs))})")
-    return options if options is not None else ScoreOptions.resolve(**kwargs)
 
 
 def score_and_record(refs, metrics, store: Store, run: dict, options: ScoreOptions) -> list[MetricSummary]:

@@ -90,10 +90,11 @@ def score_folder(images: str | Path, metrics, store, ref_dir: str | Path | None 
     """Score a folder/file into ``store`` and record the run. ``options`` (ScoreOptions), or the keywords of
     ``ScoreOptions.resolve``. Returns (run, summaries, table, unmatched)."""
     from bench import provenance
-    from bench.scoring.engine import _options, score_and_record
+    from bench.scoring.engine import score_and_record
+    from bench.scoring.options import options_from
     from bench.scoring.report import score_table
 
-    o = _options(options, kwargs)
+    o = options_from(options, kwargs)
     refs, names, unmatched = refs_from_folder(images, ref_dir)
     config = {"metrics": [m.name for m in metrics], "images": str(Path(images).resolve()),
               "ref": str(Path(ref_dir).resolve()) if ref_dir else None, **o.record()}

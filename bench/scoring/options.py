@@ -148,3 +148,10 @@ class ScoreOptions:
         out["shard"] = f"{self.shard.index}/{self.shard.count}"
         out["metric_kwargs"] = {k: dict(v) for k, v in self.metric_kwargs.items()}
         return out
+
+
+def options_from(options: ScoreOptions | None, kwargs: dict) -> ScoreOptions:
+    """The options of an entry point that takes either a ScoreOptions or ``ScoreOptions.resolve``'s keywords."""
+    if options is not None and kwargs:
+        raise StudyError(f"give ScoreOptions or keywords, not both (got options and {', '.join(sorted(kwargs))})")
+    return options if options is not None else ScoreOptions.resolve(**kwargs)

@@ -46,7 +46,7 @@ def score_table(store: Store, refs: list[ImageRef], summaries, names: list[str])
     score under this run's configuration (the newest ok row), or ``error: ...`` / empty."""
     import duckdb
 
-    from bench.scoring.engine import score_files
+    from bench.scoring.plan import score_files
 
     hashes = [s.config_hash for s in summaries if s.config_hash and not s.unavailable]
     table = pd.DataFrame({"image": list(names)})

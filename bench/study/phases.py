@@ -24,7 +24,8 @@ import pandas as pd
 from bench import provenance
 from bench.errors import StudyError
 from bench.metrics.table import MetricSpec, get
-from bench.scoring.engine import MetricSummary, score_manifest
+from bench.scoring.engine import score_manifest
+from bench.scoring.plan import MetricSummary
 from bench.store import Store
 from bench.study.outcomes import Outcomes, complete_pairs, correctness_matrix, outcomes
 from bench.study.stats import GROUP_BOOTSTRAP, group_bootstrap_ratio, holm, mcnemar_exact
