@@ -168,16 +168,16 @@ def test_connections_are_built_once_per_store_state_and_read_only_is_a_construct
     st = _store_with(tmp_path)
     a = st.connect()
     a.register("mine", pd.DataFrame({"x": [1]}))
-    built = views._BUILT[(str(st.root.resolve()), False, False)][1]
+    built = views._BUILT[(str(st.root.resolve()), False)][1]
     b = Store(st.root).connect()  # another Store object on the same folder, unchanged files: the same views
-    assert views._BUILT[(str(st.root.resolve()), False, False)][1] is built
+    assert views._BUILT[(str(st.root.resolve()), False)][1] is built
     with pytest.raises(duckdb.CatalogException):
         b.execute("SELECT * FROM mine")  # a caller's registration stays on its own cursor
     n = b.execute("SELECT count(*) FROM scores").fetchone()[0]
     st.write_scores([{**r, "image_id": "new-image"} for r in b.execute("SELECT * FROM scores_raw LIMIT 1").df()
                      .to_dict("records")], "r2", 0, 0)
     c = st.connect()  # a new part: rebuilt, and the new row is there
-    assert views._BUILT[(str(st.root.resolve()), False, False)][1] is not built
+    assert views._BUILT[(str(st.root.resolve()), False)][1] is not built
     assert c.execute("SELECT count(*) FROM scores").fetchone()[0] == n + 1
     assert len(st.current_scores()) == n + 1 and set(st.current_scores("piqe")["metric"]) <= {"piqe"}
 

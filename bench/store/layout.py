@@ -246,9 +246,12 @@ class Store:
             h.update(pd.util.hash_pandas_object(values, index=False).values.tobytes())
         return h.hexdigest()[:16]
 
+    def _pairs_path(self, manifest_id: str) -> Path:
+        return self.root / "pairs" / f"{manifest_id}.parquet"
+
     def is_registered(self, manifest_id: str) -> bool:
         """Whether a manifest of this id was ever registered here (current or replaced)."""
-        return (self.root / "pairs" / f"{manifest_id}.parquet").is_file()
+        return self._pairs_path(manifest_id).is_file()
 
     def register_manifest(self, manifest: pd.DataFrame, replace: bool = False) -> str:
         """Store the manifest's pairs and return its id (see ``register``)."""
@@ -274,7 +277,7 @@ class Store:
             raise StoreError(f"{self.root}: manifest pairs {dup[0]!r} and {dup[1]!r} compare the same two images; "
                              f"one pair may be registered once (merge their votes into one row)")
         manifest_id = self.manifest_id(manifest)
-        target = self.root / "pairs" / f"{manifest_id}.parquet"
+        target = self._pairs_path(manifest_id)
         replaced, differing = self._conflicts(manifest, manifest_id)
         if replaced and not replace:
             (other, _), *rest = sorted(replaced.items(), key=lambda kv: -kv[1])
@@ -412,13 +415,16 @@ class Store:
             return []
         return sorted(p.name for p in folder.iterdir() if p.is_dir() and any(p.glob("*.parquet")))
 
+    def _checked(self, what: str, name) -> str:
+        """``name`` when it is one safe path component (no path may leave the store), else one line."""
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
+            raise StoreError(f"{self.root}: {what} {name!r}: expected letters, digits, '_', '-' or '.' "
+                             "(not starting with '.')")
+        return name
+
     def study_path(self, table: str, key: str) -> Path:
         """STORE/study/<table>/<key>.parquet; both names are checked (no path may leave the store)."""
-        for what, name in (("study table", table), ("study key", key)):
-            if not isinstance(name, str) or not _NAME.fullmatch(name):
-                raise StoreError(f"{self.root}: {what} {name!r}: expected letters, digits, '_', '-' or '.' "
-                                 "(not starting with '.')")
-        return self.root / "study" / table / f"{key}.parquet"
+        return self.root / "study" / self._checked("study table", table) / f"{self._checked('study key', key)}.parquet"
 
     def has_study(self, table: str, key: str | None) -> bool:
         return bool(key) and self.study_path(table, key).is_file()
@@ -431,18 +437,15 @@ class Store:
         return pd.read_parquet(path)
 
     def study_results(self, table: str) -> pd.DataFrame | None:
-        """Every stored result of study table ``table`` in the one latest-first order (LATEST_STUDY_ORDER:
-        the newest ``created_at``, then the larger key, i.e. file name, so equal times never give an arbitrary
-        row); None when there is none."""
-        folder = self.root / "study" / table
-        self.study_path(table, "x")  # the table name's check
-        files = sorted(folder.glob("*.parquet"), reverse=True) if folder.is_dir() else []
+        """Every stored result of study table ``table`` in the one latest-first order: the newest ``created_at``,
+        then the larger key (file name), so equal times never give an arbitrary row; None when there is none."""
+        folder = self.root / "study" / self._checked("study table", table)
+        files = sorted(folder.glob("*.parquet"), reverse=True) if folder.is_dir() else []  # larger key first
         if not files:
             return None
-        df = pd.concat([pd.read_parquet(f).assign(_key=f.stem) for f in files], ignore_index=True)
-        if "created_at" in df:
-            df = df.sort_values("created_at", ascending=False, kind="stable")  # files already in key order, desc
-        return df.drop(columns="_key")
+        df = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+        # a stable sort keeps the key order among equal times
+        return df.sort_values("created_at", ascending=False, kind="stable") if "created_at" in df else df
 
     def latest_study(self, table: str, key_column: str, **match) -> tuple[str | None, pd.DataFrame | None]:
         """(key, rows) of the latest result of ``table`` (``study_results``' order) whose columns equal ``match``

@@ -140,7 +140,7 @@ def _kind_filter(include_inferred: bool) -> str:
     return "" if include_inferred else " AND kind <> 'inferred'"
 
 
-# Built connections, one per (store, include_inferred, read_only), valid while the store's files are unchanged
+# Built connections, one per (store, include_inferred), valid while the store's files are unchanged
 # (``Store.state``): rebuilding the ~20 views reads every part's footer list and took ~0.1 s at each of ~30 calls
 # of a demo run. The views name the parts (their rows are read at query time), so only which parts exist and how
 # they look matters: a part added, removed, rewritten or damaged changes the state. Callers get a cursor
@@ -168,7 +168,7 @@ def connect(store: Store, database: str = ":memory:", *, include_inferred: bool 
     read_only = store.read_only if read_only is None else read_only
     if read_only or database != ":memory:":
         return _build(store, database, include_inferred, read_only)
-    key = (str(store.root.resolve()), include_inferred, read_only)
+    key = (str(store.root.resolve()), include_inferred)
     state = store.state()
     with _LOCK:
         hit = _BUILT.get(key)
