@@ -243,13 +243,6 @@ def missing_variable(source: str, name: str) -> StudyError:
                       + (f"; it names {hint}" if hint else ""))
 
 
-def _uses_metric(strategy) -> bool:
-    """Whether the sampling strategy ``strategy`` (a name from a raw config tree) scores GTs with an IQA metric."""
-    from sr_training.sampling import SAMPLERS
-
-    return strategy in SAMPLERS and SAMPLERS[strategy].needs is not None
-
-
 def selection_overrides(path: str | Path, overrides: list[str], selection: str | Path) -> list[str]:
     """``train --selection F``: the overrides that make config ``path`` (after ``overrides``) take its
     metrics from selection.json ``F``: ``sampling.iqa.metric=null sampling.iqa.selection=F`` for a
@@ -267,7 +260,9 @@ def selection_overrides(path: str | Path, overrides: list[str], selection: str |
     value = json.dumps(str(sel.resolve()))  # JSON is YAML: any path parses back as this one string
     out = []
     sampling = tree.get("sampling") if isinstance(tree.get("sampling"), dict) else {}
-    if _uses_metric(sampling.get("strategy")):
+    from sr_training.sampling import uses_metric
+
+    if uses_metric(sampling.get("strategy")):
         out += ["sampling.iqa.metric=null", f"sampling.iqa.selection={value}"]
     if isinstance(tree.get("ft"), dict):
         out += ["ft.reward.metric=null", "ft.reward.terms=[]", f"ft.reward.selection={value}", "ft.guard.metrics=null"]

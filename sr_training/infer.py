@@ -88,9 +88,9 @@ def _sampling_metric(cfg: dict, run_dir: Path) -> str | None:
     """The metric a base run sampled with: pinned in its config, else the one its provenance.json
     records (a selection's sampling_metric); None for UPos and other metric-free strategies."""
     sampling = cfg.get("sampling") if isinstance(cfg.get("sampling"), dict) else {}
-    from sr_training.config import _uses_metric
+    from sr_training.sampling import uses_metric
 
-    if not _uses_metric(sampling.get("strategy")):
+    if not uses_metric(sampling.get("strategy")):
         return None
     iqa = sampling.get("iqa") if isinstance(sampling.get("iqa"), dict) else {}
     if isinstance(iqa.get("metric"), str):

@@ -189,6 +189,11 @@ class AMO(Sampler):
         return argmax_random_ties(patch_scores, gen)
 
 
+def uses_metric(strategy) -> bool:
+    """Whether the strategy named ``strategy`` (from a raw config tree: any value) scores GTs with an IQA metric."""
+    return strategy in SAMPLERS and SAMPLERS[strategy].needs is not None
+
+
 def build_sampler(strategy: str, tau: float = 1.0, include_original: bool = True) -> Sampler:
     """The sampler registered under ``strategy`` (one-line error listing the registered ones)."""
     if strategy not in SAMPLERS:

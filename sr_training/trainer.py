@@ -336,7 +336,8 @@ class Trainer:
 
     def checkpoint_state(self, it: int) -> dict:
         """C5: plain tensors / numbers / strings / containers only (``weights_only=True`` loads it)."""
-        s = {"iteration": it, **self.weights_state(), "opt_g": self.opt_g.state_dict(), "sched_g": self.sched_g.state_dict(), "chosen": self.chosen.clone(),
+        s = {"iteration": it, **self.weights_state(), "opt_g": self.opt_g.state_dict(),
+             "sched_g": self.sched_g.state_dict(), "chosen": self.chosen.clone(),
              "config": self.cfg.model_dump_json(), "val_due": self._val_due_at == it}
         if self.net_d is not None:
             s |= {"net_d": self.net_d.state_dict(), "opt_d": self.opt_d.state_dict(), "sched_d": self.sched_d.state_dict()}
